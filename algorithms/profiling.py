@@ -1,0 +1,235 @@
+"""Profile a torch model layer by layer: parameters, forward FLOPs and what backward keeps alive.
+
+``profile_model`` runs ONE forward pass of a zero batch of size 1 with forward hooks on every leaf module and
+reads each layer's real shapes, so every figure is per sample and comes from the model, not a table.
+
+Why a real CPU forward with autograd on (not ``torch.no_grad`` and not the meta device): the saved-tensor rules
+below depend on which tensors require grad (autograd saves nothing for an op none of whose inputs requires
+grad) and on which outputs are views of their input (``Flatten``); the meta device has no storage identity to
+tell views apart, and under ``no_grad`` nothing requires grad. A batch of one costs next to nothing.
+
+Saved-for-backward rules (checked against ``torch.autograd.graph.saved_tensors_hooks`` on CPU, torch 2.13;
+``tests/algorithms/test_cost.py`` repeats the check on every model):
+
+* ``Conv*d`` (``ConvolutionBackward0`` saves ``input`` and ``weight``) and ``Linear`` (``AddmmBackward0``
+  saves ``mat1`` = input and ``mat2`` = weight.T): the input, when the weight requires grad. The weight
+  is a parameter, charged with the parameters, never as an activation.
+* ``ReLU`` (``ReluBackward0`` saves ``result``): its output, when its input requires grad.
+* ``MaxPool*d`` (``MaxPool2DWithIndicesBackward0`` saves ``self`` and ``result1``): its input, and the int64
+  argmax indices, one per output element (``saved_index_bytes`` = 8 per output element, whatever the float
+  width), when its input requires grad.
+* ``Flatten``, ``Identity``: nothing (``ViewBackward0`` keeps only sizes).
+
+Sharing, and the counting rule we settled on: each distinct storage is charged exactly once. Autograd does
+not copy a tensor that two nodes save: ``ReluBackward0.result`` and the next ``MaxPool2DWithIndicesBackward0.self``
+(or the next ``Linear``'s ``mat1``) are the same storage, and ``Flatten`` hands ``Linear`` a view of the pool's
+output. So a storage is charged to the first layer (in execution order) that saves it and to nobody after.
+The model's input batch is also a storage that the first Conv/Linear saves; it is charged once, as the input
+batch (``ModelProfile.input_bytes_per_sample``), and not as a saved activation. Hence, for any batch B:
+
+    distinct non-parameter storages saved (saved_tensors_hooks)
+        == B * (saved_activation_bytes_per_sample + input_bytes_per_sample)
+
+whenever the first layer saves its input (every model in ``models.MODELS``). The table in
+``shared/reference/algorithms.md`` sums ``a_l`` per layer, which would count the ReLU output twice (ReLU and
+MaxPool both save it) and the input twice (as input and as the first layer's saved input): real torch does not.
+
+``io_elems`` (for inference-level memory) is input + output elements, with the output counted 0 when it is a
+view of the input (``Flatten``), since no new storage is allocated.
+
+FLOPs follow ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs, bias adds are excluded; conv:
+2 * Cin/groups * prod(kernel) * Cout * prod(out spatial); linear: 2 * in * out; ReLU, pool, flatten: 0.
+A layer kind without a rule raises ``ValueError`` naming it rather than being silently costed as free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from algorithms._checks import non_negative_int, positive_int
+from algorithms.models import build_model
+
+__all__ = ["LayerCost", "ModelProfile", "profile_model", "profile_named_model", "INDEX_BYTES"]
+
+INDEX_BYTES = 8  # MaxPool argmax indices are int64
+
+_CONV = nn.modules.conv._ConvNd
+_POOL = nn.modules.pooling._MaxPoolNd
+_VIEW_ONLY = (nn.Flatten, nn.Identity)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Per-sample cost of one leaf layer (all counts per sample, i.e. at batch size 1)."""
+
+    name: str  # module path inside the model, e.g. "3"
+    kind: str  # module class name, e.g. "Conv2d"
+    params: int  # parameters owned by this layer (weights + bias)
+    prunable_params: int  # conv/linear weights only (not biases, not norms)
+    forward_flops: int  # 2 per multiply-add, bias adds excluded (torch.utils.flop_counter convention)
+    saved_activation_elems: int  # float elements this layer keeps for backward, distinct storages only
+    saved_index_bytes: int  # extra bytes kept for backward (MaxPool int64 indices)
+    io_elems: int  # input + output elements (output 0 when it is a view of the input)
+
+    def __post_init__(self) -> None:
+        for field in ("params", "prunable_params", "forward_flops", "saved_activation_elems",
+                      "saved_index_bytes", "io_elems"):
+            non_negative_int(f"LayerCost.{field}", getattr(self, field))
+        if self.prunable_params > self.params:
+            raise ValueError("LayerCost.prunable_params must not exceed params")
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """A model's layers in execution order, its per-sample input shape and its float width in bytes."""
+
+    layers: tuple[LayerCost, ...]
+    input_shape: tuple[int, ...]
+    bytes_per_element: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layers, tuple) or not all(isinstance(l, LayerCost) for l in self.layers):
+            raise ValueError("ModelProfile.layers must be a tuple of LayerCost")
+        if len(self.input_shape) == 0 or any(
+            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.input_shape
+        ):
+            raise ValueError(f"ModelProfile.input_shape must be positive ints, got {self.input_shape!r}")
+        positive_int("ModelProfile.bytes_per_element", self.bytes_per_element)
+
+    @property
+    def params(self) -> int:
+        """All parameters P (weights and biases)."""
+        return sum(l.params for l in self.layers)
+
+    @property
+    def prunable_params(self) -> int:
+        """Conv/linear weights: the coordinates a mask covers."""
+        return sum(l.prunable_params for l in self.layers)
+
+    @property
+    def forward_flops_per_sample(self) -> int:
+        """F: forward FLOPs of one sample."""
+        return sum(l.forward_flops for l in self.layers)
+
+    @property
+    def prunable_forward_flops_per_sample(self) -> int:
+        """The part of F done by layers with prunable weights (what unstructured sparsity can shrink)."""
+        return sum(l.forward_flops for l in self.layers if l.prunable_params)
+
+    @property
+    def input_bytes_per_sample(self) -> int:
+        """Bytes of one input sample (the batch itself stays resident while a step runs)."""
+        return math.prod(self.input_shape) * self.bytes_per_element
+
+    @property
+    def saved_activation_bytes_per_sample(self) -> int:
+        """Bytes backward keeps alive per sample, excluding the input batch (see module docstring)."""
+        elems = sum(l.saved_activation_elems for l in self.layers)
+        return elems * self.bytes_per_element + sum(l.saved_index_bytes for l in self.layers)
+
+    @property
+    def max_io_bytes_per_sample(self) -> int:
+        """The largest input + output of any one layer, in bytes per sample (inference working set)."""
+        return max((l.io_elems for l in self.layers), default=0) * self.bytes_per_element
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tensor,
+                seen: set[int]) -> LayerCost:
+    """Apply the module docstring's rules to one call; ``seen`` holds storages already charged."""
+    params = sum(p.numel() for p in module.parameters(recurse=False))
+    prunable = flops = index_bytes = 0
+    saved: list[torch.Tensor] = []
+    if isinstance(module, (_CONV, nn.Linear)):
+        if isinstance(module, _CONV) and module.transposed:
+            raise ValueError(f"model: layer {name!r} of kind {type(module).__name__} has no cost rule")
+        prunable = module.weight.numel()
+        if isinstance(module, nn.Linear):
+            flops = 2 * module.in_features * out.numel()
+        else:
+            per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+            flops = 2 * per_output * out.numel()
+        if module.weight.requires_grad:
+            saved.append(inp)
+    elif isinstance(module, nn.ReLU):
+        if inp.requires_grad:
+            saved.append(out)
+    elif isinstance(module, _POOL):
+        if inp.requires_grad:
+            saved.append(inp)
+            index_bytes = INDEX_BYTES * out.numel()
+    elif not isinstance(module, _VIEW_ONLY):
+        raise ValueError(f"model: layer {name!r} of kind {type(module).__name__} has no cost rule")
+    saved_elems = 0
+    for tensor in saved:
+        key = _storage_key(tensor)
+        if key not in seen:
+            seen.add(key)
+            saved_elems += tensor.numel()
+    out_elems = 0 if _storage_key(out) == _storage_key(inp) else out.numel()
+    return LayerCost(name, type(module).__name__, params, prunable, flops, saved_elems, index_bytes,
+                     inp.numel() + out_elems)
+
+
+def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_element: int = 4) -> ModelProfile:
+    """Profile ``model`` on a zero batch of one sample shaped ``input_shape`` (no batch dimension).
+
+    The model is not modified (its parameters, buffers and train/eval mode are left as they are). Raises
+    ``ValueError`` naming the layer if a leaf module has no cost rule, is called twice, or if parameters sit
+    outside leaf modules.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) == 0 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                    for d in input_shape):
+        raise ValueError(f"input_shape must be positive ints, got {input_shape!r}")
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
+
+    seen: set[int] = {_storage_key(x)}  # the input batch is charged as input, never as an activation
+    layers: list[LayerCost] = []
+    called: set[str] = set()
+    keep_alive: list[torch.Tensor] = []  # no storage may be freed and reused while keys are compared
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: tuple, out: object) -> None:
+            if name in called:
+                raise ValueError(f"model: layer {name!r} is called more than once; reuse is not costed")
+            called.add(name)
+            if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not isinstance(out, torch.Tensor):
+                raise ValueError(f"model: layer {name!r} must take and return one tensor")
+            keep_alive.extend((args[0], out))
+            layers.append(_layer_cost(name, module, args[0], out, seen))
+        return hook
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
+    try:
+        with torch.enable_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    profile = ModelProfile(tuple(layers), input_shape, bytes_per_element)
+    total = sum(p.numel() for p in model.parameters())
+    if profile.params != total:
+        raise ValueError(f"model: {total - profile.params} parameters sit outside costed leaf layers")
+    return profile
+
+
+@lru_cache(maxsize=None)
+def profile_named_model(name: str, bytes_per_element: int = 4) -> ModelProfile:
+    """The profile of ``models.MODELS[name]``, computed once per process (profiles are immutable, and a
+    model's shapes do not depend on its random initialisation). Unknown names raise ``ValueError``."""
+    model, input_shape = build_model(name)
+    return profile_model(model, input_shape, bytes_per_element)

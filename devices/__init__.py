@@ -1,0 +1,59 @@
+"""What a device is: the catalog with cited figures, link classes, physics, availability, sampling.
+
+Pure functions and frozen dataclasses on numpy and the standard library only. Import public
+names from here; the submodules are the implementation.
+"""
+
+from devices.availability import AllOf, AlwaysOn, Availability, Diurnal, RandomFailure
+from devices.background import BackgroundMemory
+from devices.catalog import DEVICE_CLASSES, DEVICE_FIGURES, GIB, KIB, MIB, DeviceClass
+from devices.links import GATEWAY_KINDS, LINK_CLASSES, LINK_FIGURES, LinkClass
+from devices.physics import (
+    battery_level_j,
+    compute_time_s,
+    energy_j,
+    fits_memory,
+    framed_transfer_time_s,
+    free_memory_bytes,
+    joules_per_flop,
+    serialization_time_s,
+)
+from devices.sampling import (
+    FRACTION_SUM_TOLERANCE,
+    DeviceProfile,
+    MixEntry,
+    largest_remainder_counts,
+    sample_fleet,
+)
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "DEVICE_FIGURES",
+    "FRACTION_SUM_TOLERANCE",
+    "GATEWAY_KINDS",
+    "GIB",
+    "KIB",
+    "LINK_CLASSES",
+    "LINK_FIGURES",
+    "MIB",
+    "AllOf",
+    "AlwaysOn",
+    "Availability",
+    "BackgroundMemory",
+    "DeviceClass",
+    "DeviceProfile",
+    "Diurnal",
+    "LinkClass",
+    "MixEntry",
+    "RandomFailure",
+    "battery_level_j",
+    "compute_time_s",
+    "energy_j",
+    "fits_memory",
+    "framed_transfer_time_s",
+    "free_memory_bytes",
+    "joules_per_flop",
+    "largest_remainder_counts",
+    "sample_fleet",
+    "serialization_time_s",
+]

@@ -1,0 +1,113 @@
+"""Background memory use of one device: a deterministic sinusoid in virtual time.
+
+Other software on a device (the OS page cache, other apps, sensor buffers) uses memory that a
+training task cannot have. ``BackgroundMemory`` models it as
+
+    at(t) = max(0, mean_bytes + amplitude_bytes * sin(2 pi t / period_s + phase_rad))
+
+so the simulator can ask exact questions (the largest use over a window, the first moment use
+rises past a level) analytically instead of polling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from devices._checks import check_finite, check_finite_nonneg, check_positive, scalar_or_array
+
+_TWO_PI = 2.0 * math.pi
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundMemory:
+    """Background memory in bytes as a function of virtual time in seconds.
+
+    ``mean_bytes`` and ``amplitude_bytes`` are ``>= 0``; ``period_s > 0``; ``phase_rad`` any
+    finite angle. When the amplitude exceeds the mean the troughs are clipped at 0.
+    """
+
+    mean_bytes: float
+    amplitude_bytes: float
+    period_s: float
+    phase_rad: float
+
+    def __post_init__(self) -> None:
+        try:  # the common case, cheaply (a fleet builds one per device)
+            if (0 <= self.mean_bytes < math.inf and 0 <= self.amplitude_bytes < math.inf
+                    and 0 < self.period_s < math.inf and math.isfinite(self.phase_rad)):
+                return
+        except (TypeError, ValueError):
+            pass  # not plain numbers: the named checks below explain
+        check_finite_nonneg("mean_bytes", self.mean_bytes)
+        check_finite_nonneg("amplitude_bytes", self.amplitude_bytes)
+        check_positive("period_s", self.period_s)
+        check_finite("phase_rad", self.phase_rad)
+
+    def _angle(self, t_s: Any) -> Any:
+        return _TWO_PI * np.asarray(t_s, float) / self.period_s + self.phase_rad
+
+    def at(self, t_s: Any) -> Any:
+        """Bytes in use at ``t_s`` (scalar or array), never below 0."""
+        use = self.mean_bytes + self.amplitude_bytes * np.sin(self._angle(t_s))
+        return scalar_or_array(np.maximum(use, 0.0))
+
+    def max_over(self, t0_s: float, t1_s: float) -> float:
+        """Largest use over the closed window ``[t0_s, t1_s]`` (exact: endpoints and crests).
+
+        Raises ``ValueError`` when ``t1_s < t0_s``.
+        """
+        _check_window(t0_s, t1_s)
+        ends = max(self.at(t0_s), self.at(t1_s))
+        if self.amplitude_bytes == 0.0:
+            return ends
+        # Crests sit where the angle is pi/2 + 2 pi k; find the first one at or after t0.
+        k = math.ceil((float(self._angle(t0_s)) - math.pi / 2) / _TWO_PI)
+        crest_s = (math.pi / 2 + _TWO_PI * k - self.phase_rad) * self.period_s / _TWO_PI
+        if crest_s <= t1_s:
+            return max(ends, self.mean_bytes + self.amplitude_bytes)
+        return ends
+
+    def first_exceeding(self, t0_s: float, t1_s: float, level_bytes: float) -> float | None:
+        """Earliest time in ``[t0_s, t1_s]`` at which use is above ``level_bytes``, else None.
+
+        "Earliest" is the infimum of the set where ``at(t) > level_bytes``: when use rises
+        through the level at ``t*`` the answer is ``t*`` itself (where use equals the level),
+        exact up to float rounding. If use already exceeds the level at ``t0_s`` the answer is
+        ``t0_s``. A crossing exactly at ``t1_s`` does not count (use does not exceed the level
+        inside the window). ``t1_s`` may be ``math.inf``. Raises ``ValueError`` when
+        ``t1_s < t0_s``.
+        """
+        _check_window(t0_s, t1_s, open_ended=True)
+        check_finite("level_bytes", level_bytes)
+        if t0_s == t1_s:
+            return t0_s if self.at(t0_s) > level_bytes else None
+        if level_bytes < 0.0:
+            return t0_s  # use is never below 0
+        a = self.amplitude_bytes
+        if a == 0.0:
+            return t0_s if self.mean_bytes > level_bytes else None
+        s = (level_bytes - self.mean_bytes) / a  # exceed <=> sin(angle) > s
+        if s >= 1.0:
+            return None
+        if s < -1.0:
+            return t0_s
+        # sin(angle) > s on the open arcs (alpha, pi - alpha) + 2 pi k, alpha = asin(s).
+        alpha = math.asin(s)
+        arc = math.pi - 2.0 * alpha
+        into = (float(self._angle(t0_s)) - alpha) % _TWO_PI  # angle past the last arc start
+        if into < arc:
+            return t0_s
+        entry_s = t0_s + (_TWO_PI - into) * self.period_s / _TWO_PI
+        return entry_s if entry_s < t1_s else None
+
+
+def _check_window(t0_s: float, t1_s: float, open_ended: bool = False) -> None:
+    check_finite("t0_s", t0_s)
+    if not (open_ended and t1_s == math.inf):
+        check_finite("t1_s", t1_s)
+    if not t1_s >= t0_s:
+        raise ValueError(f"t1_s must be >= t0_s, got t0_s={t0_s!r}, t1_s={t1_s!r}")

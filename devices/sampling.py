@@ -1,0 +1,226 @@
+"""Sampling a fleet: from a mix of (device class, link class, fraction) to one profile per device.
+
+Counts per mix entry come from largest-remainder rounding, so they are exact and deterministic;
+then each entry's devices are drawn in one vectorised batch per quantity. Per device:
+
+* ``flops_per_s`` = class sustained throughput x LogNormal(0, ``flops_sigma``) (median 1);
+* ``up_bit_per_s`` and ``down_bit_per_s`` = class rates x one shared LogNormal(0,
+  ``bandwidth_sigma``) factor (a device with poor signal is slow both ways);
+* ``latency_s`` = class latency x LogNormal(0, ``latency_sigma``);
+* ``background``: mean and amplitude are the class fractions of ``ram - reserve``, period
+  ``background_period_s``, phase Uniform[0, 2 pi).
+
+Draw order per entry (fixed, part of the reproducibility contract): throughput factors,
+bandwidth factors, latency factors, phases. Entries with no devices draw nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from devices._checks import (
+    check_finite_nonneg,
+    check_int_at_least,
+    check_positive,
+    check_unit_closed_open,
+    check_unit_open_closed,
+)
+from devices.background import BackgroundMemory
+from devices.catalog import DEVICE_CLASSES, DeviceClass
+from devices.links import LINK_CLASSES, LinkClass
+
+#: How far the mix fractions may sum from 1.
+FRACTION_SUM_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class MixEntry:
+    """``fraction`` of the fleet is ``device_class`` on ``link_class`` (names from the catalogs)."""
+
+    device_class: str
+    link_class: str
+    fraction: float
+
+    def __post_init__(self) -> None:
+        for name in ("device_class", "link_class"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        check_finite_nonneg("fraction", self.fraction)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """One sampled device: everything the simulator needs to know about it. Units in names."""
+
+    device_id: int
+    device_class: str
+    link_class: str
+    ram_bytes: int
+    runtime_reserve_bytes: int
+    flops_per_s: float
+    compute_power_w: float
+    battery_j: float | None
+    recharge_w: float
+    up_bit_per_s: float
+    down_bit_per_s: float
+    latency_s: float
+    loss_prob: float
+    duty_cycle: float
+    max_frame_payload_bytes: int | None
+    frame_overhead_bytes: int
+    tx_j_per_byte: float
+    background: BackgroundMemory
+
+    def __post_init__(self) -> None:
+        # One cheap combined test on plain Python values first (a fleet builds 10^5 of these);
+        # anything else (numpy scalars, bad values) goes through the named checks.
+        try:
+            plain = self._plainly_valid()
+        except TypeError:
+            plain = False
+        if not plain:
+            self._check_each()
+
+    def _plainly_valid(self) -> bool:
+        return (type(self.device_id) is int and 0 <= self.device_id
+                and type(self.device_class) is str and type(self.link_class) is str
+                and type(self.ram_bytes) is int and type(self.runtime_reserve_bytes) is int
+                and 0 <= self.runtime_reserve_bytes < self.ram_bytes
+                and 0 < self.flops_per_s < math.inf and 0 < self.up_bit_per_s < math.inf
+                and 0 < self.down_bit_per_s < math.inf
+                and 0 <= self.compute_power_w < math.inf and 0 <= self.recharge_w < math.inf
+                and 0 <= self.latency_s < math.inf and 0 <= self.tx_j_per_byte < math.inf
+                and (self.battery_j is None or 0 < self.battery_j < math.inf)
+                and 0 <= self.loss_prob < 1 and 0 < self.duty_cycle <= 1
+                and (self.max_frame_payload_bytes is None
+                     or (type(self.max_frame_payload_bytes) is int
+                         and self.max_frame_payload_bytes >= 1))
+                and type(self.frame_overhead_bytes) is int and self.frame_overhead_bytes >= 0
+                and type(self.background) is BackgroundMemory)
+
+    def _check_each(self) -> None:
+        check_int_at_least("device_id", self.device_id, 0)
+        for name in ("device_class", "link_class"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        check_int_at_least("ram_bytes", self.ram_bytes, 1)
+        check_int_at_least("runtime_reserve_bytes", self.runtime_reserve_bytes, 0)
+        if self.runtime_reserve_bytes >= self.ram_bytes:
+            raise ValueError(f"runtime_reserve_bytes must be < ram_bytes, got "
+                             f"{self.runtime_reserve_bytes} >= {self.ram_bytes}")
+        for name in ("flops_per_s", "up_bit_per_s", "down_bit_per_s"):
+            check_positive(name, getattr(self, name))
+        for name in ("compute_power_w", "recharge_w", "latency_s", "tx_j_per_byte"):
+            check_finite_nonneg(name, getattr(self, name))
+        if self.battery_j is not None:
+            check_positive("battery_j", self.battery_j)
+        check_unit_closed_open("loss_prob", self.loss_prob)
+        check_unit_open_closed("duty_cycle", self.duty_cycle)
+        if self.max_frame_payload_bytes is not None:
+            check_int_at_least("max_frame_payload_bytes", self.max_frame_payload_bytes, 1)
+        check_int_at_least("frame_overhead_bytes", self.frame_overhead_bytes, 0)
+        if not isinstance(self.background, BackgroundMemory):
+            raise ValueError(f"background must be a BackgroundMemory, got {self.background!r}")
+
+    @property
+    def trainable_bytes(self) -> int:
+        """RAM left once the runtime is loaded: ``ram_bytes - runtime_reserve_bytes``."""
+        return self.ram_bytes - self.runtime_reserve_bytes
+
+
+def largest_remainder_counts(fractions: Sequence[float], n: int) -> list[int]:
+    """Split ``n`` into integer counts proportional to ``fractions`` (Hamilton's method).
+
+    Each count is the floor of its exact quota ``n * f_i / sum(f)``; the leftover units go to
+    the largest fractional parts, ties to the earlier entry. Exact rational arithmetic, so the
+    counts always sum to ``n`` and do not depend on float rounding. ``fractions`` must be
+    ``>= 0`` with a positive sum.
+    """
+    check_int_at_least("n", n, 0)
+    for f in fractions:
+        check_finite_nonneg("fraction", f)
+    exact = [Fraction(f) for f in fractions]
+    total = sum(exact, Fraction(0))
+    if total <= 0:
+        raise ValueError(f"fractions must have a positive sum, got {list(fractions)!r}")
+    quotas = [f * n / total for f in exact]
+    counts = [math.floor(q) for q in quotas]
+    leftover = n - sum(counts)
+    by_remainder = sorted(range(len(quotas)), key=lambda i: (counts[i] - quotas[i], i))
+    for i in by_remainder[:leftover]:
+        counts[i] += 1
+    return counts
+
+
+def _lookup(kind: str, name: str, table: Mapping[str, object]) -> object:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def sample_fleet(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generator,
+                 background_period_s: float = 3600.0, *,
+                 device_classes: Mapping[str, DeviceClass] = DEVICE_CLASSES,
+                 link_classes: Mapping[str, LinkClass] = LINK_CLASSES) -> list[DeviceProfile]:
+    """Sample ``n_devices`` profiles from ``mix``; device ids 0..n-1 in mix order.
+
+    Fractions must be ``>= 0`` and sum to 1 within ``FRACTION_SUM_TOLERANCE``; class names must
+    be keys of ``device_classes`` / ``link_classes`` (the catalogs by default; pass others to
+    try measured figures). The same ``rng`` state gives the same fleet.
+    """
+    check_int_at_least("n_devices", n_devices, 0)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_positive("background_period_s", background_period_s)
+    entries = tuple(mix)
+    if not entries:
+        raise ValueError("mix must have at least one entry")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, MixEntry):
+            raise ValueError(f"mix[{i}] must be a MixEntry, got {entry!r}")
+        _lookup("device_class", entry.device_class, device_classes)
+        _lookup("link_class", entry.link_class, link_classes)
+    total = math.fsum(e.fraction for e in entries)
+    if abs(total - 1.0) > FRACTION_SUM_TOLERANCE:
+        raise ValueError(f"mix fractions must sum to 1 (within {FRACTION_SUM_TOLERANCE}), "
+                         f"got {total!r}")
+
+    counts = largest_remainder_counts([e.fraction for e in entries], n_devices)
+    profiles: list[DeviceProfile] = []
+    for entry, count in zip(entries, counts):
+        if count:
+            profiles.extend(_sample_entry(entry, count, len(profiles), rng, background_period_s,
+                                          device_classes[entry.device_class],
+                                          link_classes[entry.link_class]))
+    return profiles
+
+
+def _sample_entry(entry: MixEntry, count: int, first_id: int, rng: np.random.Generator,
+                  period_s: float, dc: DeviceClass, lc: LinkClass) -> list[DeviceProfile]:
+    speed = rng.lognormal(0.0, dc.flops_sigma, count)
+    bandwidth = rng.lognormal(0.0, lc.bandwidth_sigma, count)
+    latency = rng.lognormal(0.0, lc.latency_sigma, count)
+    phase = rng.uniform(0.0, 2.0 * math.pi, count)
+
+    flops_per_s = (dc.sustained_flops_per_s * speed).tolist()
+    up = (lc.up_bit_per_s * bandwidth).tolist()
+    down = (lc.down_bit_per_s * bandwidth).tolist()
+    latency_s = (lc.latency_s * latency).tolist()
+    trainable = dc.ram_bytes - dc.runtime_reserve_bytes
+    mean_bytes = dc.background_mean_fraction * trainable
+    amplitude_bytes = dc.background_amplitude_fraction * trainable
+    # Positional arguments, in DeviceProfile field order: this loop runs once per device.
+    return [
+        DeviceProfile(device_id, entry.device_class, entry.link_class, dc.ram_bytes,
+                      dc.runtime_reserve_bytes, f, dc.compute_power_w, dc.battery_j,
+                      dc.recharge_w, u, d, lat, lc.loss_prob, lc.duty_cycle,
+                      lc.max_frame_payload_bytes, lc.frame_overhead_bytes, lc.tx_j_per_byte,
+                      BackgroundMemory(mean_bytes, amplitude_bytes, period_s, ph))
+        for device_id, f, u, d, lat, ph in zip(range(first_id, first_id + count), flops_per_s,
+                                               up, down, latency_s, phase.tolist())
+    ]

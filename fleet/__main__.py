@@ -1,0 +1,4 @@
+from fleet.run import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,353 @@
+"""The coordinator: selects devices, sends tasks, collects updates, aggregates.
+
+It talks only to a ``Transport`` and so cannot tell simulated devices from real ones. Two
+disciplines share the bookkeeping in ``Coordinator``:
+
+* ``SyncCoordinator``: rounds. Each selects ``ceil(K * (1 + over_selection))`` idle devices at
+  random, and ends when ``K`` updates arrived, when every task was resolved, or at the deadline.
+  Tasks still out at the deadline are ``deadline`` dropouts (stragglers); tasks still out when
+  ``K`` arrived are over-selected stragglers, discarded. The round aggregates when at least
+  ``ceil(quorum * K)`` updates arrived, otherwise it fails and the model version stays.
+* ``AsyncCoordinator``: FedBuff (Nguyen et al. 2022) keeps ``concurrency`` tasks in flight and
+  aggregates every ``buffer_size`` updates, each weighted ``(1 + staleness) ** -staleness_exponent``;
+  FedAsync (Xie et al. 2019) is the same with a buffer of one. Staleness is the number of
+  aggregations since the version the client *downloaded* (carried in its task), not since receipt.
+
+A device is busy from dispatch until the coordinator hears back from it (an update, a refusal, a
+leave notice or a link loss), even if the coordinator stopped waiting for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from algorithms.base import ResourceDemand, TaskConfig
+from fleet.kernel import Kernel
+from fleet.messages import Leave, Message, Refusal, Task, Update
+from fleet.network import Delivery, Transport
+
+TaskPlan = Callable[[int], tuple[TaskConfig, ResourceDemand]]
+
+
+class LocalWork(Protocol):
+    """Where the real work of a local update happens (the executor layer implements this)."""
+
+    def submit(self, task: Task) -> None: ...
+    def collect(self, task: Task) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    rounds: int
+    clients_per_round: int
+    over_selection: float = 0.0
+    deadline_s: float | None = None
+    quorum: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncConfig:
+    aggregations: int
+    concurrency: int
+    buffer_size: int
+    staleness_exponent: float = 0.5
+    max_staleness: int | None = None
+    task_timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class RoundRecord:
+    """One row of ``rounds.csv``: a synchronous round, or one asynchronous aggregation."""
+
+    round_index: int
+    start_s: float
+    end_s: float = 0.0
+    selected: int = 0
+    accepted: int = 0
+    aggregated: bool = False
+    model_version: int = 0
+    mean_staleness: float = 0.0
+    dropouts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    task: Task
+    dispatched_s: float
+    waiting: bool = True  # False once the coordinator stopped waiting (deadline, round closed)
+
+
+class Coordinator:
+    """Bookkeeping shared by both disciplines: dispatch, busy devices, dropout counts."""
+
+    def __init__(self, kernel: Kernel, transport: Transport, n_devices: int, plan: TaskPlan,
+                 work: LocalWork | None = None) -> None:
+        self._kernel = kernel
+        self._env = kernel.env
+        self._record = kernel.recorder.record
+        self._transport = transport
+        self._plan = plan
+        self._work = work
+        self._rng = kernel.rng.stream("selection")
+        self.n_devices = n_devices
+        self.busy = np.zeros(n_devices, dtype=bool)
+        self.outstanding: dict[int, _Outstanding] = {}
+        self.version = 0
+        self.client_tasks = 0
+        self.updates_accepted = 0
+        self.dropouts: dict[str, int] = {}
+        self.rounds: list[RoundRecord] = []
+        self._next_task_id = 0
+        self.finished = self._env.event()
+        self.on_round_end: Callable[[int], None] | None = None  # progress hook: rounds done
+        transport.attach_server(self._on_message, self._on_lost)
+
+    # --- dispatch -------------------------------------------------------------------------
+    def _dispatch(self, device: int, round_index: int, deadline_s: float | None) -> Task:
+        config, demand = self._plan(round_index)
+        task = Task(self._next_task_id, device, round_index, self.version, config.phase,
+                    config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
+                    demand.bytes_up, deadline_s, demand.bytes_down)
+        self._next_task_id += 1
+        self.busy[device] = True
+        self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
+        self.client_tasks += 1
+        self._record(self._env.now, "dispatch", round_index, device, None, self.version,
+                     demand.peak_memory_bytes)
+        if self._work is not None:
+            self._work.submit(task)
+        self._transport.send(task, device, False)
+        return task
+
+    def _select_idle(self, count: int) -> np.ndarray:
+        idle = np.flatnonzero(~self.busy)
+        count = min(count, len(idle))
+        return np.sort(self._rng.choice(idle, size=count, replace=False))
+
+    def _count_dropout(self, cause: str) -> None:
+        self.dropouts[cause] = self.dropouts.get(cause, 0) + 1
+
+    # --- receiving ------------------------------------------------------------------------
+    def _resolve(self, task_id: int) -> _Outstanding | None:
+        entry = self.outstanding.pop(task_id, None)
+        if entry is not None:
+            self.busy[entry.task.device] = False
+        return entry
+
+    def _on_message(self, msg: Message, delivery: Delivery) -> None:
+        if isinstance(msg, Update):
+            entry = self._resolve(msg.task_id)
+            if entry is None:
+                return
+            now = self._env.now
+            if not entry.waiting:
+                self._record(now, "discard", entry.task.round_index, msg.device, "late",
+                             msg.model_version)
+                self._on_freed()
+                return
+            link_s = msg.download_link_s + delivery.link_s
+            queue_s = msg.download_queue_s + delivery.queue_s
+            self._on_update(entry, msg, link_s, queue_s, now - entry.dispatched_s)
+        elif isinstance(msg, (Refusal, Leave)):
+            entry = self._resolve(msg.task_id)
+            if entry is None:
+                return
+            if entry.waiting:  # the device recorded the event itself; count it once here
+                self._count_dropout(msg.cause)
+                self._on_failed(entry, msg.cause)
+            else:
+                self._on_freed()
+
+    def _on_lost(self, msg: Message, device: int) -> None:
+        task_id = getattr(msg, "task_id", None)
+        entry = self._resolve(task_id) if task_id is not None else None
+        if entry is None:
+            return
+        self._record(self._env.now, "dropout", entry.task.round_index, device, "link")
+        if entry.waiting:
+            self._count_dropout("link")
+            self._on_failed(entry, "link")
+        else:
+            self._on_freed()
+
+    def _accept(self, entry: _Outstanding, msg: Update, link_s: float, queue_s: float,
+                task_s: float, staleness: int) -> None:
+        self.updates_accepted += 1
+        self._record(self._env.now, "update", entry.task.round_index, msg.device, None,
+                     msg.model_version, None, None, msg.compute_s, link_s, queue_s, task_s,
+                     staleness)
+        if self._work is not None:
+            self._work.collect(entry.task)
+
+    # --- hooks for the disciplines ------------------------------------------------------------
+    def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
+        raise NotImplementedError
+
+    def _on_failed(self, entry: _Outstanding, cause: str) -> None:
+        raise NotImplementedError
+
+    def _on_freed(self) -> None:
+        """A device that the coordinator had stopped waiting for became idle again."""
+
+
+class SyncCoordinator(Coordinator):
+    def __init__(self, kernel, transport, n_devices, plan, config: SyncConfig, work=None):
+        super().__init__(kernel, transport, n_devices, plan, work)
+        if config.clients_per_round < 1:
+            raise ValueError("coordinator.clients_per_round must be >= 1")
+        self.config = config
+        self._current: RoundRecord | None = None
+        self._round_done = None
+
+    def process(self):
+        cfg, env = self.config, self._env
+        k = cfg.clients_per_round
+        for r in range(cfg.rounds):
+            rec = RoundRecord(r, env.now, model_version=self.version)
+            self.rounds.append(rec)
+            self._current, self._round_done = rec, env.event()
+            deadline_s = None if cfg.deadline_s is None else env.now + cfg.deadline_s
+            chosen = self._select_idle(math.ceil(k * (1.0 + cfg.over_selection)))
+            rec.selected = len(chosen)
+            self._record(env.now, "round_start", r, None, None, self.version)
+            for device in chosen.tolist():
+                self._dispatch(int(device), r, deadline_s)
+            if rec.selected == 0:
+                self._round_done.succeed()
+            if deadline_s is None:
+                yield self._round_done
+            else:
+                yield self._round_done | env.timeout(cfg.deadline_s)
+            self._close_round(rec, hit_deadline=not self._round_done.triggered)
+        self.finished.succeed()
+
+    def _close_round(self, rec: RoundRecord, hit_deadline: bool) -> None:
+        now = self._env.now
+        for entry in self.outstanding.values():
+            if entry.waiting and entry.task.round_index == rec.round_index:
+                entry.waiting = False
+                if hit_deadline:
+                    self._count_dropout("deadline")
+                    rec.dropouts["deadline"] = rec.dropouts.get("deadline", 0) + 1
+                    self._record(now, "dropout", rec.round_index, entry.task.device, "deadline",
+                                 entry.task.model_version)
+        rec.end_s = now
+        needed = math.ceil(self.config.quorum * self.config.clients_per_round)
+        rec.aggregated = rec.accepted >= max(1, needed)
+        if rec.aggregated:
+            self.version += 1
+        rec.model_version = self.version
+        self._record(now, "round_end", rec.round_index, None,
+                     None if rec.aggregated else "quorum", self.version)
+        self._current = None
+        if self.on_round_end is not None:
+            self.on_round_end(len(self.rounds))
+
+    def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
+        rec = self._current
+        self._accept(entry, msg, link_s, queue_s, task_s, self.version - msg.model_version)
+        rec.accepted += 1
+        self._check_done(rec)
+
+    def _on_failed(self, entry, cause) -> None:
+        rec = self._current
+        rec.dropouts[cause] = rec.dropouts.get(cause, 0) + 1
+        self._check_done(rec)
+
+    def _check_done(self, rec: RoundRecord) -> None:
+        if self._round_done.triggered:
+            return
+        resolved = rec.accepted + sum(rec.dropouts.values())
+        if rec.accepted >= self.config.clients_per_round or resolved >= rec.selected:
+            self._round_done.succeed()
+
+
+class AsyncCoordinator(Coordinator):
+    """FedBuff (``buffer_size > 1``) and FedAsync (``buffer_size == 1``)."""
+
+    def __init__(self, kernel, transport, n_devices, plan, config: AsyncConfig, work=None):
+        super().__init__(kernel, transport, n_devices, plan, work)
+        if config.concurrency < 1 or config.buffer_size < 1:
+            raise ValueError("coordinator.concurrency and buffer_size must be >= 1")
+        self.config = config
+        self._buffer_staleness: list[int] = []
+        self._in_flight = 0
+        self._open: RoundRecord | None = None
+
+    def staleness_weight(self, staleness: int) -> float:
+        """FedBuff's polynomial discount ``(1 + staleness) ** -a``."""
+        return (1.0 + staleness) ** -self.config.staleness_exponent
+
+    def process(self):
+        env = self._env
+        self._open = RoundRecord(0, env.now, model_version=self.version)
+        self._fill()
+        yield self.finished
+
+    def _fill(self) -> None:
+        """Keep ``concurrency`` tasks in flight, on idle devices chosen at random."""
+        if self.finished.triggered:
+            return
+        want = self.config.concurrency - self._in_flight
+        if want <= 0:
+            return
+        timeout_s = self.config.task_timeout_s
+        for device in self._select_idle(want).tolist():
+            task = self._dispatch(int(device), self._open.round_index, None)
+            self._in_flight += 1
+            self._open.selected += 1
+            if timeout_s is not None:
+                self._env.timeout(timeout_s).callbacks.append(
+                    lambda _e, task_id=task.task_id: self._expire(task_id))
+
+    def _expire(self, task_id: int) -> None:
+        entry = self.outstanding.get(task_id)
+        if entry is None or not entry.waiting or self.finished.triggered:
+            return
+        entry.waiting = False  # the device stays busy until it reports back
+        self._count_dropout("deadline")
+        self._record(self._env.now, "dropout", entry.task.round_index, entry.task.device,
+                     "deadline", entry.task.model_version)
+        self._on_failed(entry, "deadline")
+
+    def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
+        self._in_flight -= 1
+        if self.finished.triggered:
+            return
+        staleness = self.version - msg.model_version
+        cap = self.config.max_staleness
+        if cap is not None and staleness > cap:
+            self._record(self._env.now, "discard", entry.task.round_index, msg.device, "stale",
+                         msg.model_version, staleness=staleness)
+        else:
+            self._accept(entry, msg, link_s, queue_s, task_s, staleness)
+            self._open.accepted += 1
+            self._buffer_staleness.append(staleness)
+            if len(self._buffer_staleness) >= self.config.buffer_size:
+                self._aggregate()
+        self._fill()
+
+    def _aggregate(self) -> None:
+        rec, now = self._open, self._env.now
+        self.version += 1
+        rec.end_s, rec.aggregated, rec.model_version = now, True, self.version
+        rec.mean_staleness = float(np.mean(self._buffer_staleness))
+        self._buffer_staleness.clear()
+        self._record(now, "aggregate", rec.round_index, None, None, self.version)
+        self.rounds.append(rec)
+        if self.on_round_end is not None:
+            self.on_round_end(len(self.rounds))
+        if len(self.rounds) >= self.config.aggregations:
+            self.finished.succeed()
+        else:
+            self._open = RoundRecord(rec.round_index + 1, now, model_version=self.version)
+
+    def _on_failed(self, entry, cause) -> None:
+        self._in_flight -= 1
+        if not self.finished.triggered:
+            self._open.dropouts[cause] = self._open.dropouts.get(cause, 0) + 1
+            self._fill()

@@ -1,0 +1,159 @@
+"""Transports: how messages travel between the coordinator and devices.
+
+``Transport`` is the one interface the coordinator and device processes talk through; the
+simulated network here and the ZeroMQ bridge both implement it, so the coordinator cannot tell a
+simulated device from a real one.
+
+The simulated path of a message between a device and the server:
+
+1. The access hop, over the device's own link (its sampled rate, latency, loss and LoRa-style
+   framing and duty cycle). The gateway's medium is shared: a transmission first waits, FIFO, for
+   one of the gateway's ``channels``, then holds it for its airtime (``queue_s`` is the wait).
+2. Losses: each attempt is lost with the link's ``loss_prob``; the number of attempts is drawn at
+   once (geometric), retries wait ``retry_backoff_s`` each, and a message still lost after
+   ``max_attempts`` is reported to the coordinator as a ``link`` loss.
+3. Duty-cycle silences between frames, the access latency and the backhaul hop (latency plus
+   serialization at the backhaul rate; backhauls are assumed provisioned, so they do not queue).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import simpy
+
+from devices import DeviceProfile, framed_transfer_time_s
+from fleet.kernel import Kernel
+from fleet.messages import SERVER, Message, encoded_size_bytes
+from fleet.topology import GatewaySpec, Topology
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a message travelled: time on links (incl. retries), time waiting for a shared medium."""
+
+    sent_s: float
+    link_s: float
+    queue_s: float
+    size_bytes: int
+
+
+Handler = Callable[[Message, Delivery], None]
+
+
+class Transport(ABC):
+    """Carries messages between the coordinator (node ``SERVER``) and devices (nodes 0..n-1).
+
+    Contract: ``send`` returns an event that fires when the sender is done with the message
+    (delivered or given up). On arrival the receiver's handler is called with the message and its
+    ``Delivery``; a message given up on is passed to the loss handler instead. Handlers run inside
+    the event loop and must not block.
+    """
+
+    def __init__(self) -> None:
+        self._server_handler: Handler | None = None
+        self._device_handler: Handler | None = None
+        self._loss_handler: Callable[[Message, int], None] | None = None
+
+    def attach_server(self, handler: Handler, on_lost: Callable[[Message, int], None]) -> None:
+        """Receive messages addressed to the server; ``on_lost(msg, device)`` hears of losses."""
+        self._server_handler = handler
+        self._loss_handler = on_lost
+
+    def attach_devices(self, handler: Handler) -> None:
+        """Receive messages addressed to any device (the handler reads the device from the msg)."""
+        self._device_handler = handler
+
+    @abstractmethod
+    def send(self, msg: Message, device: int, to_server: bool) -> simpy.Event:
+        """Send ``msg`` between ``device`` and the server, in the direction ``to_server``."""
+
+
+class SimulatedNetwork(Transport):
+    """The simulated network: routes on ``topology`` with per-device links from ``profiles``."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        profiles: Sequence[DeviceProfile],
+        topology: Topology,
+        gateway_specs: dict[str, GatewaySpec],
+        max_attempts: int = 4,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if max_attempts < 1:
+            raise ValueError(f"network.max_attempts must be >= 1, got {max_attempts}")
+        self._kernel = kernel
+        self._env = kernel.env
+        self._profiles = profiles
+        self._gateway_of = topology.gateway_of.tolist()
+        self._max_attempts = max_attempts
+        self._retry_backoff_s = retry_backoff_s
+        self._medium: dict[int, simpy.Resource | None] = {}
+        self._backhaul: dict[int, tuple[float, float]] = {}
+        for gw, kind in topology.gateway_kind.items():
+            spec = gateway_specs[kind]
+            self._medium[gw] = (simpy.Resource(self._env, capacity=spec.channels)
+                                if spec.channels is not None else None)
+            self._backhaul[gw] = (spec.backhaul_latency_s, spec.backhaul_bit_per_s)
+
+    def medium(self, gateway: int) -> simpy.Resource | None:
+        return self._medium[gateway]
+
+    def send(self, msg: Message, device: int, to_server: bool) -> simpy.Process:
+        return self._env.process(self.carry(msg, device, to_server))
+
+    def carry(self, msg: Message, device: int, to_server: bool):
+        """The transfer as a generator, for a sender that wants to ``yield from`` it inline."""
+        env = self._env
+        profile = self._profiles[device]
+        gw = self._gateway_of[device]
+        size_bytes = encoded_size_bytes(msg)
+        rate = profile.up_bit_per_s if to_server else profile.down_bit_per_s
+        airtime_s = framed_transfer_time_s(size_bytes, rate, 1.0, profile.max_frame_payload_bytes,
+                                           profile.frame_overhead_bytes)
+        if profile.duty_cycle < 1.0:
+            silence_s = framed_transfer_time_s(size_bytes, rate, profile.duty_cycle,
+                                               profile.max_frame_payload_bytes,
+                                               profile.frame_overhead_bytes) - airtime_s
+        else:
+            silence_s = 0.0
+        attempts, lost = 1, False
+        if profile.loss_prob > 0.0:
+            attempts = int(self._kernel.rng.stream("link", device).geometric(1.0 - profile.loss_prob))
+            if attempts > self._max_attempts:
+                attempts, lost = self._max_attempts, True
+        sent_s = env.now
+        medium = self._medium[gw]
+        if medium is not None:
+            with medium.request() as slot:
+                yield slot
+                queue_s = env.now - sent_s
+                yield env.timeout(attempts * airtime_s)
+        else:
+            queue_s = 0.0
+            yield env.timeout(attempts * airtime_s)
+        backhaul_latency_s, backhaul_bit_per_s = self._backhaul[gw]
+        rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s
+                  + profile.latency_s + backhaul_latency_s + 8.0 * size_bytes / backhaul_bit_per_s)
+        yield env.timeout(rest_s)
+        if lost:
+            self._loss_handler(msg, device)
+            return None
+        delivery = Delivery(sent_s, env.now - sent_s - queue_s, queue_s, size_bytes)
+        (self._server_handler if to_server else self._device_handler)(msg, delivery)
+        return delivery
+
+    def notify_server_after(self, msg: Message, delay_s: float) -> None:
+        """Hand ``msg`` to the server after ``delay_s`` without using a link.
+
+        This is how the server hears of a device that went silent: in the bridge it is the
+        liveness counter expiring; here it is modelled as a fixed detection delay.
+        """
+        def deliver(_event):
+            self._server_handler(msg, Delivery(self._env.now, 0.0, 0.0, 0))
+
+        self._env.timeout(delay_s).callbacks.append(deliver)

@@ -1,0 +1,163 @@
+"""Assemble a run from a validated ``Scenario`` and drive it to the end.
+
+The one place that wires the layers together: devices sampled from the mix, their availability
+timelines and batteries, the topology and simulated network, the device processes, the algorithm's
+cost model (the task plan), and the coordinator.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.registry import create_algorithm
+from devices import (
+    LINK_CLASSES,
+    AllOf,
+    AlwaysOn,
+    Availability,
+    DeviceProfile,
+    Diurnal,
+    MixEntry,
+    RandomFailure,
+    largest_remainder_counts,
+    sample_fleet,
+)
+from fleet.coordinator import AsyncConfig, AsyncCoordinator, Coordinator, SyncConfig, SyncCoordinator
+from fleet.device import DeviceRules, SimulatedDevices
+from fleet.kernel import Kernel
+from fleet.network import SimulatedNetwork
+from fleet.scenario import Scenario, ScenarioError
+from fleet.topology import GatewaySpec, build_topology
+
+
+@dataclass
+class Simulation:
+    """A wired run. ``run()`` advances virtual time until the coordinator is done."""
+
+    scenario: Scenario
+    kernel: Kernel
+    profiles: list[DeviceProfile]
+    availability: list[Availability]
+    network: SimulatedNetwork
+    devices: SimulatedDevices
+    algorithm: Algorithm
+    coordinator: Coordinator
+    plan: Callable[[int], tuple[TaskConfig, ResourceDemand]]
+    stopped_by: str = ""
+    wall_s: float = 0.0
+    demands: dict[str, ResourceDemand] = field(default_factory=dict)
+
+    def run(self, on_round: Callable[[int], None] | None = None) -> "Simulation":
+        env = self.kernel.env
+        coord = self.coordinator
+        if on_round is not None:
+            coord.on_round_end = on_round
+        started = time.perf_counter()
+        env.process(coord.process())
+        limit = env.timeout(self.scenario.max_sim_time_s)
+        env.run(until=coord.finished | limit)
+        self.stopped_by = "completed" if coord.finished.triggered else "max_sim_time"
+        self.wall_s = time.perf_counter() - started
+        return self
+
+    @property
+    def sim_time_s(self) -> float:
+        return float(self.kernel.env.now)
+
+
+def _availability(scenario: Scenario, kernel: Kernel, entry_of: np.ndarray) -> list[Availability]:
+    rng = kernel.rng.stream("availability")
+    n = len(entry_of)
+    phases = rng.random(n)  # one draw per device, used when its entry is diurnal
+    out: list[Availability] = []
+    always = AlwaysOn()
+    for device in range(n):
+        cfg = scenario.fleet.mix[entry_of[device]].availability
+        parts: list[Availability] = []
+        if cfg.diurnal is not None:
+            d = cfg.diurnal
+            parts.append(Diurnal(d.period_s, d.on_fraction, float(phases[device]) * d.period_s))
+        if cfg.failure is not None:
+            f = cfg.failure
+            parts.append(RandomFailure(f.mtbf_s, f.mttr_s, kernel.rng.stream("failure", device)))
+        out.append(always if not parts else parts[0] if len(parts) == 1 else AllOf(tuple(parts)))
+    return out
+
+
+def _initial_battery(scenario: Scenario, kernel: Kernel, profiles, entry_of) -> list[float | None]:
+    draws = kernel.rng.stream("availability").random(len(profiles))
+    out: list[float | None] = []
+    for p, u, e in zip(profiles, draws.tolist(), entry_of.tolist()):
+        if p.battery_j is None:
+            out.append(None)
+        else:
+            charge = scenario.fleet.mix[e].battery_charge
+            out.append(p.battery_j * (charge.low + (charge.high - charge.low) * u))
+    return out
+
+
+def make_plan(algorithm: Algorithm) -> Callable[[int], tuple[TaskConfig, ResourceDemand]]:
+    """Round index → (what the round asks of a client, its resource demand), cost model cached."""
+    demand = lru_cache(maxsize=None)(algorithm.demand)
+
+    def plan(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
+        config = algorithm.configure_task(round_index)
+        return config, demand(config)
+
+    return plan
+
+
+def build_simulation(scenario: Scenario) -> Simulation:
+    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here."""
+    kernel = Kernel(scenario.seed)
+    fleet_cfg = scenario.fleet
+    mix = [MixEntry(e.device_class, e.link_class, e.fraction) for e in fleet_cfg.mix]
+    profiles = sample_fleet(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
+                            background_period_s=fleet_cfg.background_period_s)
+    entry_of = np.repeat(np.arange(len(mix)), largest_remainder_counts([e.fraction for e in mix],
+                                                         fleet_cfg.devices))
+    availability = _availability(scenario, kernel, entry_of)
+    battery = _initial_battery(scenario, kernel, profiles, entry_of)
+
+    net_cfg = scenario.network
+    specs = {kind: GatewaySpec(g.devices_per_gateway, g.channels, g.backhaul_latency_s,
+                               g.backhaul_bit_per_s) for kind, g in net_cfg.gateways.items()}
+    kinds = [LINK_CLASSES[p.link_class].gateway_kind for p in profiles]
+    try:
+        topology = build_topology(kinds, specs, kernel.rng.stream("topology"))
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    network = SimulatedNetwork(kernel, profiles, topology, specs, net_cfg.max_attempts,
+                               net_cfg.retry_backoff_s)
+    d = scenario.devices
+    devices = SimulatedDevices(kernel, network, profiles, availability, battery,
+                               DeviceRules(d.slowdown_sigma, d.flop_budget_flops,
+                                           d.failure_detection_s, d.refuse_hopeless))
+    try:
+        algorithm = create_algorithm(scenario.algorithm.name, **scenario.algorithm.params)
+    except ValueError as exc:
+        raise ScenarioError(f"algorithm.params: {exc}") from None
+    plan = make_plan(algorithm)
+
+    c = scenario.coordinator
+    n = fleet_cfg.devices
+    if c.mode == "sync":
+        coordinator: Coordinator = SyncCoordinator(
+            kernel, network, n, plan,
+            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum))
+    else:
+        buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
+        coordinator = AsyncCoordinator(
+            kernel, network, n, plan,
+            AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
+                        c.max_staleness, c.task_timeout_s))
+    sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
+                     coordinator, plan)
+    sim.demands = {cfg.phase: dem for cfg, dem in (plan(r) for r in range(min(2, c.rounds)))}
+    return sim
