@@ -1,4 +1,0 @@
-from fleet.run import main
-import sys
-
-sys.exit(main())
