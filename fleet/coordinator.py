@@ -116,7 +116,7 @@ class Coordinator:
         self.busy[device] = True
         self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
         self.client_tasks += 1
-        self._record(self._env.now, "dispatch", round_index, device, None, self.version,
+        self._record(self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
                      demand.peak_memory_bytes)
         if self._work is not None:
             self._work.submit(task)
@@ -145,7 +145,7 @@ class Coordinator:
                 return
             now = self._env.now
             if not entry.waiting:
-                self._record(now, "discard", entry.task.round_index, msg.device, "late",
+                self._record(now, "discard", entry.task.round_index, msg.device, msg.task_id, "late",
                              msg.model_version)
                 self._on_freed()
                 return
@@ -167,7 +167,7 @@ class Coordinator:
         entry = self._resolve(task_id) if task_id is not None else None
         if entry is None:
             return
-        self._record(self._env.now, "dropout", entry.task.round_index, device, "link")
+        self._record(self._env.now, "dropout", entry.task.round_index, device, task_id, "link")
         if entry.waiting:
             self._count_dropout("link")
             self._on_failed(entry, "link")
@@ -177,7 +177,7 @@ class Coordinator:
     def _accept(self, entry: _Outstanding, msg: Update, link_s: float, queue_s: float,
                 task_s: float, staleness: int) -> None:
         self.updates_accepted += 1
-        self._record(self._env.now, "update", entry.task.round_index, msg.device, None,
+        self._record(self._env.now, "update", entry.task.round_index, msg.device, msg.task_id, None,
                      msg.model_version, None, None, msg.compute_s, link_s, queue_s, task_s,
                      staleness)
         if self._work is not None:
@@ -213,7 +213,7 @@ class SyncCoordinator(Coordinator):
             deadline_s = None if cfg.deadline_s is None else env.now + cfg.deadline_s
             chosen = self._select_idle(math.ceil(k * (1.0 + cfg.over_selection)))
             rec.selected = len(chosen)
-            self._record(env.now, "round_start", r, None, None, self.version)
+            self._record(env.now, "round_start", r, None, None, None, self.version)
             for device in chosen.tolist():
                 self._dispatch(int(device), r, deadline_s)
             if rec.selected == 0:
@@ -233,15 +233,16 @@ class SyncCoordinator(Coordinator):
                 if hit_deadline:
                     self._count_dropout("deadline")
                     rec.dropouts["deadline"] = rec.dropouts.get("deadline", 0) + 1
-                    self._record(now, "dropout", rec.round_index, entry.task.device, "deadline",
-                                 entry.task.model_version)
+                    task = entry.task
+                    self._record(now, "dropout", rec.round_index, task.device, task.task_id,
+                                 "deadline", task.model_version)
         rec.end_s = now
         needed = math.ceil(self.config.quorum * self.config.clients_per_round)
         rec.aggregated = rec.accepted >= max(1, needed)
         if rec.aggregated:
             self.version += 1
         rec.model_version = self.version
-        self._record(now, "round_end", rec.round_index, None,
+        self._record(now, "round_end", rec.round_index, None, None,
                      None if rec.aggregated else "quorum", self.version)
         self._current = None
         if self.on_round_end is not None:
@@ -311,7 +312,7 @@ class AsyncCoordinator(Coordinator):
         entry.waiting = False  # the device stays busy until it reports back
         self._count_dropout("deadline")
         self._record(self._env.now, "dropout", entry.task.round_index, entry.task.device,
-                     "deadline", entry.task.model_version)
+                     task_id, "deadline", entry.task.model_version)
         self._on_failed(entry, "deadline")
 
     def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
@@ -321,7 +322,8 @@ class AsyncCoordinator(Coordinator):
         staleness = self.version - msg.model_version
         cap = self.config.max_staleness
         if cap is not None and staleness > cap:
-            self._record(self._env.now, "discard", entry.task.round_index, msg.device, "stale",
+            self._record(self._env.now, "discard", entry.task.round_index, msg.device, msg.task_id,
+                         "stale",
                          msg.model_version, staleness=staleness)
         else:
             self._accept(entry, msg, link_s, queue_s, task_s, staleness)
@@ -337,7 +339,7 @@ class AsyncCoordinator(Coordinator):
         rec.end_s, rec.aggregated, rec.model_version = now, True, self.version
         rec.mean_staleness = float(np.mean(self._buffer_staleness))
         self._buffer_staleness.clear()
-        self._record(now, "aggregate", rec.round_index, None, None, self.version)
+        self._record(now, "aggregate", rec.round_index, None, None, None, self.version)
         self.rounds.append(rec)
         if self.on_round_end is not None:
             self.on_round_end(len(self.rounds))

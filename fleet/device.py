@@ -137,7 +137,7 @@ class SimulatedDevices:
         free = self.free_memory_bytes(dev, now)
         cause, joules = self._gate(task, now, free)
         if cause is not None:
-            self._record(now, "refusal", task.round_index, dev, cause,
+            self._record(now, "refusal", task.round_index, dev, task.task_id, cause,
                          demand_bytes=task.peak_memory_bytes, free_bytes=free)
             if cause in ("offline", "failure"):
                 self._net.notify_server_after(Leave(dev, task.task_id, task.round_index, cause),
@@ -161,7 +161,7 @@ class SimulatedDevices:
             stop_s, cause = stop
             yield env.timeout(stop_s - now)
             self._spend_energy(dev, stop_s, joules * (stop_s - now) / compute_s)
-            self._record(stop_s, "dropout", task.round_index, dev, cause,
+            self._record(stop_s, "dropout", task.round_index, dev, task.task_id, cause,
                          demand_bytes=task.peak_memory_bytes,
                          free_bytes=self.free_memory_bytes(dev, stop_s),
                          compute_s=stop_s - now)

@@ -62,6 +62,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "event",
     "round",
     "device",
+    "task",
     "cause",
     "model_version",
     "demand_bytes",
@@ -91,6 +92,7 @@ class EventRecorder:
         event: str,
         round_index: int | None = None,
         device: int | None = None,
+        task: int | None = None,
         cause: str | None = None,
         model_version: int | None = None,
         demand_bytes: int | None = None,
@@ -102,7 +104,7 @@ class EventRecorder:
         staleness: int | None = None,
     ) -> None:
         self.rows.append(
-            (time_s, event, round_index, device, cause, model_version, demand_bytes,
+            (time_s, event, round_index, device, task, cause, model_version, demand_bytes,
              free_bytes, compute_s, link_s, queue_s, task_s, staleness)
         )
 

@@ -16,14 +16,16 @@ ROUND_COLUMNS = ("round", "start_s", "end_s", "round_time_s", "selected", "accep
                  *(f"dropouts_{c}" for c in DROPOUT_CAUSES))
 
 
-def write_rounds(sim: Simulation, path: Path) -> None:
+def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(ROUND_COLUMNS)
         for r in sim.coordinator.rounds:
             w.writerow([r.round_index, repr(r.start_s), repr(r.end_s), repr(r.end_s - r.start_s),
                         r.selected, r.accepted, int(r.aggregated), r.model_version,
-                        repr(r.mean_staleness), *(r.dropouts.get(c, 0) for c in DROPOUT_CAUSES)])
+                        repr(r.mean_staleness),
+                        *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
+                          for c in DROPOUT_CAUSES)])
 
 
 def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
@@ -40,7 +42,8 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     ends = [r.end_s for r in rounds]
     ax.plot(ends, [r.selected for r in rounds], label="selected")
     ax.plot(ends, [r.accepted for r in rounds], label="updates accepted")
-    ax.plot(ends, [sum(r.dropouts.values()) for r in rounds], label="dropouts")
+    ax.plot(ends, [sum(study.dropouts_by_round.get(r.round_index, {}).values()) for r in rounds],
+            label="dropouts")
     ax.set(xlabel="virtual time (s)", ylabel="devices", title="Participation per round")
     ax.legend()
     fig.tight_layout()
@@ -52,7 +55,8 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     idx = np.arange(len(rounds))
     bottom = np.zeros(len(rounds))
     for cause in DROPOUT_CAUSES:
-        counts = np.array([r.dropouts.get(cause, 0) for r in rounds], dtype=float)
+        counts = np.array([study.dropouts_by_round.get(r.round_index, {}).get(cause, 0)
+                           for r in rounds], dtype=float)
         if counts.any():
             ax.bar(idx, counts, bottom=bottom, label=cause)
             bottom += counts
@@ -132,7 +136,7 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
         digest = sim.kernel.recorder.write_csv(f)
     study = analyse(sim)
     summ = summary(sim, study, digest)
-    write_rounds(sim, out / "rounds.csv")
+    write_rounds(sim, study, out / "rounds.csv")
     made = _figures(sim, study, out / "figures") if figures else []
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")

@@ -39,7 +39,7 @@ def _print_study(console, summ: dict, out: Path) -> None:
     table = Table(title="by device class (completion s; tail = tasks above overall p90)")
     for col in ("class", "devices", "tasks", "accepted", "dropouts", "p50", "p90", "p99",
                 "tail cause"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]

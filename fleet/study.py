@@ -28,6 +28,10 @@ def percentiles(values, qs=(50, 90, 99)) -> dict[str, float | None]:
 
 @dataclass
 class Study:
+    """What a run's event log says. A task's outcome is its *first* terminal event: an update,
+    or a refusal/dropout with its cause. A task the coordinator gave up on at the deadline but
+    whose device had already gone offline counts as ``offline``, not ``deadline``."""
+
     devices_by_class: dict[str, int]
     tasks_by_class: Counter
     accepted_by_class: Counter
@@ -37,6 +41,8 @@ class Study:
     tail_threshold_s: float | None
     participants: int
     round_time_s: list[float]
+    dropouts: Counter  # cause -> tasks
+    dropouts_by_round: dict[int, Counter]
 
 
 def analyse(sim: Simulation) -> Study:
@@ -48,12 +54,19 @@ def analyse(sim: Simulation) -> Study:
     completion: dict[str, list[float]] = defaultdict(list)
     parts: list[tuple[str, float, float, float, float]] = []
     participants: set[int] = set()
-    ev, dev_i, cause_i = _COL["event"], _COL["device"], _COL["cause"]
+    ended: set[int] = set()
+    by_cause: Counter = Counter()
+    by_round: dict[int, Counter] = defaultdict(Counter)
+    ev, dev_i, cause_i, task_i = _COL["event"], _COL["device"], _COL["cause"], _COL["task"]
     for row in sim.kernel.recorder.rows:
         kind = row[ev]
         if kind == "dispatch":
             tasks[cls_of[row[dev_i]]] += 1
-        elif kind == "update":
+            continue
+        if kind not in ("update", "refusal", "dropout") or row[task_i] in ended:
+            continue
+        ended.add(row[task_i])
+        if kind == "update":
             c = cls_of[row[dev_i]]
             accepted[c] += 1
             participants.add(row[dev_i])
@@ -61,8 +74,10 @@ def analyse(sim: Simulation) -> Study:
             completion[c].append(task_s)
             parts.append((c, task_s, row[_COL["compute_s"]], row[_COL["link_s"]],
                           row[_COL["queue_s"]]))
-        elif kind in ("refusal", "dropout"):
+        else:
             dropouts[cls_of[row[dev_i]]][row[cause_i]] += 1
+            by_cause[row[cause_i]] += 1
+            by_round[row[_COL["round"]]][row[cause_i]] += 1
     tail: dict[str, Counter] = defaultdict(Counter)
     threshold = None
     if parts:
@@ -73,15 +88,15 @@ def analyse(sim: Simulation) -> Study:
                 tail[c][max(shares, key=shares.get)] += 1
     round_time_s = [r.end_s - r.start_s for r in sim.coordinator.rounds]
     return Study(devices_by_class, tasks, accepted, dict(dropouts), dict(completion), dict(tail),
-                 threshold, len(participants), round_time_s)
+                 threshold, len(participants), round_time_s, by_cause, dict(by_round))
 
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
     """The figures ``summary.json`` holds (contract: README, "Outputs")."""
     coord = sim.coordinator
     n = len(sim.profiles)
-    dropouts = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
-    dropouts.update({c: k for c, k in coord.dropouts.items() if c not in dropouts})
+    dropouts = {cause: study.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
+    seen = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     by_class = {}
     for c, count in sorted(study.devices_by_class.items()):
         by_class[c] = {
@@ -108,6 +123,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "participants": study.participants,
         "participation_rate": study.participants / n,
         "dropouts": dropouts,
+        "dropouts_seen_by_coordinator": seen,
         "round_time_s": percentiles(study.round_time_s),
         "straggler_tail_threshold_s": study.tail_threshold_s,
         "demand": {phase: {"peak_memory_bytes": d.peak_memory_bytes, "flops": d.flops,

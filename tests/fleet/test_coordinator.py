@@ -11,7 +11,9 @@ from algorithms.base import ResourceDemand, TaskConfig
 from devices import DEVICE_CLASSES, AlwaysOn
 from fleet.coordinator import AsyncConfig, AsyncCoordinator, SyncConfig, SyncCoordinator
 from fleet.device import DeviceRules, SimulatedDevices
-from fleet.kernel import Kernel
+from fleet.kernel import EVENT_COLUMNS, Kernel
+
+COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
 from tests.fleet.conftest import FAST_BIT_PER_S, make_network, make_profiles
 
 FLOPS = 4 * 10**9
@@ -116,7 +118,8 @@ def test_memory_gate_refuses_tasks_that_do_not_fit():
     (rec,) = coord.rounds
     assert rec.accepted == 0 and rec.dropouts == {"memory": n}
     refusals = [r for r in kernel.recorder.rows if r[1] == "refusal"]
-    assert len(refusals) == n and all(r[6] > r[7] for r in refusals)  # demand > free
+    assert len(refusals) == n
+    assert all(r[COL["demand_bytes"]] > r[COL["free_bytes"]] for r in refusals)
 
 
 def test_fedbuff_staleness_counts_aggregations_since_download():
@@ -134,8 +137,8 @@ def test_fedbuff_staleness_counts_aggregations_since_download():
     # before the 4th update triggers aggregation, so they download version v while device 3
     # downloads v + 1: each later buffer holds staleness 1, 1, 1, 0. Slow devices never finish
     # within three aggregations.
-    assert [r[12] for r in updates] == [0, 0, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0]
-    assert [r[3] for r in updates] == [0, 1, 2, 3] * 3
+    assert [r[COL["staleness"]] for r in updates] == [0, 0, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0]
+    assert [r[COL["device"]] for r in updates] == [0, 1, 2, 3] * 3
     assert [r.mean_staleness for r in coord.rounds] == [0.0, 0.75, 0.75]
     assert coord.staleness_weight(3) == pytest.approx(0.5)
 
