@@ -86,7 +86,7 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     free = {c: [] for c in classes}
     for device, p in enumerate(sim.profiles):
         free[p.device_class].append(max(1, sim.devices.free_memory_bytes(device, 0.0)))
-    ax.boxplot([free[c] for c in classes], tick_labels=classes, vert=True)
+    ax.boxplot([free[c] for c in classes], tick_labels=classes)
     for phase, demand in sim.demands.items():
         ax.axhline(demand.peak_memory_bytes, linestyle="--", color="C3",
                    label=f"{sim.scenario.algorithm.name} {phase} peak demand")
@@ -141,3 +141,26 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
     return summ
+
+
+COMPARED = (("rounds", "rounds"), ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
+            ("updates_accepted", "accepted"), ("participation_rate", "participation"))
+
+
+def write_comparison(summaries: list[tuple[str, dict]], out: Path) -> str:
+    """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    head = ["variant", *(label for _, label in COMPARED), "accepted per virtual hour",
+            "round p50 s", "round p90 s", "round p99 s", "dropouts"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa
+    for name, s in summaries:
+        per_hour = s["updates_accepted"] / s["sim_time_s"] * 3600 if s["sim_time_s"] else None
+        cells = [name, *(fmt(s[key]) for key, _ in COMPARED), fmt(per_hour),
+                 *(fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
+                 ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(["# Comparison", "", *lines, ""])
+    (out / "comparison.md").write_text(text)
+    (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2) + "\n")
+    return text

@@ -53,38 +53,51 @@ def _print_study(console, summ: dict, out: Path) -> None:
     console.print(f"outputs in {out}")
 
 
+def _run_one(scenario, out: Path, args, console) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fleet.report import write_outputs
+    from fleet.simulation import build_simulation
+
+    sim = build_simulation(scenario)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=args.quiet) as progress:
+        bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
+        sim.run(on_round=lambda done: progress.update(bar, completed=done))
+    return write_outputs(sim, out, figures=not args.no_figures)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from fleet.scenario import ScenarioError, load_scenario
+    from fleet.scenario import ScenarioError, load_variants
 
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    try:
-        scenario = load_scenario(args.scenario, overrides)
-        from fleet.simulation import build_simulation
+    from rich.console import Console
 
-        sim = build_simulation(scenario)
+    console = Console(stderr=True, quiet=args.quiet)
+    try:
+        variants = load_variants(args.scenario, overrides)
+        base = Path(args.scenario).stem
+        out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        summaries = []
+        for name, scenario in variants:
+            run_out = out if len(variants) == 1 else out / name
+            summaries.append((name, _run_one(scenario, run_out, args, console)))
+            if not args.quiet:
+                _print_study(Console(), summaries[-1][1], run_out)
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if len(variants) > 1:
+        from fleet.report import write_comparison
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True, quiet=args.quiet)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=args.quiet) as progress:
-        bar = progress.add_task(f"{scenario.name}: rounds", total=scenario.coordinator.rounds)
-        sim.run(on_round=lambda done: progress.update(bar, completed=done))
-    from fleet.report import write_outputs
-
-    summ = write_outputs(sim, out, figures=not args.no_figures)
-    if not args.quiet:
-        _print_study(Console(), summ, out)
-    else:
+        text = write_comparison(summaries, out)
+        if not args.quiet:
+            Console().print(text)
+    if args.quiet:
         print(out)
     return 0
 

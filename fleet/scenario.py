@@ -1,6 +1,7 @@
 """Scenarios: YAML → a validated, frozen ``Scenario``. The only module that parses YAML.
 
-Every knob has a default and a description (``python -m fleet.run --describe`` prints them).
+Every knob has a default and a description (README, "Scenarios"). A file may add ``variants``:
+named lists of overrides, run side by side on the same fleet and seed.
 Unknown keys are errors. ``load_scenario`` raises ``ScenarioError`` with one line that names the
 field and the problem; the CLI prints it and exits with status 2.
 """
@@ -214,8 +215,7 @@ def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario
         raise ScenarioError(f"{source}: {_format_error(err)}") from None
 
 
-def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -228,4 +228,35 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"{path}: not valid YAML{where}") from None
-    return parse_scenario(data, overrides, str(path))
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    """Load one scenario (a file with ``variants`` is an error here: use ``load_variants``)."""
+    path = Path(path)
+    return parse_scenario(_read_yaml(path), overrides, str(path))
+
+
+def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
+    """Load a scenario and its named ``variants`` (each a list of ``path=value`` overrides).
+
+    A file without ``variants`` gives one entry named after the scenario. Every variant is
+    validated before anything runs; the command-line ``overrides`` apply to each, after the
+    variant's own. Variants share everything else, seed included, so they differ only as stated.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or "variants" not in data:
+        scenario = parse_scenario(data, overrides, str(path))
+        return [(scenario.name, scenario)]
+    variants = data.pop("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ScenarioError(f"{path}: variants: must map variant names to lists of overrides")
+    out = []
+    for name, assignments in variants.items():
+        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
+            raise ScenarioError(f"{path}: variants.{name}: must be a list of 'path=value' strings")
+        copy = yaml.safe_load(yaml.safe_dump(data))
+        out.append((str(name), parse_scenario(copy, [*assignments, *overrides],
+                                              f"{path} (variant {name})")))
+    return out
