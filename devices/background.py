@@ -52,6 +52,9 @@ class BackgroundMemory:
 
     def at(self, t_s: Any) -> Any:
         """Bytes in use at ``t_s`` (scalar or array), never below 0."""
+        if type(t_s) is float or type(t_s) is int:  # the simulator's hot path: plain math
+            angle = _TWO_PI * t_s / self.period_s + self.phase_rad
+            return max(self.mean_bytes + self.amplitude_bytes * math.sin(angle), 0.0)
         use = self.mean_bytes + self.amplitude_bytes * np.sin(self._angle(t_s))
         return scalar_or_array(np.maximum(use, 0.0))
 

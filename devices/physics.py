@@ -128,6 +128,29 @@ def framed_transfer_time_s(size_bytes: Any, bit_per_s: Any, duty_cycle: Any,
     return scalar_or_array((total_bits + (total_bits - last_bits) * silence_factor) / rate)
 
 
+def framed_transfer_time_scalar_s(size_bytes: int, bit_per_s: float, duty_cycle: float,
+                                  max_frame_payload_bytes: int | None,
+                                  frame_overhead_bytes: int) -> float:
+    """``framed_transfer_time_s`` for Python scalars, unchecked: the simulator's hot path.
+
+    Same formula, same result (a test compares the two); the caller guarantees valid inputs,
+    e.g. fields of a ``DeviceProfile``, whose constructor checked them.
+    """
+    if max_frame_payload_bytes is None:
+        n_frames, last_payload = 1, size_bytes
+    else:
+        full, rest = divmod(size_bytes, max_frame_payload_bytes)
+        if rest == 0 and size_bytes > 0:
+            n_frames, last_payload = full, max_frame_payload_bytes
+        else:
+            n_frames, last_payload = full + 1, rest
+    total_bits = BITS_PER_BYTE * (size_bytes + n_frames * frame_overhead_bytes)
+    if duty_cycle == 1.0:
+        return total_bits / bit_per_s
+    last_bits = BITS_PER_BYTE * (last_payload + frame_overhead_bytes)
+    return (total_bits + (total_bits - last_bits) * (1.0 / duty_cycle - 1.0)) / bit_per_s
+
+
 def battery_level_j(level_j: Any, capacity_j: Any, recharge_w: Any, elapsed_s: Any) -> Any:
     """Battery charge after ``elapsed_s`` of recharging at ``recharge_w``, capped at capacity.
 

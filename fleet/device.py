@@ -29,7 +29,7 @@ from devices import (
     DeviceProfile,
     battery_level_j,
     energy_j,
-    framed_transfer_time_s,
+    framed_transfer_time_scalar_s,
     joules_per_flop,
 )
 from fleet.kernel import Kernel
@@ -79,11 +79,14 @@ class SimulatedDevices:
         self._rules = rules
         self._state = [_DeviceState(b) for b in initial_battery_j]
         self._j_per_flop = [joules_per_flop(p.compute_power_w, p.flops_per_s) for p in profiles]
+        self._slowdown_draws = kernel.rng.device_draws("slowdown", len(profiles), "normal")
         network.attach_devices(self._on_message)
 
-    def _on_message(self, msg, delivery: Delivery) -> None:
+    def _on_message(self, msg, delivery: Delivery):
+        """A task continues, in the delivering process, as the device's work on it."""
         if isinstance(msg, Task):
-            self._env.process(self._run(msg, delivery))
+            return self._run(msg, delivery)
+        return None
 
     def free_memory_bytes(self, device: int, t_s: float) -> int:
         p = self._profiles[device]
@@ -96,15 +99,17 @@ class SimulatedDevices:
         return battery_level_j(state.battery_j, p.battery_j, p.recharge_w, t_s - state.battery_at_s)
 
     def _spend_energy(self, device: int, t_s: float, joules: float) -> None:
+        if joules == 0.0:
+            return
         state = self._state[device]
         level = self.battery_j(device, t_s)
         if level is not None:
             state.battery_j, state.battery_at_s = max(0.0, level - joules), t_s
 
     def _expected_upload_s(self, p: DeviceProfile, bytes_up: int) -> float:
-        return p.latency_s + framed_transfer_time_s(bytes_up, p.up_bit_per_s, p.duty_cycle,
-                                                    p.max_frame_payload_bytes,
-                                                    p.frame_overhead_bytes)
+        return p.latency_s + framed_transfer_time_scalar_s(bytes_up, p.up_bit_per_s, p.duty_cycle,
+                                                           p.max_frame_payload_bytes,
+                                                           p.frame_overhead_bytes)
 
     def _gate(self, task: Task, now: float, free: int) -> tuple[str | None, float]:
         """The first gate ``task`` fails at ``now`` (or None), and the task's energy in joules."""
@@ -119,11 +124,12 @@ class SimulatedDevices:
         if (rules.flop_budget_flops is not None
                 and self._state[dev].flops_spent + task.flops > rules.flop_budget_flops):
             return "flops", 0.0
-        joules = energy_j(task.flops, task.payload_bytes + task.bytes_up, self._j_per_flop[dev],
-                          p.tx_j_per_byte)
-        level = self.battery_j(dev, now)
-        if level is not None and level < joules:
-            return "battery", joules
+        joules = 0.0
+        if p.battery_j is not None:
+            joules = energy_j(task.flops, task.payload_bytes + task.bytes_up,
+                              self._j_per_flop[dev], p.tx_j_per_byte)
+            if self.battery_j(dev, now) < joules:
+                return "battery", joules
         if rules.refuse_hopeless and task.deadline_s is not None:
             expected_s = task.flops / p.flops_per_s + self._expected_upload_s(p, task.bytes_up)
             if now + expected_s > task.deadline_s:
@@ -148,8 +154,7 @@ class SimulatedDevices:
             return
 
         sigma = self._rules.slowdown_sigma
-        slowdown = (math.exp(abs(self._kernel.rng.stream("slowdown", dev).normal(0.0, sigma)))
-                    if sigma > 0 else 1.0)
+        slowdown = math.exp(abs(sigma * self._slowdown_draws.next(dev))) if sigma > 0 else 1.0
         compute_s = task.flops * slowdown / p.flops_per_s
         end_s = now + compute_s
         stop = self._availability[dev].next_interruption(now, end_s)

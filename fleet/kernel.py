@@ -41,12 +41,10 @@ class RngStreams:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.seed = int(seed)
         self._streams: dict[tuple[int, int], np.random.Generator] = {}
+        self._draws: dict[tuple[int, str], DeviceDraws] = {}
 
     def stream(self, purpose: str, device: int = FLEET_WIDE) -> np.random.Generator:
-        try:
-            code = PURPOSES[purpose]
-        except KeyError:
-            raise ValueError(f"unknown RNG purpose {purpose!r}; known: {sorted(PURPOSES)}") from None
+        code = self._code(purpose)
         key = (code, device)
         gen = self._streams.get(key)
         if gen is None:
@@ -54,6 +52,56 @@ class RngStreams:
             gen = np.random.Generator(np.random.PCG64(seq))
             self._streams[key] = gen
         return gen
+
+    def device_draws(self, purpose: str, n_devices: int, kind: str) -> "DeviceDraws":
+        """Per-device sequences of standard ``kind`` draws for ``purpose`` (cached)."""
+        key = (self._code(purpose), kind)
+        draws = self._draws.get(key)
+        if draws is None:
+            draws = DeviceDraws(self.stream(purpose), n_devices, kind)
+            self._draws[key] = draws
+        return draws
+
+    @staticmethod
+    def _code(purpose: str) -> int:
+        try:
+            return PURPOSES[purpose]
+        except KeyError:
+            raise ValueError(f"unknown RNG purpose {purpose!r}; known: {sorted(PURPOSES)}") from None
+
+
+class DeviceDraws:
+    """One sequence of draws per device for one purpose, made in vectorised blocks.
+
+    ``next(device)`` returns that device's next value. The j-th value of device d is the entry
+    (d, j mod B) of block j // B, and block k is always the k-th block drawn from the purpose's
+    generator, so a device's sequence does not depend on the order in which devices draw: the
+    same guarantee as a generator per (purpose, device), at a list lookup instead of the ~10 us
+    it takes numpy to build each such generator. ``kind``: ``"normal"`` (standard normal) or
+    ``"uniform"`` (on [0, 1)).
+    """
+
+    BLOCK = 4
+
+    def __init__(self, gen: np.random.Generator, n_devices: int, kind: str) -> None:
+        if kind not in ("normal", "uniform"):
+            raise ValueError(f"kind must be 'normal' or 'uniform', got {kind!r}")
+        self._gen, self._n, self._kind = gen, n_devices, kind
+        self._blocks: list[list[list[float]]] = []
+        self._used = [0] * n_devices
+
+    def next(self, device: int) -> float:
+        j = self._used[device]
+        self._used[device] = j + 1
+        block = j // self.BLOCK
+        if block < len(self._blocks):
+            return self._blocks[block][device][j % self.BLOCK]
+        while block >= len(self._blocks):
+            shape = (self._n, self.BLOCK)
+            values = (self._gen.standard_normal(shape) if self._kind == "normal"
+                      else self._gen.random(shape))
+            self._blocks.append(values.tolist())
+        return self._blocks[block][device][j % self.BLOCK]
 
 
 #: Columns of the event log, in order. Units are in the names; empty cells are written as "".

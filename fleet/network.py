@@ -19,20 +19,22 @@ The simulated path of a message between a device and the server:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import simpy
 
-from devices import DeviceProfile, framed_transfer_time_s
+import math
+
+from devices import DeviceProfile, framed_transfer_time_scalar_s
 from fleet.kernel import Kernel
 from fleet.messages import SERVER, Message, encoded_size_bytes
 from fleet.topology import GatewaySpec, Topology
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """How a message travelled: time on links (incl. retries), time waiting for a shared medium."""
+class Delivery(NamedTuple):
+    """How a message travelled: time on links (incl. retries), time waiting for a shared medium.
+
+    A named tuple rather than a dataclass: one is made per message, on the hot path."""
 
     sent_s: float
     link_s: float
@@ -40,7 +42,7 @@ class Delivery:
     size_bytes: int
 
 
-Handler = Callable[[Message, Delivery], None]
+Handler = Callable[[Message, Delivery], object]
 
 
 class Transport(ABC):
@@ -49,7 +51,9 @@ class Transport(ABC):
     Contract: ``send`` returns an event that fires when the sender is done with the message
     (delivered or given up). On arrival the receiver's handler is called with the message and its
     ``Delivery``; a message given up on is passed to the loss handler instead. Handlers run inside
-    the event loop and must not block.
+    the event loop and must not block; a device handler may return a generator, which the
+    transport then runs as the continuation of the delivering process (one SimPy process per
+    task instead of two).
     """
 
     def __init__(self) -> None:
@@ -92,6 +96,7 @@ class SimulatedNetwork(Transport):
         self._gateway_of = topology.gateway_of.tolist()
         self._max_attempts = max_attempts
         self._retry_backoff_s = retry_backoff_s
+        self._loss_draws = kernel.rng.device_draws("link", len(profiles), "uniform")
         self._medium: dict[int, simpy.Resource | None] = {}
         self._backhaul: dict[int, tuple[float, float]] = {}
         for gw, kind in topology.gateway_kind.items():
@@ -106,26 +111,30 @@ class SimulatedNetwork(Transport):
     def send(self, msg: Message, device: int, to_server: bool) -> simpy.Process:
         return self._env.process(self.carry(msg, device, to_server))
 
+    def _attempts(self, device: int, loss_prob: float) -> tuple[int, bool]:
+        """Transmissions needed (geometric, from one uniform draw) and whether all were lost."""
+        if loss_prob <= 0.0:
+            return 1, False
+        u = 1.0 - self._loss_draws.next(device)  # in (0, 1]
+        attempts = 1 + int(math.log(u) / math.log(loss_prob))  # P(attempts > k) = loss_prob**k
+        if attempts > self._max_attempts:
+            return self._max_attempts, True
+        return attempts, False
+
     def carry(self, msg: Message, device: int, to_server: bool):
         """The transfer as a generator, for a sender that wants to ``yield from`` it inline."""
         env = self._env
-        profile = self._profiles[device]
+        p = self._profiles[device]
         gw = self._gateway_of[device]
         size_bytes = encoded_size_bytes(msg)
-        rate = profile.up_bit_per_s if to_server else profile.down_bit_per_s
-        airtime_s = framed_transfer_time_s(size_bytes, rate, 1.0, profile.max_frame_payload_bytes,
-                                           profile.frame_overhead_bytes)
-        if profile.duty_cycle < 1.0:
-            silence_s = framed_transfer_time_s(size_bytes, rate, profile.duty_cycle,
-                                               profile.max_frame_payload_bytes,
-                                               profile.frame_overhead_bytes) - airtime_s
-        else:
-            silence_s = 0.0
-        attempts, lost = 1, False
-        if profile.loss_prob > 0.0:
-            attempts = int(self._kernel.rng.stream("link", device).geometric(1.0 - profile.loss_prob))
-            if attempts > self._max_attempts:
-                attempts, lost = self._max_attempts, True
+        rate = p.up_bit_per_s if to_server else p.down_bit_per_s
+        max_frame, overhead = p.max_frame_payload_bytes, p.frame_overhead_bytes
+        airtime_s = framed_transfer_time_scalar_s(size_bytes, rate, 1.0, max_frame, overhead)
+        silence_s = 0.0
+        if p.duty_cycle < 1.0:
+            silence_s = framed_transfer_time_scalar_s(size_bytes, rate, p.duty_cycle, max_frame,
+                                                      overhead) - airtime_s
+        attempts, lost = self._attempts(device, p.loss_prob)
         sent_s = env.now
         medium = self._medium[gw]
         if medium is not None:
@@ -138,13 +147,18 @@ class SimulatedNetwork(Transport):
             yield env.timeout(attempts * airtime_s)
         backhaul_latency_s, backhaul_bit_per_s = self._backhaul[gw]
         rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s
-                  + profile.latency_s + backhaul_latency_s + 8.0 * size_bytes / backhaul_bit_per_s)
+                  + p.latency_s + backhaul_latency_s + 8.0 * size_bytes / backhaul_bit_per_s)
         yield env.timeout(rest_s)
         if lost:
             self._loss_handler(msg, device)
             return None
         delivery = Delivery(sent_s, env.now - sent_s - queue_s, queue_s, size_bytes)
-        (self._server_handler if to_server else self._device_handler)(msg, delivery)
+        if to_server:
+            self._server_handler(msg, delivery)
+        else:
+            continuation = self._device_handler(msg, delivery)
+            if continuation is not None:
+                yield from continuation
         return delivery
 
     def notify_server_after(self, msg: Message, delay_s: float) -> None:

@@ -106,6 +106,7 @@ def make_plan(algorithm: Algorithm) -> Callable[[int], tuple[TaskConfig, Resourc
     """Round index → (what the round asks of a client, its resource demand), cost model cached."""
     demand = lru_cache(maxsize=None)(algorithm.demand)
 
+    @lru_cache(maxsize=8)  # every dispatch of a round asks: configure once per round
     def plan(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
         config = algorithm.configure_task(round_index)
         return config, demand(config)

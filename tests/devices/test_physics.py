@@ -160,3 +160,17 @@ def test_battery_level():
 def test_battery_errors(args, field):
     with pytest.raises(ValueError, match=field):
         battery_level_j(*args)
+
+
+def test_scalar_framed_transfer_equals_the_checked_array_form():
+    import numpy as np
+
+    from devices import framed_transfer_time_s, framed_transfer_time_scalar_s
+
+    rng = np.random.default_rng(0)
+    for size in [0, 1, 241, 242, 243, 484, 10_000, *rng.integers(0, 10**7, 50).tolist()]:
+        for max_payload, overhead in [(None, 0), (None, 13), (242, 13), (51, 13), (1, 0)]:
+            for dc in (1.0, 0.01, 0.5):
+                expected = framed_transfer_time_s(size, 5_500.0, dc, max_payload, overhead)
+                got = framed_transfer_time_scalar_s(size, 5_500.0, dc, max_payload, overhead)
+                assert got == pytest.approx(expected, rel=1e-12), (size, max_payload, dc)

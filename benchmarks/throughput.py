@@ -1,0 +1,140 @@
+"""Timing-only throughput: simulated client tasks per wall second, fleet against bare SimPy.
+
+    python benchmarks/throughput.py            # 1k, 10k, 100k devices
+    python benchmarks/throughput.py --sizes 1000 10000
+
+For each fleet size, in a fresh subprocess (so peak RSS is that size's own):
+  * fleet: the full simulator (sampled fleet, gateways, gates, event log) running synchronous
+    rounds that each dispatch a fifth of the fleet, at least 100k tasks in all;
+  * bare: a minimal SimPy loop with the same events per task (gateway FIFO request and hold,
+    link delay, compute delay, gateway request and hold, link delay, round barrier), the same
+    number of gateways, tasks and rounds, and no bookkeeping at all.
+Both clocks cover only the event loop (building the fleet is reported separately); each is the
+best of three runs. Peak RSS is measured after the first fleet run, before the bare loop. The ratio
+fleet/bare is the figure of merit (target >= 0.5), and the fleet's peak RSS at 100k devices
+(target <= 2 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MIN_TASKS = 100_000  # every size simulates at least this many tasks, so timings are not noise
+REPEATS = 3  # best of, alternating fleet and bare
+
+
+def rounds_for(n: int) -> int:
+    return max(5, -(-MIN_TASKS // (n // 5)))
+
+
+def _scenario(n: int) -> dict:
+    return {
+        "name": f"bench-{n}", "seed": 1,
+        "fleet": {"devices": n, "mix": [{"device_class": "rpi4_4gb", "link_class": "wifi",
+                                          "fraction": 1.0}]},
+        "algorithm": {"name": "fedavg", "params": {"model": "cnn", "local_steps": 5}},
+        "coordinator": {"mode": "sync", "rounds": rounds_for(n), "clients_per_round": n // 5,
+                        "over_selection": 0.0, "deadline_s": None, "quorum": 1.0},
+    }
+
+
+def run_fleet(n: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from fleet.scenario import parse_scenario
+    from fleet.simulation import build_simulation
+
+    t0 = time.perf_counter()
+    sim = build_simulation(parse_scenario(_scenario(n)))
+    build_s = time.perf_counter() - t0
+    sim.run()
+    tasks = sim.coordinator.client_tasks
+    gateways = len(sim.network._medium)
+    return {"tasks": tasks, "loop_s": sim.wall_s, "build_s": build_s, "gateways": gateways,
+            "events": len(sim.kernel.recorder.rows), "sim_time_s": sim.sim_time_s}
+
+
+def run_bare(n: int, gateways: int) -> dict:
+    import numpy as np
+    import simpy
+
+    env = simpy.Environment()
+    media = [simpy.Resource(env, capacity=1) for _ in range(gateways)]
+    rng = np.random.default_rng(1)
+    compute_s = rng.lognormal(np.log(1.0), 0.3, n).tolist()
+    gateway_of = (np.arange(n) % gateways).tolist()
+    k = n // 5
+    state = {"done": 0, "event": None}
+
+    def task(device):
+        medium = media[gateway_of[device]]
+        with medium.request() as slot:
+            yield slot
+            yield env.timeout(0.002)
+        yield env.timeout(0.01)
+        yield env.timeout(compute_s[device])
+        with medium.request() as slot:
+            yield slot
+            yield env.timeout(0.002)
+        yield env.timeout(0.01)
+        state["done"] += 1
+        if state["done"] == k:
+            state["event"].succeed()
+
+    def coordinator():
+        for _ in range(rounds_for(n)):
+            state["done"], state["event"] = 0, env.event()
+            for device in np.sort(rng.choice(n, size=k, replace=False)).tolist():
+                env.process(task(device))
+            yield state["event"]
+
+    t0 = time.perf_counter()
+    env.process(coordinator())
+    env.run()
+    return {"tasks": rounds_for(n) * k, "loop_s": time.perf_counter() - t0}
+
+
+def _child(n: int) -> None:
+    fleet = run_fleet(n)
+    fleet_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    bare = run_bare(n, fleet["gateways"])
+    for _ in range(REPEATS - 1):
+        fleet["loop_s"] = min(fleet["loop_s"], run_fleet(n)["loop_s"])
+        bare["loop_s"] = min(bare["loop_s"], run_bare(n, fleet["gateways"])["loop_s"])
+    print(json.dumps({"n": n, "fleet": fleet, "bare": bare, "fleet_peak_rss_bytes": fleet_rss}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child)
+        return 0
+    print(f"{'devices':>8} {'tasks':>8} {'fleet tasks/s':>14} {'bare tasks/s':>13} {'ratio':>6}"
+          f" {'build s':>8} {'peak RSS MiB':>13}")
+    ok = True
+    for n in args.sizes:
+        out = subprocess.run([sys.executable, __file__, "--child", str(n)], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out)
+        fleet_rate = r["fleet"]["tasks"] / r["fleet"]["loop_s"]
+        bare_rate = r["bare"]["tasks"] / r["bare"]["loop_s"]
+        ratio = fleet_rate / bare_rate
+        rss_mib = r["fleet_peak_rss_bytes"] / 2**20
+        ok &= ratio >= 0.5 and (n < 100_000 or rss_mib <= 2048)
+        print(f"{n:>8} {r['fleet']['tasks']:>8} {fleet_rate:>14.0f} {bare_rate:>13.0f} "
+              f"{ratio:>6.2f} {r['fleet']['build_s']:>8.2f} {rss_mib:>13.0f}")
+    print("targets (ratio >= 0.5, 100k peak RSS <= 2 GiB):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
