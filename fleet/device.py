@@ -79,7 +79,7 @@ class SimulatedDevices:
         self._rules = rules
         self._state = [_DeviceState(b) for b in initial_battery_j]
         self._j_per_flop = [joules_per_flop(p.compute_power_w, p.flops_per_s) for p in profiles]
-        self._slowdown_draws = kernel.rng.device_draws("slowdown", len(profiles), "normal")
+        self._slowdown_draws = kernel.rng.device_draws("slowdown", "normal", len(profiles))
         network.attach_devices(self._on_message)
 
     def _on_message(self, msg, delivery: Delivery):

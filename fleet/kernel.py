@@ -53,12 +53,12 @@ class RngStreams:
             self._streams[key] = gen
         return gen
 
-    def device_draws(self, purpose: str, n_devices: int, kind: str) -> "DeviceDraws":
-        """Per-device sequences of standard ``kind`` draws for ``purpose`` (cached)."""
+    def device_draws(self, purpose: str, kind: str, n_devices: int) -> "DeviceDraws":
+        """Per-device streams of standard ``kind`` draws for ``purpose`` (cached)."""
         key = (self._code(purpose), kind)
         draws = self._draws.get(key)
         if draws is None:
-            draws = DeviceDraws(self.stream(purpose), n_devices, kind)
+            draws = DeviceDraws(self.seed, key[0], kind, n_devices)
             self._draws[key] = draws
         return draws
 
@@ -71,37 +71,42 @@ class RngStreams:
 
 
 class DeviceDraws:
-    """One sequence of draws per device for one purpose, made in vectorised blocks.
+    """One stream of standard draws per device for one purpose.
 
-    ``next(device)`` returns that device's next value. The j-th value of device d is the entry
-    (d, j mod B) of block j // B, and block k is always the k-th block drawn from the purpose's
-    generator, so a device's sequence does not depend on the order in which devices draw: the
-    same guarantee as a generator per (purpose, device), at a list lookup instead of the ~10 us
-    it takes numpy to build each such generator. ``kind``: ``"normal"`` (standard normal) or
-    ``"uniform"`` (on [0, 1)).
+    Device d's first ``FIRST`` draws are row d of one matrix drawn, vectorised, from
+    ``SeedSequence(seed, spawn_key=(purpose, 0))``; its later draws come in chunks, chunk k from
+    ``SeedSequence(seed, spawn_key=(purpose, d + 1, k))``. Either way a device's sequence is a
+    function of (seed, purpose, device) alone, whatever other devices do or in which order they
+    run. Building a numpy generator costs ~10 us, hence the shared first rows (most devices
+    draw only a few values) and chunks after; only each device's current chunk is kept.
+    ``kind``: ``"normal"`` (standard normal) or ``"uniform"`` (on [0, 1)).
     """
 
-    BLOCK = 4
+    FIRST = 8
+    CHUNK = 32
 
-    def __init__(self, gen: np.random.Generator, n_devices: int, kind: str) -> None:
+    def __init__(self, seed: int, purpose_code: int, kind: str, n_devices: int) -> None:
         if kind not in ("normal", "uniform"):
             raise ValueError(f"kind must be 'normal' or 'uniform', got {kind!r}")
-        self._gen, self._n, self._kind = gen, n_devices, kind
-        self._blocks: list[list[list[float]]] = []
+        self._seed, self._code, self._normal = seed, purpose_code, kind == "normal"
+        self._first = self._draw((self._code, 0), (n_devices, self.FIRST))
+        self._chunk: dict[int, list[float]] = {}
         self._used = [0] * n_devices
+
+    def _draw(self, spawn_key: tuple[int, ...], shape) -> np.ndarray:
+        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._seed,
+                                                                         spawn_key=spawn_key)))
+        return gen.standard_normal(shape) if self._normal else gen.random(shape)
 
     def next(self, device: int) -> float:
         j = self._used[device]
         self._used[device] = j + 1
-        block = j // self.BLOCK
-        if block < len(self._blocks):
-            return self._blocks[block][device][j % self.BLOCK]
-        while block >= len(self._blocks):
-            shape = (self._n, self.BLOCK)
-            values = (self._gen.standard_normal(shape) if self._kind == "normal"
-                      else self._gen.random(shape))
-            self._blocks.append(values.tolist())
-        return self._blocks[block][device][j % self.BLOCK]
+        if j < self.FIRST:
+            return float(self._first[device, j])
+        k, i = divmod(j - self.FIRST, self.CHUNK)
+        if i == 0:
+            self._chunk[device] = self._draw((self._code, device + 1, k), self.CHUNK).tolist()
+        return self._chunk[device][i]
 
 
 #: Columns of the event log, in order. Units are in the names; empty cells are written as "".

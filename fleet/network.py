@@ -96,7 +96,7 @@ class SimulatedNetwork(Transport):
         self._gateway_of = topology.gateway_of.tolist()
         self._max_attempts = max_attempts
         self._retry_backoff_s = retry_backoff_s
-        self._loss_draws = kernel.rng.device_draws("link", len(profiles), "uniform")
+        self._loss_draws = kernel.rng.device_draws("link", "uniform", len(profiles))
         self._medium: dict[int, simpy.Resource | None] = {}
         self._backhaul: dict[int, tuple[float, float]] = {}
         for gw, kind in topology.gateway_kind.items():
