@@ -23,12 +23,12 @@ from algorithms.cost import (
     sparse_values_bytes,
 )
 from algorithms.models import MODELS
-from algorithms.profiling import ModelProfile, profile_named_model
+from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["FedAvg"]
 
 
-class FedAvg(Algorithm):
+class FedAvg(ProfiledModel, Algorithm):
     """Federated averaging of backprop-trained local models (McMahan et al. 2017)."""
 
     name = "fedavg"
@@ -42,18 +42,6 @@ class FedAvg(Algorithm):
         self.density = _checks.density("density", density)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
         self._profile: ModelProfile | None = None
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The model's cost profile, measured on first use and kept."""
-        if self._profile is None:
-            self._profile = profile_named_model(self.model)
-        return self._profile
-
-    def configure_task(self, round_index: int) -> TaskConfig:
-        """Every round: ``local_steps`` training steps of ``batch_size``."""
-        _checks.non_negative_int("round_index", round_index)
-        return TaskConfig("train", self.local_steps, self.batch_size)
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one training task (see the module docstring); phase ``'prune'`` raises ValueError."""

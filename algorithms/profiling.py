@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from algorithms._checks import non_negative_int, positive_int
+from algorithms.base import TaskConfig
 from algorithms.models import build_model
 
 __all__ = ["LayerCost", "ModelProfile", "profile_model", "profile_named_model", "INDEX_BYTES"]
@@ -233,3 +234,29 @@ def profile_named_model(name: str, bytes_per_element: int = 4) -> ModelProfile:
     model's shapes do not depend on its random initialisation). Unknown names raise ``ValueError``."""
     model, input_shape = build_model(name)
     return profile_model(model, input_shape, bytes_per_element)
+
+
+class ProfiledModel:
+    """Mixin for an algorithm that trains the named model ``self.model`` every round.
+
+    Gives the model's cost ``profile`` (measured on first use, kept) and the default round plan:
+    ``local_steps`` steps of ``batch_size`` in phase ``'train'``. Subclasses set ``model``,
+    ``local_steps`` and ``batch_size`` and ``_profile = None`` in ``__init__``.
+    """
+
+    model: str
+    local_steps: int
+    batch_size: int
+    _profile: "ModelProfile | None"
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's cost profile, measured on first use and kept."""
+        if self._profile is None:
+            self._profile = profile_named_model(self.model)
+        return self._profile
+
+    def configure_task(self, round_index: int) -> TaskConfig:
+        """Every round: ``local_steps`` training steps of ``batch_size``."""
+        non_negative_int("round_index", round_index)
+        return TaskConfig("train", self.local_steps, self.batch_size)

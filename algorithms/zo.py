@@ -41,7 +41,7 @@ from algorithms.cost import (
     zo_step_flops,
 )
 from algorithms.models import MODELS
-from algorithms.profiling import ModelProfile, profile_named_model
+from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES"]
 
@@ -49,7 +49,7 @@ UPLINKS = ("delta", "seeds")
 PRUNE_SITES = ("server", "clients")
 
 
-class ZerothOrder(Algorithm):
+class ZerothOrder(ProfiledModel, Algorithm):
     """Federated ZO-SGD with central differences and the MeZO seed trick; dense when ``density == 1``."""
 
     name = "zo"
@@ -64,18 +64,6 @@ class ZerothOrder(Algorithm):
         self.uplink = _checks.choice("uplink", uplink, UPLINKS)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
         self._profile: ModelProfile | None = None
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The model's cost profile, measured on first use and kept."""
-        if self._profile is None:
-            self._profile = profile_named_model(self.model)
-        return self._profile
-
-    def configure_task(self, round_index: int) -> TaskConfig:
-        """Every round: ``local_steps`` ZO steps of ``batch_size``."""
-        _checks.non_negative_int("round_index", round_index)
-        return TaskConfig("train", self.local_steps, self.batch_size)
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one ZO training task (see the module docstring); other phases raise ValueError."""
