@@ -55,7 +55,7 @@ def run_fleet(n: int) -> dict:
     build_s = time.perf_counter() - t0
     sim.run()
     tasks = sim.coordinator.client_tasks
-    gateways = len(sim.network._medium)
+    gateways = sim.network.gateway_count
     return {"tasks": tasks, "loop_s": sim.wall_s, "build_s": build_s, "gateways": gateways,
             "events": len(sim.kernel.recorder.rows), "sim_time_s": sim.sim_time_s}
 

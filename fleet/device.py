@@ -70,7 +70,6 @@ class SimulatedDevices:
         initial_battery_j: Sequence[float | None],
         rules: DeviceRules,
     ) -> None:
-        self._kernel = kernel
         self._env = kernel.env
         self._record = kernel.recorder.record
         self._net = network
@@ -90,7 +89,7 @@ class SimulatedDevices:
 
     def free_memory_bytes(self, device: int, t_s: float) -> int:
         p = self._profiles[device]
-        return max(0, int(p.ram_bytes - p.runtime_reserve_bytes - p.background.at(t_s)))
+        return max(0, int(p.trainable_bytes - p.background.at(t_s)))
 
     def battery_j(self, device: int, t_s: float) -> float | None:
         state, p = self._state[device], self._profiles[device]
@@ -158,8 +157,8 @@ class SimulatedDevices:
         compute_s = task.flops * slowdown / p.flops_per_s
         end_s = now + compute_s
         stop = self._availability[dev].next_interruption(now, end_s)
-        oom_s = p.background.first_exceeding(
-            now, end_s, p.ram_bytes - p.runtime_reserve_bytes - task.peak_memory_bytes)
+        oom_s = p.background.first_exceeding(now, end_s,
+                                             p.trainable_bytes - task.peak_memory_bytes)
         if oom_s is not None and (stop is None or oom_s < stop[0]):
             stop = (oom_s, "memory")
         if stop is not None:

@@ -189,7 +189,3 @@ class Kernel:
         self.env = simpy.Environment()
         self.rng = RngStreams(seed)
         self.recorder = EventRecorder()
-
-    @property
-    def now_s(self) -> float:
-        return float(self.env.now)

@@ -105,8 +105,9 @@ class SimulatedNetwork(Transport):
                                 if spec.channels is not None else None)
             self._backhaul[gw] = (spec.backhaul_latency_s, spec.backhaul_bit_per_s)
 
-    def medium(self, gateway: int) -> simpy.Resource | None:
-        return self._medium[gateway]
+    @property
+    def gateway_count(self) -> int:
+        return len(self._medium)
 
     def send(self, msg: Message, device: int, to_server: bool) -> simpy.Process:
         return self._env.process(self.carry(msg, device, to_server))

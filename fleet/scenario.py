@@ -8,6 +8,7 @@ field and the problem; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -256,7 +257,6 @@ def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str
     for name, assignments in variants.items():
         if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
             raise ScenarioError(f"{path}: variants.{name}: must be a list of 'path=value' strings")
-        copy = yaml.safe_load(yaml.safe_dump(data))
-        out.append((str(name), parse_scenario(copy, [*assignments, *overrides],
+        out.append((str(name), parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
                                               f"{path} (variant {name})")))
     return out

@@ -48,7 +48,6 @@ class Simulation:
     devices: SimulatedDevices
     algorithm: Algorithm
     coordinator: Coordinator
-    plan: Callable[[int], tuple[TaskConfig, ResourceDemand]]
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
@@ -159,6 +158,6 @@ def build_simulation(scenario: Scenario) -> Simulation:
             AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
                         c.max_staleness, c.task_timeout_s))
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
-                     coordinator, plan)
+                     coordinator)
     sim.demands = {cfg.phase: dem for cfg, dem in (plan(r) for r in range(min(2, c.rounds)))}
     return sim
