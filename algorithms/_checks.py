@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["positive_int", "non_negative_int", "density", "choice"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "density", "choice"]
 
 
 def positive_int(field: str, value: object) -> int:
@@ -34,3 +34,10 @@ def choice(field: str, value: object, valid: Iterable[str]) -> str:
     if value not in valid:
         raise ValueError(f"{field} must be one of {', '.join(valid)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def positive_float(field: str, value: object) -> float:
+    """``value`` as a float if it is a finite number > 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < float("inf"):
+        raise ValueError(f"{field} must be a positive number, got {value!r}")
+    return float(value)

@@ -8,7 +8,8 @@ A coordinator round asks the algorithm two questions before dispatching work:
   with a device's free memory, throughput and links (participation gates, compute and link time).
 
 The learning-plane hooks (``initial_state``, ``local_update``, ``aggregate``, ``evaluate``) carry real
-weights; in timing mode they are never called, and here they raise ``NotImplementedError``. An algorithm
+weights; in timing mode they are never called. The base class raises ``NotImplementedError`` for them, so an
+algorithm that only costs tasks still runs in timing mode. An algorithm
 never sleeps, blocks, or reads a clock: the coordinator owns time.
 """
 
@@ -23,7 +24,7 @@ from algorithms._checks import non_negative_int, positive_int
 __all__ = ["PHASES", "TaskConfig", "ResourceDemand", "Algorithm", "LEARNING_PLANE_MISSING"]
 
 PHASES = ("train", "prune")
-LEARNING_PLANE_MISSING = "learning mode arrives with the learning plane; run with mode: timing"
+LEARNING_PLANE_MISSING = "algorithm {name!r} has no learning plane (it only costs tasks); run with mode: timing"
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,35 @@ class Algorithm(ABC):
         """The resources one client needs to run ``config`` to completion; ``ValueError`` if the phase does
         not belong to this algorithm."""
 
-    # Learning plane: contracts fixed now, bodies arrive with the learning plane.
+    # Learning plane. Algorithms that only cost tasks (timing mode) may leave these unimplemented.
 
-    def initial_state(self) -> Any:
-        """The global state before round 0 (weights, and the mask if any), built deterministically."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING)
+    def client_task(self, config: TaskConfig, num_samples: int) -> TaskConfig:
+        """``config`` fitted to a client holding ``num_samples`` training samples (its data size is part of
+        its work): by default the batch shrinks to ``num_samples`` when the client has fewer."""
+        if num_samples >= config.batch_size:
+            return config
+        return TaskConfig(config.phase, config.local_steps, max(1, num_samples))
+
+    def state_task(self, round_index: int, state: Any) -> TaskConfig:
+        """In learning mode, the task for round ``round_index`` given the current global ``state`` (an
+        algorithm whose phases follow its state, like client-side pruning, overrides this); by default
+        ``configure_task(round_index)``."""
+        return self.configure_task(round_index)
+
+    def initial_state(self, seed: int) -> Any:
+        """The global state before round 0 (weights, and the mask if any), built from ``seed`` alone."""
+        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
 
     def local_update(self, state: Any, config: TaskConfig, data: Any, seed: int) -> Any:
         """Run ``config`` on one client's ``data`` from the global ``state``; all randomness derives from
         ``seed``; returns the update to send (must not mutate ``state``)."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING)
+        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
 
-    def aggregate(self, state: Any, updates: Sequence[Any]) -> Any:
-        """Combine client ``updates`` into the next global state (pure: ``state`` is not mutated)."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING)
+    def aggregate(self, state: Any, updates: Sequence[Any], weights: Sequence[float]) -> Any:
+        """Combine client ``updates`` (with relative ``weights``, e.g. staleness discounts) into the next
+        global state (pure: ``state`` is not mutated)."""
+        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
 
-    def evaluate(self, state: Any) -> dict[str, float]:
-        """Metrics of the global ``state`` on the held-out set, e.g. ``{"accuracy": ..., "loss": ...}``."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING)
+    def evaluate(self, state: Any, x: Any, y: Any) -> dict[str, float]:
+        """Metrics of the global ``state`` on a held-out set: ``{"accuracy": ..., "loss": ...}``."""
+        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))

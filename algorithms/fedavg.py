@@ -12,6 +12,8 @@ Timing contract: one task is ``local_steps`` SGD/momentum/Adam steps of ``batch_
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from algorithms import _checks
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
 from algorithms.cost import (
@@ -22,26 +24,56 @@ from algorithms.cost import (
     model_payload_bytes,
     sparse_values_bytes,
 )
-from algorithms.models import MODELS
+from algorithms.learner import FlatLearner
+from algorithms.local import ClientData, ClientResult, ModelState, bp_update
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, check_input_shape
 from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["FedAvg"]
 
 
-class FedAvg(ProfiledModel, Algorithm):
-    """Federated averaging of backprop-trained local models (McMahan et al. 2017)."""
+class FedAvg(FlatLearner, ProfiledModel, Algorithm):
+    """Federated averaging of backprop-trained local models (McMahan et al. 2017).
+
+    Learning: each client runs ``bp_update`` (SGD, momentum 0.9 or Adam at ``lr``); the server adds the
+    sample-weighted mean of the deltas. ``density < 1`` only costs a pruned model (timing mode): FedAvg has no
+    pruner, so learning mode refuses it.
+    """
 
     name = "fedavg"
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10,
-                 optimizer: str = "sgd", density: float = 1.0, sparse_format: str = "dense_bitmap") -> None:
+                 optimizer: str = "sgd", density: float = 1.0, sparse_format: str = "dense_bitmap",
+                 lr: float = 0.05, local_epochs: float | None = None,
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         self.model = _checks.choice("model", model, sorted(MODELS))
         self.batch_size = _checks.positive_int("batch_size", batch_size)
         self.local_steps = _checks.positive_int("local_steps", local_steps)
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.density = _checks.density("density", density)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
+        self.lr = _checks.positive_float("lr", lr)
+        self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
+                                                                                      local_epochs)
+        self.input_shape = check_input_shape(input_shape)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
         self._profile: ModelProfile | None = None
+        self._fm = None
+
+    def initial_state(self, seed: int) -> ModelState:
+        if self.density != 1.0:
+            raise ValueError("fedavg: learning mode needs density 1 (FedAvg has no pruner; "
+                             "use fedfpzo or a pruned zo)")
+        return super().initial_state(seed)
+
+    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+        return bp_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.lr,
+                         self.optimizer, seed)
+
+    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
+                  weights: Sequence[float]) -> ModelState:
+        return self.average_deltas(state, [u.delta for u in updates], updates, weights)
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one training task (see the module docstring); phase ``'prune'`` raises ValueError."""
@@ -58,4 +90,5 @@ class FedAvg(ProfiledModel, Algorithm):
 
     def __repr__(self) -> str:
         return (f"FedAvg(model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
-                f"optimizer={self.optimizer!r}, density={self.density}, sparse_format={self.sparse_format!r})")
+                f"optimizer={self.optimizer!r}, density={self.density}, sparse_format={self.sparse_format!r}, "
+                f"lr={self.lr}, local_epochs={self.local_epochs})")

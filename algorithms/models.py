@@ -4,10 +4,11 @@ Contract
 --------
 * ``small_cnn`` and ``mlp`` build fresh ``nn.Sequential`` networks with torch's default initialisation
   (seed torch's generator, or re-initialise, if you need identical weights).
-* ``MODELS`` maps a scenario name to a :class:`ModelSpec`: a factory taking no required arguments and the
-  shape of one input sample (no batch dimension), e.g. ``(1, 28, 28)`` for a grey 28x28 image.
-* ``build_model(name)`` returns ``(module, input_shape)``; an unknown name raises ``ValueError`` listing the
-  valid ones.
+* ``MODELS`` maps a scenario name to a :class:`ModelSpec`: a builder taking the shape of one input sample
+  (no batch dimension, e.g. ``(1, 28, 28)`` for a grey 28x28 image) and the number of classes.
+* ``build_model(name, input_shape, num_classes)`` returns ``(module, input_shape)``; the defaults are
+  Fashion-MNIST's ``(1, 28, 28)`` and 10 classes. An unknown name raises ``ValueError`` listing the valid
+  ones. Every model is an ``nn.Sequential`` of leaf layers, so the cost profile reads its layers in order.
 
 All networks end in raw logits (no softmax): the loss function owns the softmax.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from types import MappingProxyType
 from typing import Callable, Mapping
 
@@ -24,7 +24,8 @@ from torch import nn
 
 from algorithms._checks import positive_int
 
-__all__ = ["ModelSpec", "MODELS", "small_cnn", "mlp", "build_model"]
+__all__ = ["ModelSpec", "MODELS", "small_cnn", "mlp", "build_model", "check_input_shape",
+           "DEFAULT_INPUT_SHAPE", "DEFAULT_NUM_CLASSES"]
 
 
 def small_cnn(
@@ -73,37 +74,60 @@ def mlp(input_dim: int = 784, hidden: tuple[int, ...] = (200, 200), num_classes:
     return nn.Sequential(*layers)
 
 
+DEFAULT_INPUT_SHAPE = (1, 28, 28)  # Fashion-MNIST: one grey 28x28 image
+DEFAULT_NUM_CLASSES = 10
+
+
+def check_input_shape(input_shape: object) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints (per sample, no batch dimension)."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
+    if len(shape) == 0 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"input_shape must be positive ints, got {input_shape!r}")
+    return shape
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one named model: ``factory()`` and the per-sample ``input_shape`` it expects."""
+    """How to build one named model: ``builder(input_shape, num_classes)`` -> module."""
 
-    factory: Callable[..., nn.Module]
-    input_shape: tuple[int, ...]  # per sample, e.g. (1, 28, 28)
+    builder: Callable[[tuple[int, ...], int], nn.Module]
 
     def __post_init__(self) -> None:
-        if not callable(self.factory):
-            raise ValueError("factory must be callable")
-        if len(self.input_shape) == 0 or any(
-            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.input_shape
-        ):
-            raise ValueError(f"input_shape must be positive ints, got {self.input_shape!r}")
+        if not callable(self.builder):
+            raise ValueError("builder must be callable")
 
 
-_MNIST_SHAPE = (1, 28, 28)
+def _cnn(channels: tuple[int, ...]) -> Callable[[tuple[int, ...], int], nn.Module]:
+    def build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise ValueError(f"a CNN needs square (channels, size, size) inputs, got {input_shape!r}")
+        return small_cnn(input_shape[0], num_classes, input_shape[1], channels)
+    return build
+
+
+def _mlp(hidden: tuple[int, ...]) -> Callable[[tuple[int, ...], int], nn.Module]:
+    def build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return mlp(math.prod(input_shape), hidden, num_classes)
+    return build
+
 
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
     {
-        "cnn": ModelSpec(small_cnn, _MNIST_SHAPE),
-        "cnn_large": ModelSpec(partial(small_cnn, channels=(32, 64)), _MNIST_SHAPE),
-        "mlp": ModelSpec(partial(mlp, input_dim=math.prod(_MNIST_SHAPE)), _MNIST_SHAPE),
-        "mlp_small": ModelSpec(partial(mlp, input_dim=math.prod(_MNIST_SHAPE), hidden=(64,)), _MNIST_SHAPE),
+        "cnn": ModelSpec(_cnn((16, 32))),
+        "cnn_large": ModelSpec(_cnn((32, 64))),
+        "mlp": ModelSpec(_mlp((200, 200))),
+        "mlp_small": ModelSpec(_mlp((64,))),
     }
 )
 
 
-def build_model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    """Build the model registered as ``name``; return it with its per-sample input shape."""
+def build_model(name: str, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                num_classes: int = DEFAULT_NUM_CLASSES) -> tuple[nn.Module, tuple[int, ...]]:
+    """Build the model registered as ``name`` for samples of ``input_shape`` and ``num_classes`` classes;
+    return it with its per-sample input shape."""
     spec = MODELS.get(name) if isinstance(name, str) else None
     if spec is None:
         raise ValueError(f"model {name!r} is unknown; valid names: {', '.join(sorted(MODELS))}")
-    return spec.factory(), spec.input_shape
+    input_shape = check_input_shape(input_shape)
+    positive_int("num_classes", num_classes)
+    return spec.builder(input_shape, num_classes), input_shape

@@ -53,7 +53,7 @@ from torch import nn
 
 from algorithms._checks import non_negative_int, positive_int
 from algorithms.base import TaskConfig
-from algorithms.models import build_model
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, build_model
 
 __all__ = ["LayerCost", "ModelProfile", "profile_model", "profile_named_model", "INDEX_BYTES"]
 
@@ -229,10 +229,12 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elem
 
 
 @lru_cache(maxsize=None)
-def profile_named_model(name: str, bytes_per_element: int = 4) -> ModelProfile:
-    """The profile of ``models.MODELS[name]``, computed once per process (profiles are immutable, and a
-    model's shapes do not depend on its random initialisation). Unknown names raise ``ValueError``."""
-    model, input_shape = build_model(name)
+def profile_named_model(name: str, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                        num_classes: int = DEFAULT_NUM_CLASSES, bytes_per_element: int = 4) -> ModelProfile:
+    """The profile of ``models.MODELS[name]`` built for ``input_shape`` and ``num_classes``, computed once
+    per process (profiles are immutable, and a model's shapes do not depend on its random initialisation).
+    Unknown names raise ``ValueError``."""
+    model, input_shape = build_model(name, tuple(input_shape), num_classes)
     return profile_model(model, input_shape, bytes_per_element)
 
 
@@ -247,13 +249,15 @@ class ProfiledModel:
     model: str
     local_steps: int
     batch_size: int
+    input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
+    num_classes: int = DEFAULT_NUM_CLASSES
     _profile: "ModelProfile | None"
 
     @property
     def profile(self) -> ModelProfile:
         """The model's cost profile, measured on first use and kept."""
         if self._profile is None:
-            self._profile = profile_named_model(self.model)
+            self._profile = profile_named_model(self.model, tuple(self.input_shape), self.num_classes)
         return self._profile
 
     def configure_task(self, round_index: int) -> TaskConfig:

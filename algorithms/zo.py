@@ -26,6 +26,8 @@ must be aggregated before the next re-scoring), each scoring ``prune_samples`` w
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from algorithms import _checks
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
 from algorithms.cost import (
@@ -40,22 +42,37 @@ from algorithms.cost import (
     zo_peak_memory_bytes,
     zo_step_flops,
 )
-from algorithms.models import MODELS
+from algorithms.learner import FlatLearner
+from algorithms.local import ClientData, ClientResult, ModelState, derive_seed, replay_seed_pairs, zo_update
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, check_input_shape
 from algorithms.profiling import ModelProfile, ProfiledModel
 
-__all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES"]
+__all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES", "PRUNERS", "PRUNE_DATA"]
 
 UPLINKS = ("delta", "seeds")
 PRUNE_SITES = ("server", "clients")
+PRUNERS = ("ntk", "random", "magnitude", "snip")
+PRUNE_DATA = ("free", "local")
+_PRUNE_PURPOSE = 7  # seed-derivation tag of the server's pruning randomness
 
 
-class ZerothOrder(ProfiledModel, Algorithm):
-    """Federated ZO-SGD with central differences and the MeZO seed trick; dense when ``density == 1``."""
+class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
+    """Federated ZO-SGD with central differences and the MeZO seed trick; dense when ``density == 1``.
+
+    Learning: each client runs ``local.zo_update`` (``queries`` directions per step, smoothing ``mu``,
+    step ``lr``, per-direction clipping ``clip``); with ``uplink="seeds"`` only the (seed, coefficient) pairs
+    travel and the server replays them (``local.replay_seed_pairs``, bit-identical to the client's delta).
+    ``density < 1`` needs a mask, i.e. a pruner: use ``fedfpzo`` (whose ``pruner`` also gives the random,
+    magnitude and SNIP baselines).
+    """
 
     name = "zo"
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10, queries: int = 20,
-                 density: float = 1.0, uplink: str = "delta", sparse_format: str = "dense_bitmap") -> None:
+                 density: float = 1.0, uplink: str = "delta", sparse_format: str = "dense_bitmap",
+                 lr: float = 0.002, mu: float = 1e-3, clip: float | None = None,
+                 local_epochs: float | None = None, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         self.model = _checks.choice("model", model, sorted(MODELS))
         self.batch_size = _checks.positive_int("batch_size", batch_size)
         self.local_steps = _checks.positive_int("local_steps", local_steps)
@@ -63,7 +80,39 @@ class ZerothOrder(ProfiledModel, Algorithm):
         self.density = _checks.density("density", density)
         self.uplink = _checks.choice("uplink", uplink, UPLINKS)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
+        self.lr = _checks.positive_float("lr", lr)
+        self.mu = _checks.positive_float("mu", mu)
+        self.clip = None if clip is None else _checks.positive_float("clip", clip)
+        self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
+                                                                                      local_epochs)
+        self.input_shape = check_input_shape(input_shape)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
         self._profile: ModelProfile | None = None
+        self._fm = None
+
+    def initial_state(self, seed: int) -> ModelState:
+        if self.density != 1.0:
+            raise ValueError("zo: learning mode needs density 1 (zo has no pruner); use fedfpzo with "
+                             "pruner ntk, random, magnitude or snip for a sparse model")
+        return super().initial_state(seed)
+
+    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+        result = zo_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.lr,
+                           self.queries, self.mu, self.clip, seed)
+        if self.uplink == "seeds":
+            result.delta = None  # only the pairs travel; the server replays them
+        else:
+            result.seeds = result.coefficients = None
+        return result
+
+    def _delta(self, state: ModelState, result: ClientResult):
+        if result.kind == "seeds" and result.delta is None:
+            return replay_seed_pairs(state, result.seeds, result.coefficients)
+        return result.delta
+
+    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
+                  weights: Sequence[float]) -> ModelState:
+        return self.average_deltas(state, [self._delta(state, u) for u in updates], updates, weights)
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one ZO training task (see the module docstring); other phases raise ValueError."""
@@ -91,7 +140,8 @@ class ZerothOrder(ProfiledModel, Algorithm):
     def _fields(self) -> str:
         return (f"model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
                 f"queries={self.queries}, density={self.density}, uplink={self.uplink!r}, "
-                f"sparse_format={self.sparse_format!r}")
+                f"sparse_format={self.sparse_format!r}, lr={self.lr}, mu={self.mu}, clip={self.clip}, "
+                f"local_epochs={self.local_epochs}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._fields()})"
@@ -104,11 +154,83 @@ class FedFPZO(ZerothOrder):
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10, queries: int = 20,
                  density: float = 0.1, uplink: str = "delta", sparse_format: str = "csr",
-                 prune_on: str = "server", prune_samples: int = 1, prune_iters: int = 1) -> None:
-        super().__init__(model, batch_size, local_steps, queries, density, uplink, sparse_format)
+                 prune_on: str = "server", prune_samples: int = 1, prune_iters: int = 1,
+                 pruner: str = "ntk", prune_data: str = "free", ntk_eps: float = 0.01,
+                 lr: float = 0.002, mu: float = 1e-3, clip: float | None = None,
+                 local_epochs: float | None = None, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 num_classes: int = DEFAULT_NUM_CLASSES) -> None:
+        super().__init__(model, batch_size, local_steps, queries, density, uplink, sparse_format, lr, mu,
+                         clip, local_epochs, input_shape, num_classes)
         self.prune_on = _checks.choice("prune_on", prune_on, PRUNE_SITES)
         self.prune_samples = _checks.positive_int("prune_samples", prune_samples)
         self.prune_iters = _checks.positive_int("prune_iters", prune_iters)
+        self.pruner = _checks.choice("pruner", pruner, PRUNERS)
+        self.prune_data = _checks.choice("prune_data", prune_data, PRUNE_DATA)
+        self.ntk_eps = _checks.positive_float("ntk_eps", ntk_eps)
+        if self.prune_on == "server" and (self.pruner == "snip" or self.prune_data == "local"):
+            raise ValueError("prune_on 'server' has no training data: snip and prune_data 'local' need "
+                             "prune_on 'clients'")
+
+    # --- learning plane ----------------------------------------------------------------------------
+    def initial_state(self, seed: int) -> ModelState:
+        """Dense weights from ``seed``; with ``prune_on="server"`` the whole data-free schedule runs here."""
+        from algorithms.pruning import prune
+
+        weights = self.functional_model.init_weights(seed)
+        if self.prune_on == "clients":
+            return ModelState(weights)
+        mask = prune(self.pruner, self.functional_model, weights, self.density, self.prune_iters,
+                     seed=derive_seed(seed, _PRUNE_PURPOSE), batch_size=self.batch_size,
+                     samples=self.prune_samples)
+        return ModelState(weights * mask, mask, self.prune_iters)
+
+    def state_task(self, round_index: int, state: ModelState) -> TaskConfig:
+        """The task for the current global state: scoring while the client-side schedule is unfinished
+        (a round that failed its quorum does not advance it), training after."""
+        if self.prune_on == "clients" and state.prune_step < self.prune_iters:
+            return TaskConfig("prune", self.prune_samples, self.batch_size)
+        return TaskConfig("train", self.local_steps, self.batch_size)
+
+    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+        if config.phase == "train":
+            return super().local_update(state, config, data, seed)
+        from algorithms.pruning import saliency
+
+        batch = None
+        if self.prune_data == "local" or self.pruner == "snip":
+            take = slice(0, config.batch_size)
+            batch = (data.x[take], data.y[take])
+        scores = saliency(self.pruner, self.functional_model, state.weights, self._full_mask(state), seed=seed,
+                          batch_size=config.batch_size, samples=config.local_steps, eps=self.ntk_eps,
+                          data=batch)
+        return ClientResult("scores", len(data), scores=scores)
+
+    def _full_mask(self, state: ModelState):
+        if state.mask is not None:
+            return state.mask
+        import torch
+
+        return torch.ones(self.functional_model.size, dtype=torch.bool)
+
+    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
+                  weights: Sequence[float]) -> ModelState:
+        """Scores (phase ``'prune'``) advance the mask one schedule step: S = sum_k w_k S_k, with w_k the
+        clients' sample shares in data mode and uniform when data-free, then a global top-k at the step's
+        density. Deltas (phase ``'train'``) are averaged as in ``zo``."""
+        from algorithms.pruning import aggregate_scores, density_schedule, mask_from_scores
+
+        scored = [u for u in updates if u.kind == "scores"]
+        trained = [(u, w) for u, w in zip(updates, weights) if u.kind != "scores"]
+        if trained:
+            state = super().aggregate(state, [u for u, _ in trained], [w for _, w in trained])
+        if scored and state.prune_step < self.prune_iters:
+            uses_data = self.prune_data == "local" or self.pruner == "snip"
+            shares = [float(u.num_samples) if uses_data else 1.0 for u in scored]
+            score = aggregate_scores([u.scores for u in scored], shares)
+            target = density_schedule(self.density, self.prune_iters)[state.prune_step]
+            mask = mask_from_scores(score, self.functional_model.layout, target, state.mask)
+            state = ModelState(state.weights * mask, mask, state.prune_step + 1)
+        return state
 
     def configure_task(self, round_index: int) -> TaskConfig:
         """Phase ``'prune'`` (``local_steps`` = scoring draws) for the first ``prune_iters`` rounds when
@@ -146,4 +268,4 @@ class FedFPZO(ZerothOrder):
 
     def _fields(self) -> str:
         return (f"{super()._fields()}, prune_on={self.prune_on!r}, prune_samples={self.prune_samples}, "
-                f"prune_iters={self.prune_iters}")
+                f"prune_iters={self.prune_iters}, pruner={self.pruner!r}, prune_data={self.prune_data!r}")

@@ -30,14 +30,21 @@ from fleet.kernel import Kernel
 from fleet.messages import Leave, Message, Refusal, Task, Update
 from fleet.network import Delivery, Transport
 
-TaskPlan = Callable[[int], tuple[TaskConfig, ResourceDemand]]
+TaskPlan = Callable[[int, int], tuple[TaskConfig, ResourceDemand]]  # (round, device) -> task, demand
 
 
 class LocalWork(Protocol):
-    """Where the real work of a local update happens (the executor layer implements this)."""
+    """Where the real work of local updates happens (the executor layer implements this).
+
+    The coordinator calls ``submit`` at dispatch, ``cancel`` when a task will not be aggregated (dropout,
+    late or stale update, failed round), ``collect`` when its update is accepted, and ``aggregate`` with
+    the accepted task ids (and their weights) exactly when it advances the model version.
+    """
 
     def submit(self, task: Task) -> None: ...
-    def collect(self, task: Task) -> object: ...
+    def cancel(self, task_id: int) -> None: ...
+    def collect(self, task: Task) -> None: ...
+    def aggregate(self, task_ids: list[int], weights: list[float]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +109,14 @@ class Coordinator:
         self.dropouts: dict[str, int] = {}
         self.rounds: list[RoundRecord] = []
         self._next_task_id = 0
+        self._accepted: list[int] = []  # task ids accepted since the last aggregation
         self.finished = self._env.event()
         self.on_round_end: Callable[[int], None] | None = None  # progress hook: rounds done
         transport.attach_server(self._on_message, self._on_lost)
 
     # --- dispatch -------------------------------------------------------------------------
     def _dispatch(self, device: int, round_index: int, deadline_s: float | None) -> Task:
-        config, demand = self._plan(round_index)
+        config, demand = self._plan(round_index, device)
         task = Task(self._next_task_id, device, round_index, self.version, config.phase,
                     config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
                     demand.bytes_up, deadline_s, demand.bytes_down)
@@ -131,11 +139,21 @@ class Coordinator:
     def _count_dropout(self, cause: str) -> None:
         self.dropouts[cause] = self.dropouts.get(cause, 0) + 1
 
+    def _cancel(self, task_id: int) -> None:
+        if self._work is not None:
+            self._work.cancel(task_id)
+
     # --- receiving ------------------------------------------------------------------------
     def _resolve(self, task_id: int) -> _Outstanding | None:
         entry = self.outstanding.pop(task_id, None)
         if entry is not None:
             self.busy[entry.task.device] = False
+        return entry
+
+    def _resolve_failed(self, task_id: int) -> _Outstanding | None:
+        entry = self._resolve(task_id)
+        if entry is not None:
+            self._cancel(task_id)
         return entry
 
     def _on_message(self, msg: Message, delivery: Delivery) -> None:
@@ -145,6 +163,7 @@ class Coordinator:
                 return
             now = self._env.now
             if not entry.waiting:
+                self._cancel(msg.task_id)
                 self._record(now, "discard", entry.task.round_index, msg.device, msg.task_id, "late",
                              msg.model_version)
                 self._on_freed()
@@ -153,7 +172,7 @@ class Coordinator:
             queue_s = msg.download_queue_s + delivery.queue_s
             self._on_update(entry, msg, link_s, queue_s, now - entry.dispatched_s)
         elif isinstance(msg, (Refusal, Leave)):
-            entry = self._resolve(msg.task_id)
+            entry = self._resolve_failed(msg.task_id)
             if entry is None:
                 return
             if entry.waiting:  # the device recorded the event itself; count it once here
@@ -164,7 +183,7 @@ class Coordinator:
 
     def _on_lost(self, msg: Message, device: int) -> None:
         task_id = getattr(msg, "task_id", None)
-        entry = self._resolve(task_id) if task_id is not None else None
+        entry = self._resolve_failed(task_id) if task_id is not None else None
         if entry is None:
             return
         self._record(self._env.now, "dropout", entry.task.round_index, device, task_id, "link")
@@ -182,6 +201,7 @@ class Coordinator:
                      staleness)
         if self._work is not None:
             self._work.collect(entry.task)
+        self._accepted.append(entry.task.task_id)
 
     # --- hooks for the disciplines ------------------------------------------------------------
     def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
@@ -239,6 +259,13 @@ class SyncCoordinator(Coordinator):
         rec.end_s = now
         needed = math.ceil(self.config.quorum * self.config.clients_per_round)
         rec.aggregated = rec.accepted >= max(1, needed)
+        accepted, self._accepted = self._accepted, []
+        if self._work is not None:
+            if rec.aggregated:
+                self._work.aggregate(accepted, [1.0] * len(accepted))
+            else:
+                for task_id in accepted:
+                    self._work.cancel(task_id)
         if rec.aggregated:
             self.version += 1
         rec.model_version = self.version
@@ -276,6 +303,7 @@ class AsyncCoordinator(Coordinator):
             raise ValueError("coordinator.concurrency and buffer_size must be >= 1")
         self.config = config
         self._buffer_staleness: list[int] = []
+        self._buffer_weights: list[float] = []
         self._in_flight = 0
         self._open: RoundRecord | None = None
 
@@ -322,6 +350,7 @@ class AsyncCoordinator(Coordinator):
         staleness = self.version - msg.model_version
         cap = self.config.max_staleness
         if cap is not None and staleness > cap:
+            self._cancel(msg.task_id)
             self._record(self._env.now, "discard", entry.task.round_index, msg.device, msg.task_id,
                          "stale",
                          msg.model_version, staleness=staleness)
@@ -329,12 +358,17 @@ class AsyncCoordinator(Coordinator):
             self._accept(entry, msg, link_s, queue_s, task_s, staleness)
             self._open.accepted += 1
             self._buffer_staleness.append(staleness)
+            self._buffer_weights.append(self.staleness_weight(staleness))
             if len(self._buffer_staleness) >= self.config.buffer_size:
                 self._aggregate()
         self._fill()
 
     def _aggregate(self) -> None:
         rec, now = self._open, self._env.now
+        accepted, self._accepted = self._accepted, []
+        if self._work is not None:
+            self._work.aggregate(accepted, self._buffer_weights)
+        self._buffer_weights = []
         self.version += 1
         rec.end_s, rec.aggregated, rec.model_version = now, True, self.version
         rec.mean_staleness = float(np.mean(self._buffer_staleness))

@@ -79,6 +79,7 @@ class SimulatedDevices:
         self._state = [_DeviceState(b) for b in initial_battery_j]
         self._j_per_flop = [joules_per_flop(p.compute_power_w, p.flops_per_s) for p in profiles]
         self._slowdown_draws = kernel.rng.device_draws("slowdown", "normal", len(profiles))
+        self.flops_spent_total = 0  # FLOPs devices computed, fleet-wide (interrupted work pro rata)
         network.attach_devices(self._on_message)
 
     def _on_message(self, msg, delivery: Delivery):
@@ -165,6 +166,7 @@ class SimulatedDevices:
             stop_s, cause = stop
             yield env.timeout(stop_s - now)
             self._spend_energy(dev, stop_s, joules * (stop_s - now) / compute_s)
+            self.flops_spent_total += int(task.flops * (stop_s - now) / compute_s)
             self._record(stop_s, "dropout", task.round_index, dev, task.task_id, cause,
                          demand_bytes=task.peak_memory_bytes,
                          free_bytes=self.free_memory_bytes(dev, stop_s),
@@ -180,6 +182,7 @@ class SimulatedDevices:
         yield env.timeout(compute_s)
         self._spend_energy(dev, env.now, joules)
         self._state[dev].flops_spent += task.flops
+        self.flops_spent_total += task.flops
         update = Update(task.task_id, dev, task.round_index, task.model_version, compute_s,
                         down.link_s, down.queue_s, task.bytes_up)
         yield from self._net.carry(update, dev, True)

@@ -24,6 +24,9 @@ PURPOSES: dict[str, int] = {
     "slowdown": 4,  # per-task compute slowdown
     "availability": 5,  # diurnal phases and similar per-device offsets
     "topology": 6,  # device-to-gateway assignment
+    "partition": 7,  # which training samples each device holds
+    "local": 8,  # a local update's batches and directions (seeded per device, round and task)
+    "model_init": 9,  # the global model's initial weights (and server-side pruning)
 }
 
 FLEET_WIDE = -1  # the `device` of streams that belong to no single device

@@ -98,6 +98,7 @@ class SimulatedNetwork(Transport):
         self._retry_backoff_s = retry_backoff_s
         self._loss_draws = kernel.rng.device_draws("link", "uniform", len(profiles))
         self._medium: dict[int, simpy.Resource | None] = {}
+        self.bytes_sent = {True: 0, False: 0}  # to_server -> bytes put on links, retransmissions included
         self._backhaul: dict[int, tuple[float, float]] = {}
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
@@ -136,6 +137,7 @@ class SimulatedNetwork(Transport):
             silence_s = framed_transfer_time_scalar_s(size_bytes, rate, p.duty_cycle, max_frame,
                                                       overhead) - airtime_s
         attempts, lost = self._attempts(device, p.loss_prob)
+        self.bytes_sent[to_server] += attempts * size_bytes
         sent_s = env.now
         medium = self._medium[gw]
         if medium is not None:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from algorithms.datasets import DATASETS
+from algorithms.partition import PARTITION_SCHEMES
 from algorithms.registry import ALGORITHMS
 from devices import DEVICE_CLASSES, LINK_CLASSES
 
@@ -154,17 +156,56 @@ class CoordinatorConfig(_Strict):
     task_timeout_s: float | None = Field(None, gt=0, description="Async: give up on a task.")
 
 
+class DataConfig(_Strict):
+    dataset: str = Field("fashion_mnist", description="A key of algorithms.datasets.DATASETS.")
+    dir: str | None = Field(None, description="Folder of the dataset files; null = $FLEET_DATA_DIR, "
+                            "else the Debian package's folder.")
+    partition: Literal["iid", "dirichlet", "shards"] = Field(
+        "iid", description="How training samples are split over devices.")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew).")
+    min_samples: int = Field(8, gt=0, description="Fewest samples any device holds.")
+    shards_per_client: int = Field(2, gt=0, description="Shards per device (partition: shards).")
+    max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training "
+                                          "samples (quick studies); null = all.")
+    max_test_samples: int | None = Field(None, gt=0, description="Evaluate on the first N test "
+                                         "samples; null = all.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(DATASETS)}")
+        return v
+
+
+class EvaluationConfig(_Strict):
+    interval_s: float = Field(600.0, gt=0, description="Evaluate the global model every this many "
+                              "virtual seconds (and at the end).")
+    target_accuracy: float = Field(0.7, gt=0, le=1, description="Accuracy whose first virtual time "
+                                   "is reported as time-to-target.")
+
+
+class ExecutorConfig(_Strict):
+    backend: Literal["sequential", "vectorized", "process_pool"] = Field(
+        "vectorized", description="Where local updates run (results agree; docs/learning.md).")
+    workers: int = Field(2, gt=0, description="process_pool: worker processes.")
+
+
 class Scenario(_Strict):
     name: str = Field("scenario", description="Names the output folder.")
     seed: int = Field(0, ge=0, description="The one seed of the run.")
-    mode: Literal["timing"] = Field("timing", description="timing: resource demands are real, "
-                                    "local updates are skipped (learning mode: next release).")
+    mode: Literal["timing", "learning"] = Field(
+        "timing", description="timing: resource demands are real, local updates are skipped; "
+        "learning: clients really train on real data.")
     max_sim_time_s: float = Field(30 * 86_400.0, gt=0, description="Stop the run at this time.")
     fleet: FleetConfig = Field(FleetConfig(), description="Devices and their mix.")
     network: NetworkConfig = Field(NetworkConfig(), description="Gateways and retries.")
     algorithm: AlgorithmConfig = Field(AlgorithmConfig(), description="What clients compute.")
     devices: DevicesConfig = Field(DevicesConfig(), description="Device behaviour.")
     coordinator: CoordinatorConfig = Field(CoordinatorConfig(), description="Rounds.")
+    data: DataConfig = Field(DataConfig(), description="Learning mode: dataset and partition.")
+    evaluation: EvaluationConfig = Field(EvaluationConfig(), description="Learning mode: tests.")
+    executor: ExecutorConfig = Field(ExecutorConfig(), description="Learning mode: compute.")
 
 
 def _format_error(err: ValidationError) -> str:

@@ -30,8 +30,10 @@ from devices import (
 )
 from fleet.coordinator import AsyncConfig, AsyncCoordinator, Coordinator, SyncConfig, SyncCoordinator
 from fleet.device import DeviceRules, SimulatedDevices
+from fleet.executor import ClientDataSource, LearningPlane, make_backend
 from fleet.kernel import Kernel
 from fleet.network import SimulatedNetwork
+from algorithms.datasets import DATASETS
 from fleet.scenario import Scenario, ScenarioError
 from fleet.topology import GatewaySpec, build_topology
 
@@ -51,6 +53,8 @@ class Simulation:
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
+    learning: LearningPlane | None = None
+    server_demand: ResourceDemand | None = None  # work the server itself does (e.g. data-free pruning)
 
     def run(self, on_round: Callable[[int], None] | None = None) -> "Simulation":
         env = self.kernel.env
@@ -59,11 +63,34 @@ class Simulation:
             coord.on_round_end = on_round
         started = time.perf_counter()
         env.process(coord.process())
+        if self.learning is not None:
+            env.process(self._evaluations())
         limit = env.timeout(self.scenario.max_sim_time_s)
-        env.run(until=coord.finished | limit)
+        try:
+            env.run(until=coord.finished | limit)
+            if self.learning is not None:
+                self._evaluate_now()
+        finally:
+            if self.learning is not None:
+                self.learning.close()
         self.stopped_by = "completed" if coord.finished.triggered else "max_sim_time"
         self.wall_s = time.perf_counter() - started
         return self
+
+    def _evaluate_now(self) -> None:
+        plane = self.learning
+        if plane.evaluations and plane.evaluations[-1].time_s == self.sim_time_s \
+                and plane.evaluations[-1].model_version == plane.version:
+            return
+        sent = self.network.bytes_sent
+        plane.record_evaluation(self.sim_time_s, self.devices.flops_spent_total, sent[True], sent[False])
+
+    def _evaluations(self):
+        """Evaluate the global model every ``evaluation.interval_s`` of virtual time."""
+        interval_s = self.scenario.evaluation.interval_s
+        while True:
+            self._evaluate_now()
+            yield self.kernel.env.timeout(interval_s)
 
     @property
     def sim_time_s(self) -> float:
@@ -101,16 +128,59 @@ def _initial_battery(scenario: Scenario, kernel: Kernel, profiles, entry_of) -> 
     return out
 
 
-def make_plan(algorithm: Algorithm) -> Callable[[int], tuple[TaskConfig, ResourceDemand]]:
-    """Round index → (what the round asks of a client, its resource demand), cost model cached."""
+def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, ResourceDemand]]:
+    """Timing mode: (round, device) → (what the round asks of a client, its resource demand), the same for
+    every device of a round; cost model cached."""
     demand = lru_cache(maxsize=None)(algorithm.demand)
 
     @lru_cache(maxsize=8)  # every dispatch of a round asks: configure once per round
-    def plan(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
+    def per_round(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
         config = algorithm.configure_task(round_index)
         return config, demand(config)
 
+    def plan(round_index: int, device: int) -> tuple[TaskConfig, ResourceDemand]:
+        return per_round(round_index)
+
     return plan
+
+
+def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
+                    params: dict) -> LearningPlane:
+    """Load the data, give each device its partition, build the backend and the initial global state."""
+    import torch
+
+    from algorithms.datasets import DatasetMissing, load_dataset
+    from algorithms.partition import partition
+
+    d = scenario.data
+    try:
+        dataset = load_dataset(d.dataset, d.dir)
+    except DatasetMissing as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    except ValueError as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    n_train = len(dataset.train_y) if d.max_train_samples is None else min(d.max_train_samples,
+                                                                           len(dataset.train_y))
+    n_test = len(dataset.test_y) if d.max_test_samples is None else min(d.max_test_samples,
+                                                                        len(dataset.test_y))
+    try:
+        parts = partition(np.asarray(dataset.train_y[:n_train]), scenario.fleet.devices, d.partition,
+                          kernel.rng.stream("partition"), alpha=d.alpha, min_size=d.min_samples,
+                          shards_per_client=d.shards_per_client)
+    except ValueError as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    e = scenario.executor
+    source = ClientDataSource(d.dataset, d.dir, tuple(parts))
+    backend = make_backend(e.backend, scenario.algorithm.name, params, source, e.workers)
+    try:
+        return LearningPlane(algorithm, backend, scenario.seed,
+                             torch.from_numpy(np.asarray(dataset.train_x)),
+                             torch.from_numpy(np.asarray(dataset.train_y)),
+                             torch.from_numpy(np.asarray(dataset.test_x[:n_test])),
+                             torch.from_numpy(np.asarray(dataset.test_y[:n_test])), parts)
+    except ValueError as exc:
+        backend.close()
+        raise ScenarioError(f"algorithm.params: {exc}") from None
 
 
 def build_simulation(scenario: Scenario) -> Simulation:
@@ -139,25 +209,41 @@ def build_simulation(scenario: Scenario) -> Simulation:
     devices = SimulatedDevices(kernel, network, profiles, availability, battery,
                                DeviceRules(d.slowdown_sigma, d.flop_budget_flops,
                                            d.failure_detection_s, d.refuse_hopeless))
+    params = dict(scenario.algorithm.params)
+    spec = DATASETS[scenario.data.dataset]
+    for key, value in (("input_shape", spec.input_shape), ("num_classes", spec.num_classes)):
+        if key in params:
+            raise ScenarioError(f"algorithm.params.{key}: set by the dataset ({scenario.data.dataset}), "
+                                "not by the scenario")
+        params[key] = value
     try:
-        algorithm = create_algorithm(scenario.algorithm.name, **scenario.algorithm.params)
+        algorithm = create_algorithm(scenario.algorithm.name, **params)
     except ValueError as exc:
         raise ScenarioError(f"algorithm.params: {exc}") from None
-    plan = make_plan(algorithm)
+    learning = None
+    if scenario.mode == "learning":
+        learning = _learning_plane(scenario, kernel, algorithm, params)
+        plan = learning.plan
+    else:
+        plan = make_plan(algorithm)
 
     c = scenario.coordinator
     n = fleet_cfg.devices
     if c.mode == "sync":
         coordinator: Coordinator = SyncCoordinator(
             kernel, network, n, plan,
-            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum))
+            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum),
+            learning)
     else:
         buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
         coordinator = AsyncCoordinator(
             kernel, network, n, plan,
             AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
-                        c.max_staleness, c.task_timeout_s))
+                        c.max_staleness, c.task_timeout_s), learning)
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
-                     coordinator)
-    sim.demands = {cfg.phase: dem for cfg, dem in (plan(r) for r in range(min(2, c.rounds)))}
+                     coordinator, learning=learning)
+    nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
+    sim.demands = {cfg.phase: dem for cfg, dem in (nominal(r, 0) for r in range(min(2, c.rounds)))}
+    server_demand = getattr(algorithm, "server_prune_demand", None)
+    sim.server_demand = server_demand() if server_demand is not None else None
     return sim

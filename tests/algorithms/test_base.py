@@ -48,11 +48,18 @@ def test_algorithm_is_abstract():
 def test_learning_plane_hooks_say_to_run_in_timing_mode():
     algorithm = _Minimal()
     calls = [
-        algorithm.initial_state,
+        lambda: algorithm.initial_state(0),
         lambda: algorithm.local_update(None, TaskConfig("train", 1, 1), None, 0),
-        lambda: algorithm.aggregate(None, []),
-        lambda: algorithm.evaluate(None),
+        lambda: algorithm.aggregate(None, [], []),
+        lambda: algorithm.evaluate(None, None, None),
     ]
     for call in calls:
         with pytest.raises(NotImplementedError, match="mode: timing"):
             call()
+
+
+def test_client_task_shrinks_the_batch_to_the_clients_data():
+    algorithm = _Minimal()
+    config = TaskConfig("train", 5, 32)
+    assert algorithm.client_task(config, 100) is config
+    assert algorithm.client_task(config, 7) == TaskConfig("train", 5, 7)

@@ -56,6 +56,24 @@ def test_small_cnn_rejects_bad_arguments(kwargs, field):
         small_cnn(**kwargs)
 
 
-def test_model_spec_rejects_bad_shape():
+@pytest.mark.parametrize("shape", [(0, 28), (), (1, 8.0, 8)])
+def test_build_model_rejects_bad_shape(shape):
     with pytest.raises(ValueError, match="input_shape"):
-        ModelSpec(mlp, (0, 28))
+        build_model("mlp", shape)
+
+
+def test_model_spec_needs_a_builder():
+    with pytest.raises(ValueError, match="builder"):
+        ModelSpec(None)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_build_for_digits_sized_inputs(name):
+    model, shape = build_model(name, (1, 8, 8), 10)
+    assert shape == (1, 8, 8)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_cnn_refuses_non_square_inputs():
+    with pytest.raises(ValueError, match="square"):
+        build_model("cnn", (1, 28, 20))

@@ -22,7 +22,7 @@ LATENCY_S = 0.05
 
 def _plan(flops=FLOPS, peak=10**6):
     demand = ResourceDemand(peak_memory_bytes=peak, flops=flops, bytes_down=1000, bytes_up=1000)
-    return lambda r: (TaskConfig("train", 1, 1), demand)
+    return lambda r, device: (TaskConfig("train", 1, 1), demand)
 
 
 def _fleet(seed, n, rules=DeviceRules(slowdown_sigma=0.4), profile_seed=None, **link):

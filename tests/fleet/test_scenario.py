@@ -37,7 +37,7 @@ def test_defaults_make_a_valid_scenario():
      "greater than or equal to 0"),
     ({"coordinator": {"mode": "gossip"}}, "coordinator.mode", "'sync', 'fedbuff' or 'fedasync'"),
     ({"algorithm": {"name": "sgd-magic"}}, "algorithm.name", "unknown algorithm"),
-    ({"mode": "learning"}, "mode", "'timing'"),
+    ({"mode": "replay"}, "mode", "'timing' or 'learning'"),
     ({"devices": {"slowdown_sigma": -1}}, "devices.slowdown_sigma", "greater than or equal"),
 ])
 def test_bad_input_names_the_field(data, field, words):

@@ -1,0 +1,262 @@
+"""Local updates, aggregation and evaluation on flat weight vectors: the reference (sequential) learning code.
+
+Every executor (sequential, vectorized, process pool) must produce what these functions produce; the
+vectorized kernels are checked against them.
+
+Contracts
+---------
+* A client's randomness (batch order, ZO directions) comes only from its ``seed`` (derived by the caller from
+  (run seed, device, round)), through local ``torch.Generator`` objects: never the global RNG.
+* Batches: a fresh permutation of the client's samples per epoch (``torch.randperm`` from the seed's batch
+  generator), consumed ``batch`` at a time; a client with fewer than ``batch`` samples uses all of them.
+* Masks: pruned coordinates hold exactly 0 and never move: BP masks the gradient (so SGD, momentum and Adam
+  steps are 0 there), ZO draws directions only over the kept coordinates.
+* ``bp_update`` returns the weight delta. ``zo_update`` returns the delta and the (seed, coefficient) pairs
+  from which ``replay_seed_pairs`` rebuilds exactly the same delta (bit for bit): the seed-trick uplink.
+
+The ZO seed trick (MeZO): a direction u ~ N(0, I) over the kept coordinates is never stored; it is
+regenerated from its seed, ``ZO_CHUNK`` elements at a time, each time it is needed. Float addition is not
+exactly reversible (fl(fl(w + z) - z) can differ from w in the last bit, mostly where |w| < |z|), so
+``perturb`` records, per chunk, the few coordinates whose round trip would not restore them (index and old
+value; typically a small percentage) and ``restore`` puts those back: the weights are bit-identical after
+perturb/restore, at the cost of a sparse fix-up list instead of a stored direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from algorithms.params import FunctionalModel
+
+__all__ = [
+    "ModelState", "ClientData", "ClientResult", "OPTIMIZERS", "ZO_CHUNK",
+    "derive_seed", "batch_plan", "bp_update", "zo_update", "replay_seed_pairs", "kept_indices",
+    "perturb", "restore", "evaluate", "weighted_sum",
+]
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+ZO_CHUNK = 4096  # direction elements generated at a time (the seed trick's only buffers: a few chunks)
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The global model: flat ``weights`` (float32, length P), an optional bool ``mask`` (None = dense),
+    and ``prune_step``, how many pruning steps have been applied. Treated as immutable."""
+
+    weights: torch.Tensor
+    mask: torch.Tensor | None = None
+    prune_step: int = 0
+
+    @property
+    def density(self) -> float:
+        return 1.0 if self.mask is None else float(self.mask.float().mean())
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's training samples: ``x`` (n, *input_shape) float32 and ``y`` (n,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class ClientResult:
+    """What a client sends back. ``kind``: ``"delta"``, ``"seeds"`` (ZO seed trick) or ``"scores"``."""
+
+    kind: str
+    num_samples: int
+    delta: torch.Tensor | None = None
+    seeds: np.ndarray | None = None  # int64 direction seeds, one per (step, query)
+    coefficients: np.ndarray | None = None  # float32 step coefficients -lr/q * g, same order
+    scores: torch.Tensor | None = None
+    train_loss: float = float("nan")  # mean loss over the local steps (first forward of each step)
+    extra: dict = field(default_factory=dict)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, purpose, device, round, ...), via numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def batch_plan(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """The sample indices of each local step: per-epoch permutations from ``seed``, ``min(batch, n)`` each."""
+    if n < 1:
+        raise ValueError("a client needs at least one sample")
+    batch = min(batch, n)
+    gen = torch.Generator().manual_seed(seed)
+    out: list[torch.Tensor] = []
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if pos + batch > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        out.append(perm[pos:pos + batch])
+        pos += batch
+    return out
+
+
+def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int, lr: float,
+              optimizer: str, seed: int) -> ClientResult:
+    """``steps`` backprop steps of cross-entropy with SGD, momentum (0.9) or Adam; returns the delta."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    w = state.weights.clone()
+    mask = state.mask
+    slot1 = torch.zeros_like(w) if optimizer != "sgd" else None
+    slot2 = torch.zeros_like(w) if optimizer == "adam" else None
+    losses = []
+    for t, idx in enumerate(batch_plan(len(data), batch, steps, seed), start=1):
+        leaf = w.detach().requires_grad_(True)
+        loss = F.cross_entropy(fm(leaf, data.x[idx]), data.y[idx])
+        (grad,) = torch.autograd.grad(loss, leaf)
+        losses.append(loss.item())
+        if mask is not None:
+            grad.mul_(mask)
+        with torch.no_grad():
+            if optimizer == "sgd":
+                w.add_(grad, alpha=-lr)
+            elif optimizer == "momentum":
+                slot1.mul_(_MOMENTUM).add_(grad)
+                w.add_(slot1, alpha=-lr)
+            else:
+                b1, b2 = _ADAM_BETAS
+                slot1.mul_(b1).add_(grad, alpha=1 - b1)
+                slot2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = (slot2 / (1 - b2 ** t)).sqrt_().add_(_ADAM_EPS)
+                w.addcdiv_(slot1, denom, value=-lr / (1 - b1 ** t))
+    del slot1, slot2
+    return ClientResult("delta", len(data), delta=w.sub_(state.weights), train_loss=float(np.mean(losses)))
+
+
+def kept_indices(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Flat indices of kept coordinates (the ZO dimension D), or None when dense (all P)."""
+    return None if mask is None else mask.nonzero().squeeze(1)
+
+
+def _chunks(w: torch.Tensor, kept: torch.Tensor | None):
+    """Yield (slice or index tensor, chunk length) over the coordinates a direction covers."""
+    total = w.numel() if kept is None else kept.numel()
+    for start in range(0, total, ZO_CHUNK):
+        stop = min(start + ZO_CHUNK, total)
+        yield (slice(start, stop) if kept is None else kept[start:stop]), stop - start
+
+
+def perturb(w: torch.Tensor, kept: torch.Tensor | None, seed: int, scale: float) -> list:
+    """In place ``w += scale * u`` (u ~ N(0, I) over ``kept``, regenerated from ``seed``); returns the
+    fix-ups ``restore`` needs to undo it bit for bit."""
+    gen = torch.Generator().manual_seed(seed)
+    fixups = []
+    for where, n in _chunks(w, kept):
+        z = torch.randn(n, generator=gen).mul_(scale)
+        old = w[where]
+        new = old + z
+        bad = (new - z) != old
+        fixups.append((bad.nonzero().squeeze(1), old[bad]) if bool(bad.any()) else None)
+        w[where] = new
+    return fixups
+
+
+def restore(w: torch.Tensor, kept: torch.Tensor | None, seed: int, scale: float, fixups: list) -> None:
+    """Undo ``perturb(w, kept, seed, scale)`` exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    for (where, n), fix in zip(_chunks(w, kept), fixups):
+        z = torch.randn(n, generator=gen).mul_(scale)
+        chunk = w[where] - z
+        if fix is not None:
+            chunk[fix[0]] = fix[1]
+        w[where] = chunk
+
+
+def _axpy_direction(w: torch.Tensor, kept: torch.Tensor | None, seed: int, coefficient: float) -> None:
+    """``w += coefficient * u`` with u regenerated from ``seed`` (the update and the server's replay)."""
+    gen = torch.Generator().manual_seed(seed)
+    for where, n in _chunks(w, kept):
+        z = torch.randn(n, generator=gen)
+        if kept is None:
+            w[where].add_(z, alpha=coefficient)
+        else:
+            w.index_add_(0, where, z, alpha=coefficient)
+
+
+@torch.inference_mode()
+def _loss(fm: FunctionalModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    return F.cross_entropy(fm(w, x), y).item()
+
+
+def zo_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int, lr: float,
+              queries: int, mu: float, clip: float | None, seed: int) -> ClientResult:
+    """``steps`` central-difference ZO-SGD steps with ``queries`` directions each (the RGE):
+
+        g = (1/q) sum_i c_i u_i,   c_i = (L(w + mu u_i) - L(w - mu u_i)) / (2 mu),   w <- w - lr g
+
+    All q losses of a step are taken at the same w; then the q directions are applied. ``clip`` bounds
+    each |c_i| (per-direction clipping: the norm of g cannot be computed without storing the directions).
+    Returns the delta and the (seed, -lr c_i / q) pairs that rebuild it.
+    """
+    w = state.weights.clone()
+    kept = kept_indices(state.mask)
+    seeds = np.empty(steps * queries, dtype=np.int64)
+    coefficients = np.empty(steps * queries, dtype=np.float32)
+    losses = []
+    for s, idx in enumerate(batch_plan(len(data), batch, steps, seed)):
+        x, y = data.x[idx], data.y[idx]
+        for i in range(queries):
+            u_seed = derive_seed(seed, s, i)
+            fix = perturb(w, kept, u_seed, mu)
+            plus = _loss(fm, w, x, y)
+            restore(w, kept, u_seed, mu, fix)
+            fix = perturb(w, kept, u_seed, -mu)
+            minus = _loss(fm, w, x, y)
+            restore(w, kept, u_seed, -mu, fix)
+            c = (plus - minus) / (2.0 * mu)
+            if clip is not None:
+                c = max(-clip, min(clip, c))
+            seeds[s * queries + i] = u_seed
+            coefficients[s * queries + i] = -lr * c / queries
+            if i == 0:
+                losses.append(0.5 * (plus + minus))
+        for j in range(s * queries, (s + 1) * queries):
+            _axpy_direction(w, kept, int(seeds[j]), float(coefficients[j]))
+    return ClientResult("seeds", len(data), delta=w.sub_(state.weights), seeds=seeds, coefficients=coefficients,
+                        train_loss=float(np.mean(losses)))
+
+
+def replay_seed_pairs(state: ModelState, seeds: np.ndarray, coefficients: np.ndarray) -> torch.Tensor:
+    """The delta a client's (seed, coefficient) pairs encode: the server's side of the seed trick. Applies
+    them in order to a copy of the weights, as the client did, so the result is bit-identical."""
+    w = state.weights.clone()
+    kept = kept_indices(state.mask)
+    for u_seed, c in zip(seeds.tolist(), coefficients.tolist()):
+        _axpy_direction(w, kept, int(u_seed), float(np.float32(c)))
+    return w.sub_(state.weights)
+
+
+@torch.inference_mode()
+def evaluate(fm: FunctionalModel, state: ModelState, x: torch.Tensor, y: torch.Tensor,
+             batch: int = 2000) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the global model on a held-out set."""
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(y), batch):
+        logits = fm(state.weights, x[start:start + batch])
+        target = y[start:start + batch]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += int((logits.argmax(1) == target).sum())
+    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+
+
+def weighted_sum(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """sum_k weights[k] * deltas[k], accumulated in the given order (callers fix the order: task id)."""
+    out = torch.zeros_like(deltas[0])
+    for d, a in zip(deltas, weights):
+        out.add_(d, alpha=float(a))
+    return out

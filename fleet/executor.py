@@ -1,0 +1,280 @@
+"""The executor: where the real torch work of local updates runs, decoupled from virtual time.
+
+``LearningPlane`` implements the coordinator's ``LocalWork``: a task is *submitted* when it is dispatched
+(with the model version it downloads), *cancelled* when it drops out, *collected* when its update is
+accepted, and the collected updates are *aggregated* when the coordinator aggregates. Only then does the work
+run, in one batch, on a ``Backend``: so a straggler the round gave up on, or a device that refused, costs no
+real computation, and the clients of one aggregation compute together (vectorized or in parallel) while the
+event loop keeps its own order.
+
+Why results do not depend on how they are computed: each update is a function of (the global state it
+started from, its task, its client's data, its seed), and the seed is derived from (run seed, device, round,
+task id). The backends only decide where and in which grouping that function is evaluated; the aggregation
+order is fixed (task id). Sequential and process-pool backends run the same code and give bit-identical
+weights; the vectorized backend computes the same formulas with batched kernels whose float rounding can
+differ (docs/learning.md states and tests the bound).
+
+Backends: ``sequential`` (in this process), ``process_pool`` (spawned workers that load the data themselves),
+``vectorized`` (``algorithms.batched``: many clients in one computation). A Ray backend would implement
+``Backend.run`` the same way as the pool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+
+from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.local import ClientData, ClientResult, ModelState, derive_seed
+from fleet.kernel import PURPOSES
+from fleet.messages import Task
+
+__all__ = ["Job", "Backend", "SequentialBackend", "ProcessPoolBackend", "VectorizedBackend", "BACKENDS",
+           "make_backend", "LearningPlane", "Evaluation", "ClientDataSource"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One local update to compute: everything it depends on except the weights and the data."""
+
+    task_id: int
+    device: int
+    round_index: int
+    version: int  # the global model version it starts from
+    config: TaskConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClientDataSource:
+    """How to get a client's samples: the dataset (by name, so workers can load it) and index arrays."""
+
+    dataset: str
+    data_dir: str | None
+    partitions: tuple[np.ndarray, ...]
+
+    def load(self):
+        from algorithms.datasets import load_dataset
+
+        return load_dataset(self.dataset, self.data_dir)
+
+
+def _client_data(train_x, train_y, indices: np.ndarray) -> ClientData:
+    import torch
+
+    idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    return ClientData(train_x[idx], train_y[idx])
+
+
+class Backend(ABC):
+    """Computes a batch of jobs. ``run`` returns results in the order of ``jobs``."""
+
+    name: str
+
+    @abstractmethod
+    def run(self, algorithm: Algorithm, states: dict[int, ModelState], jobs: Sequence[Job],
+            data_of: Callable[[int], ClientData]) -> list[ClientResult]: ...
+
+    def close(self) -> None:
+        """Release workers, if any."""
+
+
+class SequentialBackend(Backend):
+    """One job after another in this process: the reference."""
+
+    name = "sequential"
+
+    def run(self, algorithm, states, jobs, data_of):
+        return [algorithm.local_update(states[j.version], j.config, data_of(j.device), j.seed) for j in jobs]
+
+
+class VectorizedBackend(Backend):
+    """Jobs that share a start version and a task config run as one batched computation
+    (``algorithms.batched``); everything else falls back to the sequential path."""
+
+    name = "vectorized"
+
+    def __init__(self, max_group: int = 128) -> None:
+        self.max_group = max_group
+
+    def run(self, algorithm, states, jobs, data_of):
+        from algorithms.batched import batched_local_updates
+
+        out: list[ClientResult | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, j in enumerate(jobs):
+            groups.setdefault((j.version, j.config), []).append(i)
+        for (version, config), members in groups.items():
+            for start in range(0, len(members), self.max_group):
+                part = members[start:start + self.max_group]
+                results = batched_local_updates(algorithm, states[version], config,
+                                                [data_of(jobs[i].device) for i in part],
+                                                [jobs[i].seed for i in part])
+                for i, r in zip(part, results):
+                    out[i] = r
+        return out  # type: ignore[return-value]
+
+
+# --- process pool: workers rebuild the algorithm and load the data once ---------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(algorithm_name: str, algorithm_params: dict, source: ClientDataSource, threads: int) -> None:
+    import torch
+
+    from algorithms.registry import create_algorithm
+
+    torch.set_num_threads(threads)
+    dataset = source.load()
+    _WORKER["algorithm"] = create_algorithm(algorithm_name, **algorithm_params)
+    _WORKER["x"] = torch.from_numpy(np.asarray(dataset.train_x))
+    _WORKER["y"] = torch.from_numpy(np.asarray(dataset.train_y))
+    _WORKER["partitions"] = source.partitions
+
+
+def _worker_run(state: ModelState, job: Job) -> ClientResult:
+    data = _client_data(_WORKER["x"], _WORKER["y"], _WORKER["partitions"][job.device])
+    return _WORKER["algorithm"].local_update(state, job.config, data, job.seed)
+
+
+class ProcessPoolBackend(Backend):
+    """Jobs spread over ``workers`` spawned processes (one torch thread each); each worker builds the
+    algorithm from its registry name and parameters and loads the dataset itself."""
+
+    name = "process_pool"
+
+    def __init__(self, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
+                 workers: int = 2, threads_per_worker: int = 1) -> None:
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(algorithm_name, dict(algorithm_params), source, threads_per_worker))
+
+    def run(self, algorithm, states, jobs, data_of):
+        futures = [self._pool.submit(_worker_run, states[j.version], j) for j in jobs]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+BACKENDS = ("sequential", "vectorized", "process_pool")
+
+
+def make_backend(name: str, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
+                 workers: int = 2) -> Backend:
+    if name == "sequential":
+        return SequentialBackend()
+    if name == "vectorized":
+        return VectorizedBackend()
+    if name == "process_pool":
+        return ProcessPoolBackend(algorithm_name, algorithm_params, source, workers)
+    raise ValueError(f"executor backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The global model measured on the held-out set at virtual time ``time_s``."""
+
+    time_s: float
+    model_version: int
+    accuracy: float
+    loss: float
+    client_flops: int
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass
+class LearningPlane:
+    """The coordinator's ``LocalWork`` in learning mode: global state, pending jobs, aggregation, evaluation."""
+
+    algorithm: Algorithm
+    backend: Backend
+    run_seed: int
+    train_x: object  # torch tensors of the whole training split (clients index into them)
+    train_y: object
+    test_x: object
+    test_y: object
+    partitions: Sequence[np.ndarray]
+    state: ModelState = field(init=False)
+    version: int = field(init=False, default=0)
+    jobs_run: int = field(init=False, default=0)
+    evaluations: list[Evaluation] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.state = self.algorithm.initial_state(derive_seed(self.run_seed, PURPOSES["model_init"]))
+        self._states: dict[int, ModelState] = {0: self.state}
+        self._pending: dict[int, Job] = {}  # submitted, not yet resolved
+        self._collected: dict[int, Job] = {}  # accepted, waiting for the aggregation
+        self._demand = lru_cache(maxsize=None)(self.algorithm.demand)
+        self._metrics: dict[int, dict[str, float]] = {}
+        self._data_cache: dict[int, ClientData] = {}
+
+    # --- the plan: what a task asks of one device, given the current state -----------------------------
+    def plan(self, round_index: int, device: int) -> tuple[TaskConfig, ResourceDemand]:
+        config = self.algorithm.state_task(round_index, self.state)
+        config = self.algorithm.client_task(config, len(self.partitions[device]))
+        return config, self._demand(config)
+
+    # --- LocalWork -------------------------------------------------------------------------------------
+    def submit(self, task: Task) -> None:
+        config = TaskConfig(task.phase, task.local_steps, task.batch_size)
+        seed = derive_seed(self.run_seed, PURPOSES["local"], task.device, task.round_index, task.task_id)
+        self._pending[task.task_id] = Job(task.task_id, task.device, task.round_index, task.model_version,
+                                          config, seed)
+
+    def cancel(self, task_id: int) -> None:
+        self._pending.pop(task_id, None)
+        self._collected.pop(task_id, None)
+        self._forget_unused_states()
+
+    def collect(self, task: Task) -> None:
+        job = self._pending.pop(task.task_id, None)
+        if job is not None:
+            self._collected[task.task_id] = job
+
+    def aggregate(self, task_ids: Sequence[int], weights: Sequence[float]) -> None:
+        """Compute the collected updates ``task_ids`` and fold them (with ``weights``) into a new version."""
+        order = sorted(range(len(task_ids)), key=lambda i: task_ids[i])
+        jobs = [self._collected.pop(task_ids[i]) for i in order]
+        results = self.backend.run(self.algorithm, self._states, jobs, self._data)
+        self.jobs_run += len(jobs)
+        self.state = self.algorithm.aggregate(self.state, results, [weights[i] for i in order])
+        self.version += 1
+        self._states[self.version] = self.state
+        self._forget_unused_states()
+
+    def _forget_unused_states(self) -> None:
+        live = {j.version for j in self._pending.values()} | {j.version for j in self._collected.values()}
+        live.add(self.version)
+        for v in [v for v in self._states if v not in live]:
+            del self._states[v]
+
+    def _data(self, device: int) -> ClientData:
+        data = self._data_cache.get(device)
+        if data is None:
+            data = self._data_cache[device] = _client_data(self.train_x, self.train_y, self.partitions[device])
+        return data
+
+    # --- evaluation ----------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """Accuracy and loss of the current global model (computed once per version)."""
+        found = self._metrics.get(self.version)
+        if found is None:
+            found = self._metrics[self.version] = self.algorithm.evaluate(self.state, self.test_x, self.test_y)
+        return found
+
+    def record_evaluation(self, time_s: float, client_flops: int, bytes_up: int, bytes_down: int) -> Evaluation:
+        m = self.metrics()
+        ev = Evaluation(time_s, self.version, m["accuracy"], m["loss"], client_flops, bytes_up, bytes_down)
+        self.evaluations.append(ev)
+        return ev
+
+    def close(self) -> None:
+        self.backend.close()
