@@ -35,11 +35,11 @@ from algorithms.params import FunctionalModel
 __all__ = [
     "ModelState", "ClientData", "ClientResult", "OPTIMIZERS", "ZO_CHUNK",
     "derive_seed", "batch_plan", "bp_update", "zo_update", "replay_seed_pairs", "kept_indices",
-    "perturb", "restore", "evaluate", "weighted_sum",
+    "perturb", "restore", "fixup_fraction", "evaluate", "weighted_sum",
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-ZO_CHUNK = 4096  # direction elements generated at a time (the seed trick's only buffers: a few chunks)
+ZO_CHUNK = 1024  # direction elements generated at a time (the seed trick's only buffers: a few chunks)
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _MOMENTUM = 0.9
@@ -107,34 +107,44 @@ def batch_plan(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
 
 def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int, lr: float,
               optimizer: str, seed: int) -> ClientResult:
-    """``steps`` backprop steps of cross-entropy with SGD, momentum (0.9) or Adam; returns the delta."""
+    """``steps`` backprop steps of cross-entropy with SGD, momentum (0.9) or Adam; returns the delta.
+
+    Memory, as a device would hold it: the weights, one gradient per parameter tensor (autograd's own
+    leaves are views of the flat weights, so no flat P-sized gradient is ever assembled), the optimizer
+    slots, and one batch with its activations; a step's gradients and temporaries are released before the
+    next forward.
+    """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     w = state.weights.clone()
-    mask = state.mask
-    slot1 = torch.zeros_like(w) if optimizer != "sgd" else None
-    slot2 = torch.zeros_like(w) if optimizer == "adam" else None
+    views = list(fm.layout.views(w).values())
+    masks = list(fm.layout.views(state.mask).values()) if state.mask is not None else None
+    slot1 = [torch.zeros_like(v) for v in views] if optimizer != "sgd" else None
+    slot2 = [torch.zeros_like(v) for v in views] if optimizer == "adam" else None
     losses = []
     for t, idx in enumerate(batch_plan(len(data), batch, steps, seed), start=1):
-        leaf = w.detach().requires_grad_(True)
-        loss = F.cross_entropy(fm(leaf, data.x[idx]), data.y[idx])
-        (grad,) = torch.autograd.grad(loss, leaf)
+        leaves = [v.detach().requires_grad_(True) for v in views]
+        loss = F.cross_entropy(fm.call_with(leaves, data.x[idx]), data.y[idx])
+        grads = torch.autograd.grad(loss, leaves)
+        del leaves
         losses.append(loss.item())
-        if mask is not None:
-            grad.mul_(mask)
         with torch.no_grad():
-            if optimizer == "sgd":
-                w.add_(grad, alpha=-lr)
-            elif optimizer == "momentum":
-                slot1.mul_(_MOMENTUM).add_(grad)
-                w.add_(slot1, alpha=-lr)
-            else:
-                b1, b2 = _ADAM_BETAS
-                slot1.mul_(b1).add_(grad, alpha=1 - b1)
-                slot2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                denom = (slot2 / (1 - b2 ** t)).sqrt_().add_(_ADAM_EPS)
-                w.addcdiv_(slot1, denom, value=-lr / (1 - b1 ** t))
-    del slot1, slot2
+            for k, (v, g) in enumerate(zip(views, grads)):
+                if masks is not None:
+                    g.mul_(masks[k])
+                if optimizer == "sgd":
+                    v.add_(g, alpha=-lr)
+                elif optimizer == "momentum":
+                    slot1[k].mul_(_MOMENTUM).add_(g)
+                    v.add_(slot1[k], alpha=-lr)
+                else:
+                    b1, b2 = _ADAM_BETAS
+                    slot1[k].mul_(b1).add_(g, alpha=1 - b1)
+                    slot2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+                    denom = g.copy_(slot2[k]).div_(1 - b2 ** t).sqrt_().add_(_ADAM_EPS)  # reuses g
+                    v.addcdiv_(slot1[k], denom, value=-lr / (1 - b1 ** t))
+        del grads, loss
+    del slot1, slot2, views
     return ClientResult("delta", len(data), delta=w.sub_(state.weights), train_loss=float(np.mean(losses)))
 
 
@@ -164,6 +174,13 @@ def perturb(w: torch.Tensor, kept: torch.Tensor | None, seed: int, scale: float)
         fixups.append((bad.nonzero().squeeze(1), old[bad]) if bool(bad.any()) else None)
         w[where] = new
     return fixups
+
+
+def fixup_fraction(weights: torch.Tensor, mu: float, seed: int = 0) -> float:
+    """The fraction of coordinates whose round trip fl(fl(w + mu u) - mu u) is not exact, i.e. that
+    ``perturb`` must record: what the cost model charges for the seed trick's exact restore."""
+    fixups = perturb(weights.clone(), None, seed, mu)
+    return sum(len(f[0]) for f in fixups if f is not None) / max(1, weights.numel())
 
 
 def restore(w: torch.Tensor, kept: torch.Tensor | None, seed: int, scale: float, fixups: list) -> None:
@@ -215,9 +232,11 @@ def zo_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: i
             fix = perturb(w, kept, u_seed, mu)
             plus = _loss(fm, w, x, y)
             restore(w, kept, u_seed, mu, fix)
+            fix = None  # released before the next perturbation records its own
             fix = perturb(w, kept, u_seed, -mu)
             minus = _loss(fm, w, x, y)
             restore(w, kept, u_seed, -mu, fix)
+            fix = None
             c = (plus - minus) / (2.0 * mu)
             if clip is not None:
                 c = max(-clip, min(clip, c))
@@ -227,6 +246,7 @@ def zo_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: i
                 losses.append(0.5 * (plus + minus))
         for j in range(s * queries, (s + 1) * queries):
             _axpy_direction(w, kept, int(seeds[j]), float(coefficients[j]))
+        del x, y  # the next batch is loaded after this one is released
     return ClientResult("seeds", len(data), delta=w.sub_(state.weights), seeds=seeds, coefficients=coefficients,
                         train_loss=float(np.mean(losses)))
 

@@ -34,12 +34,35 @@ whenever the first layer saves its input (every model in ``models.MODELS``). The
 ``shared/reference/algorithms.md`` sums ``a_l`` per layer, which would count the ReLU output twice (ReLU and
 MaxPool both save it) and the input twice (as input and as the first layer's saved input): real torch does not.
 
-``io_elems`` (for inference-level memory) is input + output elements, with the output counted 0 when it is a
-view of the input (``Flatten``), since no new storage is allocated.
+``io_elems`` is input + output elements, with the output counted 0 when it is a view of the input
+(``Flatten``), since no new storage is allocated.
+
+Working sets: what a layer's kernels hold while they run, beyond the saved tensors. Measured with the torch CPU
+allocator (``algorithms.memory_probe``, torch 2.13 with oneDNN on x86; ``tests/algorithms/test_memory_model.py``
+checks whole local updates against them). in and out are the layer's input and output elements per sample:
+
+* ``forward_elems`` (a forward without autograd, as ZO runs it): the input (0 when it is the model's input
+  batch, which is charged apart), the output (0 for a view) and kernel scratch. ``Conv*d`` adds
+  max(in, out): oneDNN computes into a blocked-layout buffer and reorders it into the plain output (and
+  reorders a many-channel input first), so the output or the input exists twice. ``MaxPool*d`` computes its
+  int64 argmax indices even without autograd: ``forward_index_bytes`` = 8 per output element.
+* ``backward_elems`` (0 when nothing in the layer requires grad): the gradient of its output and, when its
+  input requires grad, the gradient of its input (for ReLU both are out-sized, for a pool out + in).
+  ``Conv*d`` adds a copy of the output gradient and a copy of its input (oneDNN's blocked layouts for the
+  weight gradient): 2*out + in, + in for the input gradient. Parameter gradients are parameter-sized and
+  charged with the parameters, never here.
+
+The training peak (``training_bytes_per_sample``) is then the larger of the end of the forward pass (every
+saved tensor alive: S + X) and, for each layer l, its backward: X plus what layers 1..l saved (the saved
+storages charged to later layers were released when their backward ran) plus ``backward_elems`` of l. With
+conv layers the backward of a middle layer is the peak (oneDNN's copies), not the end of the forward pass.
 
 FLOPs follow ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs, bias adds are excluded; conv:
 2 * Cin/groups * prod(kernel) * Cout * prod(out spatial); linear: 2 * in * out; ReLU, pool, flatten: 0.
-A layer kind without a rule raises ``ValueError`` naming it rather than being silently costed as free.
+``backward_flops`` is the forward figure once for the weight gradient (when the weight requires grad) and once
+for the input gradient (when the input requires grad): the first layer computes no input gradient, so a
+backward step is not exactly 2F. A layer kind without a rule raises ``ValueError`` naming it rather than
+being silently costed as free.
 """
 
 from __future__ import annotations
@@ -76,10 +99,15 @@ class LayerCost:
     saved_activation_elems: int  # float elements this layer keeps for backward, distinct storages only
     saved_index_bytes: int  # extra bytes kept for backward (MaxPool int64 indices)
     io_elems: int  # input + output elements (output 0 when it is a view of the input)
+    backward_flops: int  # weight- and input-gradient FLOPs (flop_counter convention; see module docstring)
+    forward_elems: int  # float elements its forward holds without autograd, model input excluded
+    forward_index_bytes: int  # int64 bytes its forward holds without autograd (MaxPool argmax)
+    backward_elems: int  # float elements of gradient buffers (and kernel copies) its backward holds
 
     def __post_init__(self) -> None:
         for field in ("params", "prunable_params", "forward_flops", "saved_activation_elems",
-                      "saved_index_bytes", "io_elems"):
+                      "saved_index_bytes", "io_elems", "backward_flops", "forward_elems",
+                      "forward_index_bytes", "backward_elems"):
             non_negative_int(f"LayerCost.{field}", getattr(self, field))
         if self.prunable_params > self.params:
             raise ValueError("LayerCost.prunable_params must not exceed params")
@@ -135,8 +163,36 @@ class ModelProfile:
 
     @property
     def max_io_bytes_per_sample(self) -> int:
-        """The largest input + output of any one layer, in bytes per sample (inference working set)."""
+        """The largest input + output of any one layer, in bytes per sample (no kernel scratch)."""
         return max((l.io_elems for l in self.layers), default=0) * self.bytes_per_element
+
+    @property
+    def backward_flops_per_sample(self) -> int:
+        """Backward FLOPs of one sample: weight and input gradients (< 2F: the first layer has no input grad)."""
+        return sum(l.backward_flops for l in self.layers)
+
+    @property
+    def prunable_backward_flops_per_sample(self) -> int:
+        """The part of the backward FLOPs done by layers with prunable weights."""
+        return sum(l.backward_flops for l in self.layers if l.prunable_params)
+
+    @property
+    def inference_bytes_per_sample(self) -> int:
+        """Peak bytes per sample of a forward without autograd: the input plus the largest layer working set."""
+        b = self.bytes_per_element
+        largest = max((l.forward_elems * b + l.forward_index_bytes for l in self.layers), default=0)
+        return self.input_bytes_per_sample + largest
+
+    @property
+    def training_bytes_per_sample(self) -> int:
+        """Peak bytes per sample of a forward and backward pass (see the module docstring): the larger of
+        S + X (end of the forward) and, over layers l, X + saved by layers 1..l + l's backward working set."""
+        b = self.bytes_per_element
+        alive = peak = self.input_bytes_per_sample
+        for layer in self.layers:
+            alive += layer.saved_activation_elems * b + layer.saved_index_bytes
+            peak = max(peak, alive + layer.backward_elems * b)
+        return max(peak, alive)
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -144,29 +200,45 @@ def _storage_key(tensor: torch.Tensor) -> int:
 
 
 def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tensor,
-                seen: set[int]) -> LayerCost:
-    """Apply the module docstring's rules to one call; ``seen`` holds storages already charged."""
+                seen: set[int], input_key: int) -> LayerCost:
+    """Apply the module docstring's rules to one call; ``seen`` holds storages already charged and
+    ``input_key`` is the storage of the model's input batch."""
     params = sum(p.numel() for p in module.parameters(recurse=False))
-    prunable = flops = index_bytes = 0
+    n_in, n_out = inp.numel(), out.numel()
+    fresh_out = 0 if _storage_key(out) == _storage_key(inp) else n_out
+    resident_in = 0 if _storage_key(inp) == input_key else n_in
+    prunable = flops = backward_flops = index_bytes = forward_index_bytes = backward_elems = 0
+    forward_elems = resident_in + fresh_out
     saved: list[torch.Tensor] = []
     if isinstance(module, (_CONV, nn.Linear)):
         if isinstance(module, _CONV) and module.transposed:
             raise ValueError(f"model: layer {name!r} of kind {type(module).__name__} has no cost rule")
+        conv = isinstance(module, _CONV)
         prunable = module.weight.numel()
-        if isinstance(module, nn.Linear):
-            flops = 2 * module.in_features * out.numel()
-        else:
+        if conv:
             per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            flops = 2 * per_output * out.numel()
-        if module.weight.requires_grad:
+            flops = 2 * per_output * n_out
+            forward_elems += max(n_in, n_out)  # oneDNN's blocked copy of the output (or of a larger input)
+        else:
+            flops = 2 * module.in_features * n_out
+        weight_grad, input_grad = module.weight.requires_grad, inp.requires_grad
+        backward_flops = flops * (int(weight_grad) + int(input_grad))
+        if weight_grad or input_grad:
+            backward_elems = n_out + (n_in if input_grad else 0)
+            if conv:  # oneDNN copies the output gradient, and the input for the weight gradient
+                backward_elems += n_out + (n_in if weight_grad else 0)
+        if weight_grad:
             saved.append(inp)
     elif isinstance(module, nn.ReLU):
         if inp.requires_grad:
             saved.append(out)
+            backward_elems = 2 * n_out
     elif isinstance(module, _POOL):
+        forward_index_bytes = INDEX_BYTES * n_out
         if inp.requires_grad:
             saved.append(inp)
-            index_bytes = INDEX_BYTES * out.numel()
+            index_bytes = INDEX_BYTES * n_out
+            backward_elems = n_out + n_in
     elif not isinstance(module, _VIEW_ONLY):
         raise ValueError(f"model: layer {name!r} of kind {type(module).__name__} has no cost rule")
     saved_elems = 0
@@ -175,9 +247,8 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
         if key not in seen:
             seen.add(key)
             saved_elems += tensor.numel()
-    out_elems = 0 if _storage_key(out) == _storage_key(inp) else out.numel()
     return LayerCost(name, type(module).__name__, params, prunable, flops, saved_elems, index_bytes,
-                     inp.numel() + out_elems)
+                     n_in + fresh_out, backward_flops, forward_elems, forward_index_bytes, backward_elems)
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_element: int = 4) -> ModelProfile:
@@ -196,7 +267,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elem
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
-    seen: set[int] = {_storage_key(x)}  # the input batch is charged as input, never as an activation
+    input_key = _storage_key(x)
+    seen: set[int] = {input_key}  # the input batch is charged as input, never as an activation
     layers: list[LayerCost] = []
     called: set[str] = set()
     keep_alive: list[torch.Tensor] = []  # no storage may be freed and reused while keys are compared
@@ -209,7 +281,7 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elem
             if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not isinstance(out, torch.Tensor):
                 raise ValueError(f"model: layer {name!r} must take and return one tensor")
             keep_alive.extend((args[0], out))
-            layers.append(_layer_cost(name, module, args[0], out, seen))
+            layers.append(_layer_cost(name, module, args[0], out, seen, input_key))
         return hook
 
     leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]

@@ -164,6 +164,7 @@ def _ntk_scores(fm: _Model, weights: torch.Tensor, mask: torch.Tensor, seed: int
         z = torch.randn(layout.size, generator=gen, dtype=weights.dtype)
         with torch.enable_grad():
             energy = perturbation_energy(fm, theta, m, x, z, eps)
+            del z  # the graph keeps theta + eps z, not z: free it before the backward
             (grad,) = torch.autograd.grad(energy, m)
         total += grad
     return total.abs()

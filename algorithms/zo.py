@@ -43,7 +43,15 @@ from algorithms.cost import (
     zo_step_flops,
 )
 from algorithms.learner import FlatLearner
-from algorithms.local import ClientData, ClientResult, ModelState, derive_seed, replay_seed_pairs, zo_update
+from algorithms.local import (
+    ClientData,
+    ClientResult,
+    ModelState,
+    batch_plan,
+    derive_seed,
+    replay_seed_pairs,
+    zo_update,
+)
 from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, check_input_shape
 from algorithms.profiling import ModelProfile, ProfiledModel
 
@@ -89,6 +97,7 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         self.num_classes = _checks.positive_int("num_classes", num_classes)
         self._profile: ModelProfile | None = None
         self._fm = None
+        self._fixup_fraction: float | None = None
 
     def initial_state(self, seed: int) -> ModelState:
         if self.density != 1.0:
@@ -119,6 +128,16 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         self._check_config(config, ("train",))
         return self._train_demand(config)
 
+    @property
+    def fixup_fraction(self) -> float:
+        """Share of coordinates the exact seed trick must record at this ``mu``, measured once on this model's
+        initial weights (``local.fixup_fraction``): the cost model charges 12 bytes for each."""
+        if self._fixup_fraction is None:
+            from algorithms.local import fixup_fraction
+
+            self._fixup_fraction = fixup_fraction(self.functional_model.init_weights(0), self.mu)
+        return self._fixup_fraction
+
     def _check_config(self, config: object, phases: tuple[str, ...]) -> None:
         if not isinstance(config, TaskConfig) or config.phase not in phases:
             raise ValueError(f"config must be a TaskConfig of phase {' or '.join(phases)} for {self.name}, "
@@ -131,7 +150,8 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         else:
             up = sparse_values_bytes(profile, density)
         return ResourceDemand(
-            peak_memory_bytes=zo_peak_memory_bytes(profile, config.batch_size, density, self.sparse_format),
+            peak_memory_bytes=zo_peak_memory_bytes(profile, config.batch_size, density, self.sparse_format,
+                                                   self.fixup_fraction),
             flops=config.local_steps * zo_step_flops(profile, config.batch_size, self.queries, density),
             bytes_down=model_payload_bytes(profile, density),
             bytes_up=up,
@@ -198,7 +218,7 @@ class FedFPZO(ZerothOrder):
 
         batch = None
         if self.prune_data == "local" or self.pruner == "snip":
-            take = slice(0, config.batch_size)
+            take = batch_plan(len(data), config.batch_size, 1, seed)[0]  # one seeded batch of local data
             batch = (data.x[take], data.y[take])
         scores = saliency(self.pruner, self.functional_model, state.weights, self._full_mask(state), seed=seed,
                           batch_size=config.batch_size, samples=config.local_steps, eps=self.ntk_eps,

@@ -85,13 +85,28 @@ class Backend(ABC):
         """Release workers, if any."""
 
 
+LOCAL_UPDATE_THREADS = 1  # intra-op threads of one local update in the sequential and pool backends
+
+
 class SequentialBackend(Backend):
-    """One job after another in this process: the reference."""
+    """One job after another in this process, each on ``LOCAL_UPDATE_THREADS`` torch thread: the reference.
+
+    Why one thread: CPU reductions (a linear layer's weight gradient, a bias gradient) split their sums
+    across threads, so the same update on 1 and on 2 threads can differ in the last bits. Pinning the
+    thread count makes this backend and the process pool compute with identical kernels."""
 
     name = "sequential"
 
     def run(self, algorithm, states, jobs, data_of):
-        return [algorithm.local_update(states[j.version], j.config, data_of(j.device), j.seed) for j in jobs]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(LOCAL_UPDATE_THREADS)
+        try:
+            return [algorithm.local_update(states[j.version], j.config, data_of(j.device), j.seed)
+                    for j in jobs]
+        finally:
+            torch.set_num_threads(threads)
 
 
 class VectorizedBackend(Backend):
@@ -150,7 +165,7 @@ class ProcessPoolBackend(Backend):
     name = "process_pool"
 
     def __init__(self, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
-                 workers: int = 2, threads_per_worker: int = 1) -> None:
+                 workers: int = 2, threads_per_worker: int = LOCAL_UPDATE_THREADS) -> None:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
             initargs=(algorithm_name, dict(algorithm_params), source, threads_per_worker))
@@ -202,6 +217,7 @@ class LearningPlane:
     test_x: object
     test_y: object
     partitions: Sequence[np.ndarray]
+    evaluate_every_round: bool = True
     state: ModelState = field(init=False)
     version: int = field(init=False, default=0)
     jobs_run: int = field(init=False, default=0)
@@ -249,6 +265,8 @@ class LearningPlane:
         self.version += 1
         self._states[self.version] = self.state
         self._forget_unused_states()
+        if self.evaluate_every_round:
+            self.metrics()
 
     def _forget_unused_states(self) -> None:
         live = {j.version for j in self._pending.values()} | {j.version for j in self._collected.values()}
@@ -263,6 +281,10 @@ class LearningPlane:
         return data
 
     # --- evaluation ----------------------------------------------------------------------------------
+    @property
+    def metrics_by_version(self) -> dict[int, dict[str, float]]:
+        return self._metrics
+
     def metrics(self) -> dict[str, float]:
         """Accuracy and loss of the current global model (computed once per version)."""
         found = self._metrics.get(self.version)

@@ -13,19 +13,55 @@ from fleet.study import DROPOUT_CAUSES, Study, analyse, summary
 
 ROUND_COLUMNS = ("round", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
-                 *(f"dropouts_{c}" for c in DROPOUT_CAUSES))
+                 *(f"dropouts_{c}" for c in DROPOUT_CAUSES), "accuracy", "loss")
+EVALUATION_COLUMNS = ("time_s", "model_version", "accuracy", "loss", "client_flops", "bytes_up",
+                      "bytes_down")
 
 
 def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
+    """One row per round (or aggregation); ``accuracy`` and ``loss`` of the model the row ends with are
+    empty in timing mode or when the version was not evaluated."""
+    metrics = sim.learning.metrics_by_version if sim.learning is not None else {}
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(ROUND_COLUMNS)
         for r in sim.coordinator.rounds:
+            m = metrics.get(r.model_version, {})
             w.writerow([r.round_index, repr(r.start_s), repr(r.end_s), repr(r.end_s - r.start_s),
                         r.selected, r.accepted, int(r.aggregated), r.model_version,
                         repr(r.mean_staleness),
                         *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
-                          for c in DROPOUT_CAUSES)])
+                          for c in DROPOUT_CAUSES),
+                        repr(m["accuracy"]) if m else "", repr(m["loss"]) if m else ""])
+
+
+def write_evaluations(sim: Simulation, path: Path) -> None:
+    """The global model on the test set at each evaluation time, with the work spent until then."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EVALUATION_COLUMNS)
+        for e in sim.learning.evaluations:
+            w.writerow([repr(e.time_s), e.model_version, repr(e.accuracy), repr(e.loss), e.client_flops,
+                        e.bytes_up, e.bytes_down])
+
+
+def _learning_figure(sim: Simulation, out: Path) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    evs = sim.learning.evaluations
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+    acc = [e.accuracy for e in evs]
+    for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
+                          (axes[1], [e.client_flops for e in evs], "client FLOPs spent"),
+                          (axes[2], [e.bytes_up + e.bytes_down for e in evs], "bytes sent (up + down)")):
+        ax.plot(xs, acc, marker=".")
+        ax.set(xlabel=label)
+    axes[0].set(ylabel="test accuracy")
+    fig.suptitle(f"{sim.scenario.algorithm.name}: global model on the held-out set")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+    return "accuracy.png", "Test accuracy against virtual time, client FLOPs and bytes"
 
 
 def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
@@ -97,6 +133,8 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     fig.savefig(out / "memory.png", dpi=110)
     plt.close(fig)
     made.append(("memory.png", "Free memory against memory demand"))
+    if sim.learning is not None and sim.learning.evaluations:
+        made.insert(0, _learning_figure(sim, out))
     return made
 
 
@@ -111,6 +149,13 @@ def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
              "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
              "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
                                                for q, v in summ["round_time_s"].items()),
+             f"- client FLOPs spent: {summ['client_flops']:.3g}; bytes up {summ['bytes_up']:,}, "
+             f"down {summ['bytes_down']:,}",
+             *([f"- test accuracy: final {summ['final_accuracy']:.4f}, best {summ['best_accuracy']:.4f}; "
+                f"time to {summ['target_accuracy']:.0%}: "
+                + ("not reached" if summ["time_to_target_s"] is None
+                   else f"{summ['time_to_target_s']:.0f} s virtual")]
+               if summ["final_accuracy"] is not None else []),
              f"- event log SHA-256: `{summ['event_log_sha256']}`", "",
              "| class | devices | tasks | accepted | dropouts | p50 s | p90 s | tail cause |",
              "|---|---|---|---|---|---|---|---|"]
@@ -137,6 +182,8 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     study = analyse(sim)
     summ = summary(sim, study, digest)
     write_rounds(sim, study, out / "rounds.csv")
+    if sim.learning is not None:
+        write_evaluations(sim, out / "evaluations.csv")
     made = _figures(sim, study, out / "figures") if figures else []
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
@@ -145,22 +192,93 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
 
 COMPARED = (("rounds", "rounds"), ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
             ("updates_accepted", "accepted"), ("participation_rate", "participation"))
+LEARNING_COMPARED = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
+                     ("time_to_target_s", "time to target s"), ("participants", "devices took part"),
+                     ("participation_rate", "participation"), ("memory_dropouts", "memory dropouts"),
+                     ("client_flops", "client FLOPs"), ("bytes_up", "bytes up"),
+                     ("bytes_down", "bytes down"), ("peak_train_demand_bytes", "train peak B"))
 
 
-def write_comparison(summaries: list[tuple[str, dict]], out: Path) -> str:
-    """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``."""
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+    if isinstance(v, int) and abs(v) >= 10**6:
+        return f"{v:.3e}"
+    return str(v)
+
+
+def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
+    """The learning study side by side, and which device classes each variant let take part."""
+    head = ["variant", *(label for _, label in LEARNING_COMPARED)]
+    lines = ["## Learning", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summaries:
+        row = {**s, "memory_dropouts": s["dropouts"]["memory"],
+               "peak_train_demand_bytes": s["demand"].get("train", {}).get("peak_memory_bytes")}
+        lines.append("| " + " | ".join([name, *(_fmt(row[key]) for key, _ in LEARNING_COMPARED)]) + " |")
+    classes = sorted({c for _, s in summaries for c in s["by_class"]})
+    lines += ["", "Devices that took part (of the class's devices), and the largest memory demand of a task "
+              "sent to the class:", "",
+              "| class | " + " | ".join(name for name, _ in summaries) + " |",
+              "|---|" + "---|" * len(summaries)]
+    for c in classes:
+        cells = []
+        for _, s in summaries:
+            row = s["by_class"].get(c)
+            cells.append("-" if row is None else
+                         f"{row['participants']}/{row['devices']} ({_fmt(row['peak_demand_bytes'])} B)")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
+    bottom = np.zeros(len(runs))
+    for i, c in enumerate(classes):
+        counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
+        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=f"C{i % 10}")
+        bottom += counts
+    left.set(ylabel="devices that took part", title="Who can take part, by device class")
+    left.legend(fontsize=6, ncol=2)
+    for name, s, evs in runs:
+        right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
+                   label=f"{name} (final {s['final_accuracy']:.3f})")
+    right.set(xlabel="virtual time (s)", ylabel="test accuracy", title="What it costs or gains in accuracy")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "comparison.png", dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(summaries: list[tuple[str, dict]], out: Path,
+                     evaluations: dict[str, list] | None = None) -> str:
+    """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``; in learning
+    mode also the learning table and ``comparison.png`` (participation by class, accuracy curves)."""
     out.mkdir(parents=True, exist_ok=True)
     head = ["variant", *(label for _, label in COMPARED), "accepted per virtual hour",
             "round p50 s", "round p90 s", "round p99 s", "dropouts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa
     for name, s in summaries:
         per_hour = s["updates_accepted"] / s["sim_time_s"] * 3600 if s["sim_time_s"] else None
-        cells = [name, *(fmt(s[key]) for key, _ in COMPARED), fmt(per_hour),
-                 *(fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
+        cells = [name, *(_fmt(s[key]) for key, _ in COMPARED), _fmt(per_hour),
+                 *(_fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
                  ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(["# Comparison", "", *lines, ""])
+    parts = ["# Comparison", "", *lines, ""]
+    learning = [(n, s) for n, s in summaries if s.get("final_accuracy") is not None]
+    if learning:
+        parts += _learning_rows(learning)
+        if evaluations:
+            _comparison_figure([(n, s, evaluations[n]) for n, s in learning if n in evaluations], out)
+            parts += ["![participation and accuracy](comparison.png)", ""]
+    text = "\n".join(parts)
     (out / "comparison.md").write_text(text)
     (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2) + "\n")
     return text

@@ -49,6 +49,13 @@ def _print_study(console, summ: dict, out: Path) -> None:
                       fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
                       " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
     console.print(table)
+    console.print(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
+                  f"down {summ['bytes_down']:,}")
+    if summ.get("final_accuracy") is not None:
+        ttt = summ["time_to_target_s"]
+        console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
+                      f"time to {summ['target_accuracy']:.0%}: "
+                      + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
     console.print(f"event log sha256 {summ['event_log_sha256']}")
     console.print(f"outputs in {out}")
 
@@ -65,7 +72,8 @@ def _run_one(scenario, out: Path, args, console) -> dict:
                   disable=args.quiet) as progress:
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
         sim.run(on_round=lambda done: progress.update(bar, completed=done))
-    return write_outputs(sim, out, figures=not args.no_figures)
+    summ = write_outputs(sim, out, figures=not args.no_figures)
+    return summ, (sim.learning.evaluations if sim.learning is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         variants = load_variants(args.scenario, overrides)
         base = Path(args.scenario).stem
         out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-        summaries = []
+        summaries, evaluations = [], {}
         for name, scenario in variants:
             run_out = out if len(variants) == 1 else out / name
-            summaries.append((name, _run_one(scenario, run_out, args, console)))
+            summ, evaluations[name] = _run_one(scenario, run_out, args, console)
+            summaries.append((name, summ))
             if not args.quiet:
                 _print_study(Console(), summaries[-1][1], run_out)
     except ScenarioError as exc:
@@ -94,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(variants) > 1:
         from fleet.report import write_comparison
 
-        text = write_comparison(summaries, out)
+        text = write_comparison(summaries, out,
+                                None if args.no_figures else {k: v for k, v in evaluations.items() if v})
         if not args.quiet:
             Console().print(text)
     if args.quiet:

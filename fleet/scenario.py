@@ -183,6 +183,8 @@ class EvaluationConfig(_Strict):
                               "virtual seconds (and at the end).")
     target_accuracy: float = Field(0.7, gt=0, le=1, description="Accuracy whose first virtual time "
                                    "is reported as time-to-target.")
+    every_round: bool = Field(True, description="Also evaluate after every aggregation (the "
+                              "accuracy column of rounds.csv).")
 
 
 class ExecutorConfig(_Strict):

@@ -8,6 +8,7 @@ cost model (the task plan), and the coordinator.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
@@ -172,12 +173,13 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
     e = scenario.executor
     source = ClientDataSource(d.dataset, d.dir, tuple(parts))
     backend = make_backend(e.backend, scenario.algorithm.name, params, source, e.workers)
+    with warnings.catch_warnings():  # the cached arrays are read-only; nothing here writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = [torch.from_numpy(np.asarray(a)) for a in
+                   (dataset.train_x, dataset.train_y, dataset.test_x[:n_test], dataset.test_y[:n_test])]
     try:
-        return LearningPlane(algorithm, backend, scenario.seed,
-                             torch.from_numpy(np.asarray(dataset.train_x)),
-                             torch.from_numpy(np.asarray(dataset.train_y)),
-                             torch.from_numpy(np.asarray(dataset.test_x[:n_test])),
-                             torch.from_numpy(np.asarray(dataset.test_y[:n_test])), parts)
+        return LearningPlane(algorithm, backend, scenario.seed, *tensors, parts,
+                             scenario.evaluation.every_round)
     except ValueError as exc:
         backend.close()
         raise ScenarioError(f"algorithm.params: {exc}") from None
@@ -243,7 +245,10 @@ def build_simulation(scenario: Scenario) -> Simulation:
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
                      coordinator, learning=learning)
     nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
-    sim.demands = {cfg.phase: dem for cfg, dem in (nominal(r, 0) for r in range(min(2, c.rounds)))}
+    sim.demands = {}
+    for r in range(min(c.rounds, 64)):  # the distinct phases of the opening rounds (pruning, training)
+        config, demand = nominal(r, 0)
+        sim.demands.setdefault(config.phase, demand)
     server_demand = getattr(algorithm, "server_prune_demand", None)
     sim.server_demand = server_demand() if server_demand is not None else None
     return sim

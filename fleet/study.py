@@ -43,6 +43,8 @@ class Study:
     round_time_s: list[float]
     dropouts: Counter  # cause -> tasks
     dropouts_by_round: dict[int, Counter]
+    peak_demand_by_class: dict[str, int]  # class -> largest memory demand of a task dispatched to it
+    participants_by_class: Counter  # class -> devices with at least one accepted update
 
 
 def analyse(sim: Simulation) -> Study:
@@ -57,11 +59,16 @@ def analyse(sim: Simulation) -> Study:
     ended: set[int] = set()
     by_cause: Counter = Counter()
     by_round: dict[int, Counter] = defaultdict(Counter)
+    peak_demand: dict[str, int] = {}
     ev, dev_i, cause_i, task_i = _COL["event"], _COL["device"], _COL["cause"], _COL["task"]
+    demand_i = _COL["demand_bytes"]
     for row in sim.kernel.recorder.rows:
         kind = row[ev]
         if kind == "dispatch":
-            tasks[cls_of[row[dev_i]]] += 1
+            c = cls_of[row[dev_i]]
+            tasks[c] += 1
+            if row[demand_i] is not None and row[demand_i] > peak_demand.get(c, -1):
+                peak_demand[c] = row[demand_i]
             continue
         if kind not in ("update", "refusal", "dropout") or row[task_i] in ended:
             continue
@@ -88,7 +95,27 @@ def analyse(sim: Simulation) -> Study:
                 tail[c][max(shares, key=shares.get)] += 1
     round_time_s = [r.end_s - r.start_s for r in sim.coordinator.rounds]
     return Study(devices_by_class, tasks, accepted, dict(dropouts), dict(completion), dict(tail),
-                 threshold, len(participants), round_time_s, by_cause, dict(by_round))
+                 threshold, len(participants), round_time_s, by_cause, dict(by_round), peak_demand,
+                 Counter(cls_of[d] for d in participants))
+
+
+def time_to_target_s(evaluations, target: float) -> float | None:
+    """The first evaluation time at which accuracy reached ``target`` (None if never)."""
+    return next((e.time_s for e in evaluations if e.accuracy >= target), None)
+
+
+def learning_summary(sim: Simulation) -> dict:
+    """The learning figures of ``summary.json`` (None in timing mode)."""
+    plane = sim.learning
+    if plane is None or not plane.evaluations:
+        return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
+                "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0}
+    last = plane.evaluations[-1]
+    target = sim.scenario.evaluation.target_accuracy
+    accuracies = [m["accuracy"] for m in plane.metrics_by_version.values()]
+    return {"final_accuracy": last.accuracy, "final_loss": last.loss, "best_accuracy": max(accuracies),
+            "time_to_target_s": time_to_target_s(plane.evaluations, target), "target_accuracy": target,
+            "final_density": plane.state.density, "local_updates_computed": plane.jobs_run}
 
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
@@ -106,6 +133,8 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
             "dropouts": dict(sorted(study.dropouts_by_class.get(c, Counter()).items())),
             "completion_s": percentiles(study.completion_s_by_class.get(c, [])),
             "tail_cause": dict(sorted(study.tail_cause_by_class.get(c, Counter()).items())),
+            "participants": study.participants_by_class.get(c, 0),
+            "peak_demand_bytes": study.peak_demand_by_class.get(c),
         }
     return {
         "scenario": sim.scenario.name,
@@ -129,6 +158,12 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "demand": {phase: {"peak_memory_bytes": d.peak_memory_bytes, "flops": d.flops,
                            "bytes_down": d.bytes_down, "bytes_up": d.bytes_up}
                    for phase, d in sim.demands.items()},
+        "client_flops": sim.devices.flops_spent_total,
+        "bytes_up": sim.network.bytes_sent[True],
+        "bytes_down": sim.network.bytes_sent[False],
+        "server_demand": None if sim.server_demand is None else {
+            "peak_memory_bytes": sim.server_demand.peak_memory_bytes, "flops": sim.server_demand.flops},
+        **learning_summary(sim),
         "by_class": by_class,
         "event_log_sha256": event_log_sha256,
         "events": len(sim.kernel.recorder.rows),

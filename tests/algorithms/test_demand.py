@@ -1,18 +1,26 @@
 """Each algorithm's per-task resource demand on the `cnn` model.
 
 The cnn's profile, from test_cost's rules: P = 20490 (conv 160 + conv 4640 + linear 15690), Pp = 20432,
-F = 2063488 FLOPs per sample (all in conv/linear), S = 131712 saved bytes per sample, X = 3136 input bytes
-(784 floats), max io = 100352 bytes (first ReLU: 2 * 12544 floats).
+F = 2063488 FLOPs per sample (all in conv/linear), F_bwd = 3901184 (2F less the first conv's input gradient,
+225792), S = 131712 saved bytes per sample, X = 3136 input bytes (784 floats), max io = 100352 bytes (first
+ReLU: 2 * 12544 floats), A_train = 166208 bytes (the second conv's backward: X + 87808 saved by then +
+2 * (3136 + 6272) floats of gradients and oneDNN copies), A_inf = 103488 bytes (X + the first conv's output
+twice, 2 * 12544 floats).
 """
+
+import math
 
 import pytest
 
 from algorithms.base import ResourceDemand, TaskConfig
 from algorithms.fedavg import FedAvg
 from algorithms.zo import FedFPZO, ZerothOrder
+from algorithms import cost
 
 P, PP, F, S, X, IO = 20490, 20432, 2063488, 131712, 3136, 100352
+F_BWD, A_TRAIN, A_INF = 3901184, 166208, 103488
 MASK = 2554  # ceil(20432 / 8)
+FIXUPS = cost.ZO_FIXUP_BYTES  # one exact-restore fix-up: int64 index + float32 value
 
 
 def test_cnn_profile_figures():
@@ -21,6 +29,9 @@ def test_cnn_profile_figures():
     assert profile.saved_activation_bytes_per_sample == S
     assert profile.input_bytes_per_sample == X
     assert profile.max_io_bytes_per_sample == IO
+    assert profile.backward_flops_per_sample == F_BWD
+    assert profile.training_bytes_per_sample == A_TRAIN
+    assert profile.inference_bytes_per_sample == A_INF
 
 
 def test_profile_is_computed_once():
@@ -33,8 +44,8 @@ def test_fedavg_dense():
     config = algorithm.configure_task(0)
     assert config == TaskConfig("train", 10, 32)
     assert algorithm.demand(config) == ResourceDemand(
-        peak_memory_bytes=4479056,  # P*4*2 = 163920, + 32 * (S + X) = 4315136
-        flops=1980948480,  # 10 * 3 * 32 * F
+        peak_memory_bytes=5482576,  # P*4*2 = 163920, + 32 * A_TRAIN = 5318656
+        flops=1908695040,  # 10 * 32 * (F + F_BWD)
         bytes_down=81960,  # P * 4
         bytes_up=81960,
     )
@@ -42,15 +53,15 @@ def test_fedavg_dense():
 
 def test_fedavg_adam_adds_two_slots():
     demand = FedAvg(optimizer="adam").demand(TaskConfig("train", 10, 32))
-    assert demand.peak_memory_bytes == 4642976  # P*4*4 = 327840, + 4315136
+    assert demand.peak_memory_bytes == 5646496  # P*4*4 = 327840, + 5318656
 
 
 def test_fedavg_masked():
     # density 0.5: nnz = 10216, values (10216 + 58 biases) * 4 = 41096
     demand = FedAvg(density=0.5).demand(TaskConfig("train", 10, 32))
     assert demand == ResourceDemand(
-        peak_memory_bytes=4481610,  # 163920 + MASK + 4315136 (dense_bitmap)
-        flops=990474240,  # 10 * 3 * 32 * round(0.5 * F) = 1031744
+        peak_memory_bytes=5485130,  # 163920 + MASK + 5318656 (dense_bitmap)
+        flops=954347520,  # 10 * 32 * (round(0.5 * F) = 1031744 + round(0.5 * F_BWD) = 1950592)
         bytes_down=43650,  # 41096 + MASK
         bytes_up=41096,  # the server knows the mask
     )
@@ -59,7 +70,8 @@ def test_fedavg_masked():
 def test_zo_dense():
     algorithm = ZerothOrder()
     assert algorithm.demand(algorithm.configure_task(3)) == ResourceDemand(
-        peak_memory_bytes=3293224,  # P*4 = 81960, + 32 * IO = 3211264
+        # P*4 = 81960, + 32 * A_INF = 3311616 (chunks: 13 * 4096 = 53248), + the exact-restore fix-ups
+        peak_memory_bytes=3393576 + FIXUPS * math.ceil(algorithm.fixup_fraction * P),
         flops=26461822400,  # 10 * (2*20*32*F = 2641264640, + 20 * P * 12 = 4917600)
         bytes_down=81960,
         bytes_up=81960,
@@ -78,24 +90,28 @@ def test_dense_fedavg_needs_more_memory_than_dense_zo():
 def test_sparse_zo_needs_less_memory_than_dense_zo_when_stored_sparse():
     config = TaskConfig("train", 10, 32)
     dense = ZerothOrder().demand(config).peak_memory_bytes
-    sparse = ZerothOrder(density=0.1, sparse_format="csr").demand(config).peak_memory_bytes
-    assert sparse == 3227840  # nnz 2043: 2043*8 + 58*4 = 16576, + 3211264
+    algorithm = ZerothOrder(density=0.1, sparse_format="csr")
+    sparse = algorithm.demand(config).peak_memory_bytes
+    # nnz 2043: 2043*8 + 58*4 = 16576, + 3311616, + the exact-restore fix-ups of D = 2101 coordinates
+    assert sparse == 3328192 + cost.zo_fixup_bytes(algorithm.profile, 0.1, algorithm.fixup_fraction)
     assert sparse < dense
     # a bitmap-masked dense tensor saves nothing: it costs the mask on top
-    assert ZerothOrder(density=0.1).demand(config).peak_memory_bytes == dense + MASK
+    fixups = algorithm.fixup_fraction
+    assert ZerothOrder(density=0.1).demand(config).peak_memory_bytes == (
+        dense + MASK - FIXUPS * math.ceil(fixups * P) + FIXUPS * math.ceil(fixups * 2101))
 
 
 def test_fedfpzo_prunes_on_the_server_by_default():
     algorithm = FedFPZO()
     assert algorithm.configure_task(0) == TaskConfig("train", 10, 32)
     assert algorithm.demand(algorithm.configure_task(0)) == ResourceDemand(
-        peak_memory_bytes=3227840,  # csr at density 0.1, as above
+        peak_memory_bytes=3328192 + FIXUPS * math.ceil(algorithm.fixup_fraction * 2101),  # csr, as above
         flops=2646309600,  # 10 * (2*20*32*206349 = 264126720, + 20 * 2101 * 12 = 504240)
         bytes_down=10958,  # (2043 + 58) * 4 = 8404, + MASK
         bytes_up=8404,
     )
     server = algorithm.server_prune_demand()
-    assert server == ResourceDemand(9020752, 396189696, 0, 0)
+    assert server == ResourceDemand(10127650, 381739008, 0, 0)
 
 
 def test_fedfpzo_prune_phase_on_clients_is_bp_level():
@@ -105,8 +121,8 @@ def test_fedfpzo_prune_phase_on_clients_is_bp_level():
     assert prune == TaskConfig("prune", 1, 32)
     demand = algorithm.demand(prune)
     assert demand == ResourceDemand(
-        peak_memory_bytes=9020752,  # (2P + 4Pp)*4 = 490832, + 32 * (2S + X) = 8529920
-        flops=396189696,  # 1 draw * 6 * 32 * F
+        peak_memory_bytes=10127650,  # 7*P*4 = 573720, + P bool mask, + 32 * (S + A_TRAIN) = 9533440
+        flops=381739008,  # 1 draw * 2 graphs * 32 * (F + F_BWD)
         bytes_down=MASK,
         bytes_up=81728,  # Pp * 4 scores
     )
@@ -119,7 +135,8 @@ def test_fedfpzo_prune_phase_on_clients_is_bp_level():
 def test_demand_follows_the_config_batch_and_steps():
     algorithm = ZerothOrder()
     small = algorithm.demand(TaskConfig("train", 1, 1))
-    assert small.peak_memory_bytes == 81960 + IO
+    fixups = FIXUPS * math.ceil(algorithm.fixup_fraction * P)
+    assert small.peak_memory_bytes == 81960 + fixups + A_INF  # the forward (100352) beats one chunk
     assert small.flops == 2 * 20 * F + 20 * P * 12
 
 
