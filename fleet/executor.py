@@ -35,7 +35,7 @@ from algorithms.local import ClientData, ClientResult, ModelState, derive_seed
 from fleet.kernel import PURPOSES
 from fleet.messages import Task
 
-__all__ = ["Job", "Backend", "SequentialBackend", "ProcessPoolBackend", "VectorizedBackend", "BACKENDS",
+__all__ = ["Job", "CheckpointStore", "Backend", "SequentialBackend", "ProcessPoolBackend", "VectorizedBackend", "BACKENDS",
            "make_backend", "LearningPlane", "Evaluation", "ClientDataSource"]
 
 
@@ -205,6 +205,52 @@ class Evaluation:
     bytes_down: int
 
 
+class CheckpointStore:
+    """Every aggregated global state of a run, one file per model version, so a crashed run can resume.
+
+    Resuming relies on determinism: the event loop does not depend on the learned weights (only on the
+    task plan, which a resumed state reproduces), so a resumed run replays the same events in seconds and,
+    for each version already on disk, loads the state instead of recomputing its local updates. The first
+    version not on disk is computed as in a fresh run, so the result is the same as an uninterrupted run.
+    Files are written to a temporary name and renamed, so a crash never leaves a torn checkpoint.
+    ``fingerprint`` (a hash of the scenario) guards against resuming with a different scenario.
+    """
+
+    def __init__(self, directory, fingerprint: str) -> None:
+        from pathlib import Path
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = self.directory / "scenario.sha256"
+        if stamp.exists() and stamp.read_text().strip() != fingerprint:
+            raise ValueError(f"{self.directory} holds checkpoints of a different scenario; "
+                             "use another --out folder")
+        stamp.write_text(fingerprint + "\n")
+
+    def _path(self, version: int):
+        return self.directory / f"version_{version:06d}.pt"
+
+    def load(self, version: int) -> tuple[ModelState, dict] | None:
+        import torch
+
+        path = self._path(version)
+        if not path.exists():
+            return None
+        saved = torch.load(path, weights_only=True)
+        return ModelState(saved["weights"], saved["mask"], saved["prune_step"]), saved["metrics"]
+
+    def save(self, version: int, state: ModelState, metrics: dict | None) -> None:
+        import os
+
+        import torch
+
+        path = self._path(version)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"weights": state.weights, "mask": state.mask, "prune_step": state.prune_step,
+                    "metrics": metrics}, tmp)
+        os.replace(tmp, path)
+
+
 @dataclass
 class LearningPlane:
     """The coordinator's ``LocalWork`` in learning mode: global state, pending jobs, aggregation, evaluation."""
@@ -218,9 +264,11 @@ class LearningPlane:
     test_y: object
     partitions: Sequence[np.ndarray]
     evaluate_every_round: bool = True
+    checkpoints: CheckpointStore | None = None
     state: ModelState = field(init=False)
     version: int = field(init=False, default=0)
     jobs_run: int = field(init=False, default=0)
+    versions_resumed: int = field(init=False, default=0)
     evaluations: list[Evaluation] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -259,14 +307,24 @@ class LearningPlane:
         """Compute the collected updates ``task_ids`` and fold them (with ``weights``) into a new version."""
         order = sorted(range(len(task_ids)), key=lambda i: task_ids[i])
         jobs = [self._collected.pop(task_ids[i]) for i in order]
-        results = self.backend.run(self.algorithm, self._states, jobs, self._data)
-        self.jobs_run += len(jobs)
-        self.state = self.algorithm.aggregate(self.state, results, [weights[i] for i in order])
+        resumed = self.checkpoints.load(self.version + 1) if self.checkpoints is not None else None
+        if resumed is not None:
+            self.state, metrics = resumed
+            self.versions_resumed += 1
+        else:
+            results = self.backend.run(self.algorithm, self._states, jobs, self._data)
+            self.jobs_run += len(jobs)
+            self.state = self.algorithm.aggregate(self.state, results, [weights[i] for i in order])
+            metrics = None
         self.version += 1
         self._states[self.version] = self.state
         self._forget_unused_states()
-        if self.evaluate_every_round:
+        if metrics is not None:
+            self._metrics[self.version] = metrics
+        elif self.evaluate_every_round:
             self.metrics()
+        if resumed is None and self.checkpoints is not None:
+            self.checkpoints.save(self.version, self.state, self._metrics.get(self.version))
 
     def _forget_unused_states(self) -> None:
         live = {j.version for j in self._pending.values()} | {j.version for j in self._collected.values()}

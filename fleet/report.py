@@ -193,7 +193,8 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
 COMPARED = (("rounds", "rounds"), ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
             ("updates_accepted", "accepted"), ("participation_rate", "participation"))
 LEARNING_COMPARED = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
-                     ("time_to_target_s", "time to target s"), ("participants", "devices took part"),
+                     ("time_to_target_s", "time to target s"),
+                     ("memory_eligible", "devices whose memory fits"), ("participants", "devices took part"),
                      ("participation_rate", "participation"), ("memory_dropouts", "memory dropouts"),
                      ("client_flops", "client FLOPs"), ("bytes_up", "bytes up"),
                      ("bytes_down", "bytes down"), ("peak_train_demand_bytes", "train peak B"))

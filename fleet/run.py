@@ -7,6 +7,7 @@ naming the field, no traceback).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a scenario key, e.g. --set coordinator.rounds=5 (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed study")
+    p.add_argument("--resume", action="store_true", help=(
+        "learning mode: continue a crashed run in --out from its checkpoints (same scenario)"))
     return p
 
 
@@ -64,9 +67,18 @@ def _run_one(scenario, out: Path, args, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fleet.report import write_outputs
+    from fleet.scenario import ScenarioError
     from fleet.simulation import build_simulation
 
-    sim = build_simulation(scenario)
+    checkpoints = None
+    if scenario.mode == "learning":
+        checkpoints = out / "checkpoints"
+        if checkpoints.exists() and not args.resume:
+            shutil.rmtree(checkpoints)  # a fresh run: never mix in another run's states
+    try:
+        sim = build_simulation(scenario, checkpoints)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=args.quiet) as progress:
@@ -86,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True, quiet=args.quiet)
+    if args.resume and args.out is None:
+        print("fleet.run: --resume needs the --out folder of the run to continue", file=sys.stderr)
+        return 2
     try:
         variants = load_variants(args.scenario, overrides)
         base = Path(args.scenario).stem

@@ -184,7 +184,7 @@ class EvaluationConfig(_Strict):
     target_accuracy: float = Field(0.7, gt=0, le=1, description="Accuracy whose first virtual time "
                                    "is reported as time-to-target.")
     every_round: bool = Field(True, description="Also evaluate after every aggregation (the "
-                              "accuracy column of rounds.csv).")
+                              "accuracy column of rounds.csv, and a row of evaluations.csv).")
 
 
 class ExecutorConfig(_Strict):

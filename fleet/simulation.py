@@ -7,10 +7,12 @@ cost model (the task plan), and the coordinator.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -31,7 +33,7 @@ from devices import (
 )
 from fleet.coordinator import AsyncConfig, AsyncCoordinator, Coordinator, SyncConfig, SyncCoordinator
 from fleet.device import DeviceRules, SimulatedDevices
-from fleet.executor import ClientDataSource, LearningPlane, make_backend
+from fleet.executor import CheckpointStore, ClientDataSource, LearningPlane, make_backend
 from fleet.kernel import Kernel
 from fleet.network import SimulatedNetwork
 from algorithms.datasets import DATASETS
@@ -54,14 +56,22 @@ class Simulation:
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
+    task_configs: dict[str, TaskConfig] = field(default_factory=dict)  # phase -> the round's nominal task
     learning: LearningPlane | None = None
     server_demand: ResourceDemand | None = None  # work the server itself does (e.g. data-free pruning)
 
     def run(self, on_round: Callable[[int], None] | None = None) -> "Simulation":
         env = self.kernel.env
         coord = self.coordinator
-        if on_round is not None:
-            coord.on_round_end = on_round
+        every_round = self.learning is not None and self.scenario.evaluation.every_round
+
+        def round_ended(done: int) -> None:
+            if every_round:
+                self._evaluate_now()
+            if on_round is not None:
+                on_round(done)
+
+        coord.on_round_end = round_ended
         started = time.perf_counter()
         env.process(coord.process())
         if self.learning is not None:
@@ -146,7 +156,7 @@ def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, Re
 
 
 def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
-                    params: dict) -> LearningPlane:
+                    params: dict, checkpoint_dir: Path | None) -> LearningPlane:
     """Load the data, give each device its partition, build the backend and the initial global state."""
     import torch
 
@@ -177,16 +187,27 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         tensors = [torch.from_numpy(np.asarray(a)) for a in
                    (dataset.train_x, dataset.train_y, dataset.test_x[:n_test], dataset.test_y[:n_test])]
+    store = None
+    if checkpoint_dir is not None:
+        fingerprint = hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()
+        try:
+            store = CheckpointStore(checkpoint_dir, fingerprint)
+        except ValueError as exc:
+            backend.close()
+            raise ScenarioError(f"--resume: {exc}") from None
     try:
         return LearningPlane(algorithm, backend, scenario.seed, *tensors, parts,
-                             scenario.evaluation.every_round)
+                             scenario.evaluation.every_round, store)
     except ValueError as exc:
         backend.close()
         raise ScenarioError(f"algorithm.params: {exc}") from None
 
 
-def build_simulation(scenario: Scenario) -> Simulation:
-    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here."""
+def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:
+    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here.
+
+    In learning mode, ``checkpoint_dir`` keeps every aggregated global state; the same scenario run again
+    with the same folder resumes from them (``executor.CheckpointStore``)."""
     kernel = Kernel(scenario.seed)
     fleet_cfg = scenario.fleet
     mix = [MixEntry(e.device_class, e.link_class, e.fraction) for e in fleet_cfg.mix]
@@ -224,7 +245,7 @@ def build_simulation(scenario: Scenario) -> Simulation:
         raise ScenarioError(f"algorithm.params: {exc}") from None
     learning = None
     if scenario.mode == "learning":
-        learning = _learning_plane(scenario, kernel, algorithm, params)
+        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir)
         plan = learning.plan
     else:
         plan = make_plan(algorithm)
@@ -245,10 +266,11 @@ def build_simulation(scenario: Scenario) -> Simulation:
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
                      coordinator, learning=learning)
     nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
-    sim.demands = {}
+    sim.demands, sim.task_configs = {}, {}
     for r in range(min(c.rounds, 64)):  # the distinct phases of the opening rounds (pruning, training)
         config, demand = nominal(r, 0)
         sim.demands.setdefault(config.phase, demand)
+        sim.task_configs.setdefault(config.phase, config)
     server_demand = getattr(algorithm, "server_prune_demand", None)
     sim.server_demand = server_demand() if server_demand is not None else None
     return sim

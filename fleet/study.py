@@ -109,13 +109,30 @@ def learning_summary(sim: Simulation) -> dict:
     plane = sim.learning
     if plane is None or not plane.evaluations:
         return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
-                "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0}
+                "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0,
+                "versions_resumed": 0}
     last = plane.evaluations[-1]
     target = sim.scenario.evaluation.target_accuracy
     accuracies = [m["accuracy"] for m in plane.metrics_by_version.values()]
     return {"final_accuracy": last.accuracy, "final_loss": last.loss, "best_accuracy": max(accuracies),
             "time_to_target_s": time_to_target_s(plane.evaluations, target), "target_accuracy": target,
-            "final_density": plane.state.density, "local_updates_computed": plane.jobs_run}
+            "final_density": plane.state.density, "local_updates_computed": plane.jobs_run,
+            "versions_resumed": plane.versions_resumed}
+
+
+def memory_eligible(sim: Simulation) -> int:
+    """Devices whose free memory at t = 0 covers their own training task's peak demand: how many could
+    take part at all, before availability, links and deadlines have their say."""
+    free = sim.devices.free_memory_bytes
+    config = sim.task_configs.get("train")
+    if config is None:
+        return 0
+    if sim.learning is not None:  # each device's task is fitted to its data
+        algorithm, parts = sim.learning.algorithm, sim.learning.partitions
+        demand = lambda d: algorithm.demand(algorithm.client_task(config, len(parts[d]))).peak_memory_bytes  # noqa: E731
+    else:
+        demand = lambda d: sim.demands["train"].peak_memory_bytes  # noqa: E731
+    return sum(1 for d in range(len(sim.profiles)) if free(d, 0.0) >= demand(d))
 
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
@@ -151,6 +168,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "updates_accepted": coord.updates_accepted,
         "participants": study.participants,
         "participation_rate": study.participants / n,
+        "memory_eligible": memory_eligible(sim),
         "dropouts": dropouts,
         "dropouts_seen_by_coordinator": seen,
         "round_time_s": percentiles(study.round_time_s),

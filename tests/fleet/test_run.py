@@ -57,7 +57,7 @@ def test_same_seed_same_log_and_another_seed_another(tmp_path):
     for i, seed in enumerate((1, 1, 2)):
         out = tmp_path / f"run{i}"
         assert main([str(scenario), "--out", str(out), "--seed", str(seed), *SHORT]) == 0
-        hashes.append(json.loads((out / "summary.json").read_text())["event_log_sha256"])
+        hashes.append(json.loads((out / "fedavg" / "summary.json").read_text())["event_log_sha256"])
     assert hashes[0] == hashes[1]
     assert hashes[2] != hashes[0]
 
