@@ -66,11 +66,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms import local
 from algorithms.local import (
     _ADAM_BETAS,
     _ADAM_EPS,
     _MOMENTUM,
-    ZO_CHUNK,
     ClientData,
     ClientResult,
     ModelState,
@@ -425,25 +425,25 @@ def _bp_unit(net: _Net, state: ModelState, datas, seeds, steps: int, batch: int,
 
 
 @lru_cache(maxsize=None)
-def _direction_cuts(dim: int) -> tuple[tuple[int, int], ...]:
-    """The pieces in which a direction is drawn: the reference's ``ZO_CHUNK`` pieces, or its whole chunks
-    in one piece and the rest in another when that gives the same values (torch's CPU ``randn`` draws all
-    uniforms in order, then transforms them 16 at a time, so whole-16 pieces can be merged: checked once)."""
-    whole = dim // ZO_CHUNK * ZO_CHUNK
-    if _merged_draws_agree() and whole > 0:
+def _direction_cuts(dim: int, chunk: int) -> tuple[tuple[int, int], ...]:
+    """The pieces in which a direction is drawn: the reference's ``chunk``-sized pieces, or its whole
+    chunks in one piece and the rest in another when that gives the same values (torch's CPU ``randn``
+    draws all uniforms in order, then transforms them 16 at a time, so whole-16 pieces merge: checked)."""
+    whole = dim // chunk * chunk
+    if whole > 0 and _merged_draws_agree(chunk):
         return ((0, whole),) + (((whole, dim),) if dim > whole else ())
-    return tuple((a, min(dim, a + ZO_CHUNK)) for a in range(0, dim, ZO_CHUNK))
+    return tuple((a, min(dim, a + chunk)) for a in range(0, dim, chunk))
 
 
 @lru_cache(maxsize=None)
-def _merged_draws_agree() -> bool:
-    if ZO_CHUNK % 16:
+def _merged_draws_agree(chunk: int) -> bool:
+    if chunk % 16:
         return False
-    size, gen = 3 * ZO_CHUNK + 37, torch.Generator()
+    size, gen = 3 * chunk + 37, torch.Generator()
     gen.manual_seed(1)
-    chunked = torch.cat([torch.randn(min(ZO_CHUNK, size - a), generator=gen) for a in range(0, size, ZO_CHUNK)])
+    chunked = torch.cat([torch.randn(min(chunk, size - a), generator=gen) for a in range(0, size, chunk)])
     gen.manual_seed(1)
-    merged = torch.cat([torch.randn(3 * ZO_CHUNK, generator=gen), torch.randn(37, generator=gen)])
+    merged = torch.cat([torch.randn(3 * chunk, generator=gen), torch.randn(37, generator=gen)])
     return torch.equal(chunked, merged)
 
 
@@ -461,12 +461,12 @@ def _zo_unit(net: _Net, state: ModelState, datas, seeds, steps: int, batch: int,
     u = torch.empty(n, queries, dim)
     if kept is not None:  # each parameter tensor's kept coordinates: a range of the direction, and where
         bounds = torch.searchsorted(kept, torch.tensor(sorted(set(net.offsets)) + [size]))
-        local = {o: (int(a), int(b), kept[int(a):int(b)] - o)
+        spans = {o: (int(a), int(b), kept[int(a):int(b)] - o)
                  for o, a, b in zip(sorted(set(net.offsets)), bounds[:-1].tolist(), bounds[1:].tolist())}
     gen = torch.Generator()
     coefficients = np.empty((n, steps, queries), dtype=np.float32)
     losses = np.empty((n, steps))
-    cuts = _direction_cuts(dim)
+    cuts = _direction_cuts(dim, local.ZO_CHUNK)  # read now: the reference's chunk, whatever it is
     for s in range(steps):
         for k in range(n):
             for i in range(queries):
@@ -486,7 +486,7 @@ def _zo_unit(net: _Net, state: ModelState, datas, seeds, steps: int, batch: int,
                     torch.add(part, z[..., o:o + count], out=buf[:, 0])
                     torch.sub(part, z[..., o:o + count], out=buf[:, 1])
                 else:  # pruned coordinates keep w; only the kept ones move
-                    a, b, where = local[o]
+                    a, b, where = spans[o]
                     buf.copy_(part.unsqueeze(1))
                     base = part[..., where]
                     buf[:, 0, :, where] = base + z[..., a:b]

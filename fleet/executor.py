@@ -110,8 +110,9 @@ class SequentialBackend(Backend):
 
 
 class VectorizedBackend(Backend):
-    """Jobs that share a start version and a task config run as one batched computation
-    (``algorithms.batched``); everything else falls back to the sequential path."""
+    """Jobs that share a start version, a phase and a step count run as one batched computation
+    (``algorithms.batched``, which fits each client's batch to its data as the sequential path does);
+    what it cannot batch falls back to the sequential path inside it."""
 
     name = "vectorized"
 
@@ -123,9 +124,10 @@ class VectorizedBackend(Backend):
 
         out: list[ClientResult | None] = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
-        for i, j in enumerate(jobs):
-            groups.setdefault((j.version, j.config), []).append(i)
-        for (version, config), members in groups.items():
+        for i, j in enumerate(jobs):  # a client's batch is min(batch, its samples): one group for all sizes
+            groups.setdefault((j.version, j.config.phase, j.config.local_steps), []).append(i)
+        for (version, phase, steps), members in groups.items():
+            config = TaskConfig(phase, steps, max(jobs[i].config.batch_size for i in members))
             for start in range(0, len(members), self.max_group):
                 part = members[start:start + self.max_group]
                 results = batched_local_updates(algorithm, states[version], config,

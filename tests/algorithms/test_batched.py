@@ -1,7 +1,7 @@
 """Batched local updates against the sequential reference (``algorithm.local_update`` one client at a time).
 
-Measured (torch 2.13 CPU, 10 local steps, 4 clients of 45/70/33/20 samples; ``algorithms/batched.py`` says
-why): against the reference run with one intra-op thread, every MLP update and ZO on the CNN for units of
+Measured (torch 2.13 CPU, 10 local steps, 4 clients of 45/70/33/20 samples, ZO with 20 queries;
+``algorithms/batched.py`` says why): against the reference run with one intra-op thread, every MLP update and ZO on the CNN for units of
 two or more clients came out bit-identical; CNN backprop deltas differ by at most 2.7e-5 of the delta's
 norm (Adam; SGD 7.6e-6), and a lone ZO CNN client's coefficients by 4.3e-4 of the largest coefficient
 (deltas 2.5e-5). The reference itself moves by up to 4e-8 between one and two threads. The bounds below
