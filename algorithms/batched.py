@@ -14,7 +14,7 @@ per seed, in ``ZO_CHUNK`` pieces; whole chunks merged into one draw, which gives
 once); the perturbed weights fl(w +- fl(mu u)), the values in-place ``perturb`` writes (computed out of
 place for all 2q copies at once, with no fix-ups); the coefficient arithmetic (float64, then float32); the
 update roundings (one FMA per query for a dense model, as ``add_(alpha=)``; multiply then add for a
-masked one, as ``index_add_``); the optimizer formulas; the loss (``nll_loss``'s cascade sum, ``_mean_nll``).
+masked one, as ``index_add_``); the optimizer formulas; the loss (``nll_loss``'s cascade sum, ``mean_nll``).
 
 Layout, and what was measured on the 2-core development machine (one intra-op thread, CPU time, CNN
 backprop at batch 32; the sequential loop does 35-40 GFLOP/s):
@@ -26,7 +26,7 @@ backprop at batch 32; the sequential loop does 35-40 GFLOP/s):
   channels-last + bmm, 28; grouped convolution in NCHW, 25 (ATen's NCHW ``max_pool2d`` takes 7 ms for
   (32, 64, 28, 28), channels-last 0.47 ms, and NCHW one-channel convolutions run at 4-6 GFLOP/s).
 * Linear layers are ``torch.baddbmm`` over stacked ``(V, out, in)`` weights, with a backward in
-  ``F.linear``'s orientation (``_Linear``); they run at about 95 GFLOP/s (the MKL single-thread peak). A
+  ``F.linear``'s orientation (``BatchedLinear``); they run at about 95 GFLOP/s (the MKL single-thread peak). A
   client's perturbed copies share its input: the first layer reads it once (grouped convolution with
   ``2q * Cout`` outputs per client, or one GEMM against ``(2q*out, in)``).
 * ReLU then MaxPool runs as MaxPool then ReLU: the same values and gradients (max and relu commute; the
@@ -64,7 +64,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from algorithms import local
 from algorithms.local import (
@@ -75,10 +74,19 @@ from algorithms.local import (
     ClientResult,
     ModelState,
     batch_plan,
-    derive_seed,
     kept_indices,
 )
+from algorithms.batched_layers import (
+    Layer,
+    batched_forward,
+    channels_last_steps,
+    layer_params,
+    layer_spec,
+    mean_nll,
+    picked_log_probs,
+)
 from algorithms.params import FunctionalModel
+from algorithms.seeds import derive_seeds
 
 __all__ = ["batched_local_updates", "derive_seeds"]
 
@@ -86,253 +94,11 @@ _BUDGET_BYTES = 16 << 20  # working set of one unit of clients (activations, wei
 _MAX_UNIT = 32  # clients per unit at most
 
 
-# --- the network as a list of batched layers ----------------------------------------------------------
-@dataclass(frozen=True)
-class _Layer:
-    kind: str  # "conv", "linear", "relu", "pool", "flatten"
-    weight: tuple[int, tuple[int, ...]] | None = None  # (offset, shape) in the flat vector
-    bias: tuple[int, tuple[int, ...]] | None = None
-    args: tuple = ()  # conv: (stride, padding, dilation); pool: (kernel, stride, padding, dilation, ceil)
-
-
-def _spec(fm: FunctionalModel) -> tuple[_Layer, ...] | None:
-    """The model's layers in batched form, or None if some layer is not supported (sequential fallback)."""
-    module = fm.module
-    if not isinstance(module, nn.Sequential):
-        return None
-    where = {name: (off, shape) for name, shape, off in zip(fm.layout.names, fm.layout.shapes,
-                                                            fm.layout.offsets)}
-    layers: list[_Layer] = []
-    for name, m in module.named_children():
-        params = {k for k, _ in m.named_parameters()}
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.bias is None or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                return None
-            layers.append(_Layer("conv", where[f"{name}.weight"], where[f"{name}.bias"],
-                                 (m.stride, m.padding, m.dilation)))
-        elif isinstance(m, nn.Linear):
-            if m.bias is None:
-                return None
-            layers.append(_Layer("linear", where[f"{name}.weight"], where[f"{name}.bias"]))
-        elif isinstance(m, nn.ReLU) and not params:
-            layers.append(_Layer("relu"))
-        elif isinstance(m, nn.MaxPool2d) and not m.return_indices:
-            layers.append(_Layer("pool", args=(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)))
-        elif isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
-            layers.append(_Layer("flatten"))
-        else:
-            return None
-    # ReLU then MaxPool == MaxPool then ReLU (values and gradients): pool first, on 4x more elements
-    for i in range(len(layers) - 1):
-        if layers[i].kind == "relu" and layers[i + 1].kind == "pool":
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
-    kinds = [layer.kind for layer in layers]
-    spatial = len(fm.input_shape) == 3
-    flat_from = kinds.index("flatten") if "flatten" in kinds else len(kinds)
-    if any(k in ("conv", "pool") for k in kinds[flat_from:]) or (not spatial and flat_from > 0):
-        return None
-    pieces = sorted((p[0], math.prod(p[1])) for layer in layers for p in (layer.weight, layer.bias) if p)
-    ends = [0] + [o + m for o, m in pieces]
-    if kinds[-1] != "linear" or [o for o, _ in pieces] != ends[:-1] or ends[-1] != fm.size:
-        return None  # the parameters must tile the flat vector (gradients are concatenated in that order)
-    return tuple(layers)
-
-
-def _layer_params(spec, get, n: int, reps: int) -> list:
-    """Per-layer (weight, bias) in the batched shapes; ``get(offset, numel)`` gives a parameter's values
-    as ``(n, reps, numel)``."""
-    out = []
-    first = True
-    for layer in spec:
-        if layer.weight is None:
-            out.append(None)
-            continue
-        (wo, ws), (bo, bs) = layer.weight, layer.bias
-        w, b = get(wo, math.prod(ws)), get(bo, math.prod(bs))
-        if layer.kind == "conv":  # (n*reps*Cout, Cin, kh, kw): grouped convolution weights
-            out.append((w.reshape(n * reps * ws[0], *ws[1:]), b.reshape(-1)))
-        elif first:  # the first linear sees each client's input once: (n, reps*out, in)
-            out.append((w.reshape(n, reps * ws[0], ws[1]), b.reshape(n, 1, reps * ws[0])))
-        else:
-            out.append((w.reshape(n * reps, *ws), b.reshape(n * reps, 1, ws[0])))
-        first = False
-    return out
-
-
-class _Linear(torch.autograd.Function):
-    """``x @ w^T + b`` for a stack of models (x ``(V, B, in)``, w ``(V, out, in)``, b ``(V, 1, out)``), with
-    the gradients in the orientation ``F.linear``'s backward uses (``g^T x``, ``g w``), so that they round
-    as the reference does (``torch.baddbmm``'s own backward computes ``x^T g``: other rounding)."""
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        ctx.save_for_backward(x, w)
-        return torch.baddbmm(b, x, w.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb
-
-
-def _max_pool(h: torch.Tensor, args: tuple) -> torch.Tensor:
-    """``F.max_pool2d``; without autograd, a 2x2/2 window is the max of four strided slices (the same
-    values, NaN included; much faster than ATen's NCHW kernel)."""
-    kernel, stride, padding, dilation, ceil_mode = args
-    if (torch.is_grad_enabled() or ceil_mode or _pair(kernel) != (2, 2) or _pair(stride) != (2, 2)
-            or _pair(padding) != (0, 0) or _pair(dilation) != (1, 1)):
-        return F.max_pool2d(h, kernel, stride, padding, dilation, ceil_mode)
-    hh, ww = h.shape[2] // 2 * 2, h.shape[3] // 2 * 2
-    top = torch.maximum(h[:, :, 0:hh:2, 0:ww:2], h[:, :, 0:hh:2, 1:ww:2])
-    return torch.maximum(top, torch.maximum(h[:, :, 1:hh:2, 0:ww:2], h[:, :, 1:hh:2, 1:ww:2]), out=top)
-
-
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _forward(spec, params, x: torch.Tensor, n: int, reps: int) -> torch.Tensor:
-    """Logits ``(n*reps, B, classes)`` of n clients' ``reps`` models each. ``x``: the step's input,
-    ``(B, n*Cin, H, W)`` channels-last for a convolutional model, ``(n, B, F)`` otherwise."""
-    h, models, started = x, n, False  # models: how many models h currently carries
-    for layer, p in zip(spec, params):
-        kind = layer.kind
-        if kind == "conv":
-            stride, padding, dilation = layer.args
-            h = F.conv2d(h, p[0], p[1], stride, padding, dilation, groups=models)
-            models, started = n * reps, True
-        elif kind == "relu":
-            h = F.relu(h)
-        elif kind == "pool":
-            h = _max_pool(h, layer.args)
-        elif kind == "flatten":
-            if h.dim() == 4:  # (B, models*C, H, W) -> (models, B, C*H*W)
-                h = h.reshape(h.shape[0], models, -1).transpose(0, 1)
-        else:  # linear
-            if not started:  # the clients' own inputs, once per client: (n, B, reps*out)
-                h = _Linear.apply(h, p[0], p[1])
-                if reps > 1:
-                    h = h.view(n, h.shape[1], reps, -1).transpose(1, 2).reshape(n * reps, h.shape[1], -1)
-                models, started = n * reps, True
-            else:
-                h = _Linear.apply(h, p[0], p[1])
-    return h
-
-
-def _channels_last_steps(xs: torch.Tensor) -> torch.Tensor:
-    """``(n, steps, B, C, H, W)`` -> ``(steps, B, n*C, H, W)`` in channels-last memory, one copy."""
-    n, steps, batch, c, hh, ww = xs.shape
-    t = xs.permute(1, 2, 4, 5, 0, 3).contiguous()  # (steps, B, H, W, n, C)
-    nc = n * c  # explicit strides: with one channel, view() would not give the channel stride 1 that makes
-    # oneDNN see (and produce) channels-last
-    return t.as_strided((steps, batch, nc, hh, ww), (batch * hh * ww * nc, hh * ww * nc, 1, ww * nc, nc))
-
-
-def _ceil_log2(x: int) -> int:
-    return max(0, (x - 1).bit_length())
-
-
-def _picked(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The log-probabilities of the labels: ``(V, B, classes), (V, B) -> (V, B)``."""
-    return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-
-
-def _mean_nll(picked: torch.Tensor) -> torch.Tensor:
-    """``F.nll_loss`` (mean) of every row of ``picked`` (``(V, B)`` label log-probabilities), bit for bit:
-    ATen sums the terms with an 8-level cascade (level width 2**max(4, ceil(log2 B) // 8)); so do we."""
-    batch = picked.shape[1]
-    levels, power = 8, max(4, _ceil_log2(batch) // 8)
-    mask = (1 << power) - 1
-    partial = [torch.zeros(picked.shape[0], dtype=picked.dtype) for _ in range(levels)]
-    for b in range(batch):
-        partial[0].sub_(picked[:, b])
-        for j in range(levels - 1):
-            if b & (mask << (j * power)):
-                break
-            partial[j + 1].add_(partial[j])
-            partial[j].zero_()
-    total = torch.zeros_like(partial[0])
-    for p in partial:
-        total.add_(p)
-    return total.div_(batch)
-
-
-# --- seeds: numpy's SeedSequence, vectorized --------------------------------------------------------
-def _words(a: np.ndarray) -> list[np.ndarray]:
-    """The uint32 words SeedSequence makes of non-negative ints that all have the same word count:
-    low word first, a second word only when the value needs one (0 is one word)."""
-    a = a.astype(np.uint64)
-    hi = a >> np.uint64(32)
-    if (hi == 0).all():
-        return [a.astype(np.uint32)]
-    return [(a & np.uint64(0xFFFFFFFF)).astype(np.uint32), hi.astype(np.uint32)]
-
-
-def _hash(value: np.ndarray, const: list) -> np.ndarray:
-    value = value ^ np.uint32(const[0])
-    const[0] = (const[0] * 0x931E8875) & 0xFFFFFFFF
-    value = value * np.uint32(const[0])
-    return value ^ (value >> np.uint32(16))
-
-
-def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    r = np.uint32(0xCA01F9DD) * x - np.uint32(0x4973F715) * y
-    return r ^ (r >> np.uint32(16))
-
-
-def _seed_sequence(parts: list[np.ndarray]) -> np.ndarray:
-    """``SeedSequence(row).generate_state(2, uint64)[0] >> 1`` for rows whose parts have equal word counts."""
-    entropy = [w for column in parts for w in _words(column)]
-    size = len(parts[0])
-    with np.errstate(over="ignore"):
-        const = [0x43B0D7E5]
-        pool = [_hash(entropy[i] if i < len(entropy) else np.zeros(size, np.uint32), const) for i in range(4)]
-        for src in range(4):
-            for dst in range(4):
-                if src != dst:
-                    pool[dst] = _mix(pool[dst], _hash(pool[src], const))
-        for src in range(4, len(entropy)):
-            for dst in range(4):
-                pool[dst] = _mix(pool[dst], _hash(entropy[src], const))
-        const_b, state = 0x8B51F9DD, []
-        for i in range(2):
-            v = pool[i] ^ np.uint32(const_b)
-            const_b = (const_b * 0x58F38DED) & 0xFFFFFFFF
-            v = v * np.uint32(const_b)
-            state.append(v ^ (v >> np.uint32(16)))
-    word = state[0].astype(np.uint64) | (state[1].astype(np.uint64) << np.uint64(32))
-    return (word >> np.uint64(1)).astype(np.int64)
-
-
-def derive_seeds(*parts) -> np.ndarray:
-    """``derive_seed`` over broadcast arrays of non-negative ints: ``out[i] == derive_seed(p0[i], p1[i], ...)``
-    (numpy's SeedSequence hash, vectorized; each group of rows is checked against ``derive_seed`` on its
-    first row, and falls back to it if they disagree)."""
-    cols = [np.asarray(c, dtype=np.int64).ravel() for c in np.broadcast_arrays(*[np.asarray(p) for p in parts])]
-    out = np.empty(len(cols[0]) if cols else 0, dtype=np.int64)
-    if out.size == 0:
-        return out
-    if any((c < 0).any() for c in cols):
-        raise ValueError("derive_seeds takes non-negative integers")
-    signature = sum((c > 0xFFFFFFFF).astype(np.int64) << i for i, c in enumerate(cols))
-    for key in np.unique(signature):
-        rows = np.flatnonzero(signature == key)
-        part = [c[rows] for c in cols]
-        fast = _seed_sequence(part)
-        if int(fast[0]) != derive_seed(*[int(c[0]) for c in part]):
-            fast = np.array([derive_seed(*[int(c[i]) for c in part]) for i in range(len(rows))], dtype=np.int64)
-        out[rows] = fast
-    return out
-
-
 # --- the local updates ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Net:
     fm: FunctionalModel
-    spec: tuple[_Layer, ...]
+    spec: tuple[Layer, ...]
     offsets: tuple[int, ...]  # where each parameter tensor starts in the flat vector
     spatial: bool  # convolutional: inputs (B, n*Cin, H, W) channels-last
     act_sum: int  # activation elements per sample, all layers (what backprop keeps)
@@ -340,7 +106,7 @@ class _Net:
 
 
 def _net(fm: FunctionalModel) -> _Net | None:
-    spec = _spec(fm)
+    spec = layer_spec(fm)
     if spec is None:
         return None
     sizes = [math.prod(fm.input_shape)]
@@ -366,7 +132,7 @@ def _gather(net: _Net, datas, seeds, steps: int, batch: int):
         ys[:, k] = d.y[idx].view(steps, batch)
     xs = xs.view(n, steps, batch, *shape)
     if net.spatial:
-        return _channels_last_steps(xs), ys
+        return channels_last_steps(xs), ys
     return xs.view(n, steps, batch, -1).transpose(0, 1), ys  # a client's step batch stays contiguous
 
 
@@ -404,21 +170,21 @@ def _bp_unit(net: _Net, state: ModelState, datas, seeds, steps: int, batch: int,
             leaves[o] = w[:, o:o + count].detach().requires_grad_(True)
             return leaves[o].unsqueeze(1)
 
-        params = _layer_params(net.spec, leaf, n, 1)
-        logp = F.log_softmax(_forward(net.spec, params, inputs[t - 1], n, 1), -1)
+        params = layer_params(net.spec, leaf, n, 1)
+        logp = F.log_softmax(batched_forward(net.spec, params, inputs[t - 1], n, 1), -1)
         y = ys[t - 1]
         loss = F.nll_loss(logp.reshape(n * batch, -1), y.reshape(-1), reduction="sum") / batch
         offsets = sorted(leaves)
         grads = torch.autograd.grad(loss, [leaves[o] for o in offsets])
         with torch.no_grad():
-            picked[t - 1] = _picked(logp.detach(), y)
+            picked[t - 1] = picked_log_probs(logp.detach(), y)
             for o, grad in zip(offsets, grads):  # per parameter tensor: the same elementwise formulas
                 part = slice(o, o + grad.shape[1])
                 _optimizer_step(optimizer, lr, t, w[:, part], grad, None if mask is None else mask[part],
                                 None if slot1 is None else slot1[:, part],
                                 None if slot2 is None else slot2[:, part])
     delta = w.sub_(state.weights)
-    per_step = _mean_nll(picked.view(steps * n, batch)).view(steps, n)
+    per_step = mean_nll(picked.view(steps * n, batch)).view(steps, n)
     per_client = np.ascontiguousarray(per_step.double().numpy().T)
     return [ClientResult("delta", len(d), delta=delta[k].clone(), train_loss=float(np.mean(per_client[k])))
             for k, d in enumerate(datas)]
@@ -493,9 +259,9 @@ def _zo_unit(net: _Net, state: ModelState, datas, seeds, steps: int, batch: int,
                     buf[:, 1, :, where] = base - z[..., a:b]
                 return buf.view(n, 2 * m, count)
 
-            params = _layer_params(net.spec, perturbed, n, 2 * m)
-            logp = F.log_softmax(_forward(net.spec, params, inputs[s], n, 2 * m), -1)
-            value = _mean_nll(_picked(logp, ys[s].repeat_interleave(2 * m, 0))).view(n, 2, m).double().numpy()
+            params = layer_params(net.spec, perturbed, n, 2 * m)
+            logp = F.log_softmax(batched_forward(net.spec, params, inputs[s], n, 2 * m), -1)
+            value = mean_nll(picked_log_probs(logp, ys[s].repeat_interleave(2 * m, 0))).view(n, 2, m).double().numpy()
             plus[:, q0:q0 + m], minus[:, q0:q0 + m] = value[:, 0], value[:, 1]
         c = (plus - minus) / (2.0 * mu)
         if clip is not None:  # max(-clip, min(clip, c)), NaN included

@@ -27,7 +27,7 @@ import math
 
 from devices import DeviceProfile, framed_transfer_time_scalar_s
 from fleet.kernel import Kernel
-from fleet.messages import SERVER, Message, encoded_size_bytes
+from fleet.messages import Message, encoded_size_bytes
 from fleet.topology import GatewaySpec, Topology
 
 

@@ -17,7 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from algorithms.datasets import DATASETS
-from algorithms.partition import PARTITION_SCHEMES
 from algorithms.registry import ALGORITHMS
 from devices import DEVICE_CLASSES, LINK_CLASSES
 
