@@ -278,6 +278,7 @@ class LearningPlane:
         self._states: dict[int, ModelState] = {0: self.state}
         self._pending: dict[int, Job] = {}  # submitted, not yet resolved
         self._collected: dict[int, Job] = {}  # accepted, waiting for the aggregation
+        self._provided: dict[int, ClientResult] = {}  # results computed elsewhere (real devices)
         self._demand = lru_cache(maxsize=None)(self.algorithm.demand)
         self._metrics: dict[int, dict[str, float]] = {}
         self._data_cache: dict[int, ClientData] = {}
@@ -298,7 +299,18 @@ class LearningPlane:
     def cancel(self, task_id: int) -> None:
         self._pending.pop(task_id, None)
         self._collected.pop(task_id, None)
+        self._provided.pop(task_id, None)
         self._forget_unused_states()
+
+    def job(self, task_id: int) -> tuple[Job, ModelState]:
+        """A submitted task's job and the global state it starts from (what a real device is sent)."""
+        job = self._pending[task_id]
+        return job, self._states[job.version]
+
+    def provide(self, task_id: int, result: ClientResult) -> None:
+        """The update of ``task_id`` was computed outside this process (a real device); it is aggregated
+        like any other, and never computed here."""
+        self._provided[task_id] = result
 
     def collect(self, task: Task) -> None:
         job = self._pending.pop(task.task_id, None)
@@ -314,8 +326,11 @@ class LearningPlane:
             self.state, metrics = resumed
             self.versions_resumed += 1
         else:
-            results = self.backend.run(self.algorithm, self._states, jobs, self._data)
-            self.jobs_run += len(jobs)
+            local = [j for j in jobs if j.task_id not in self._provided]
+            computed = iter(self.backend.run(self.algorithm, self._states, local, self._data))
+            self.jobs_run += len(local)
+            results = [self._provided.pop(j.task_id) if j.task_id in self._provided else next(computed)
+                       for j in jobs]
             self.state = self.algorithm.aggregate(self.state, results, [weights[i] for i in order])
             metrics = None
         self.version += 1

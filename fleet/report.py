@@ -121,7 +121,10 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     classes = sorted(study.devices_by_class)
     free = {c: [] for c in classes}
     for device, p in enumerate(sim.profiles):
-        free[p.device_class].append(max(1, sim.devices.free_memory_bytes(device, 0.0)))
+        if sim.bridge is not None and device >= sim.first_real:
+            free[p.device_class].append(max(1, sim.bridge.real[device].free_memory_bytes))
+        else:
+            free[p.device_class].append(max(1, sim.devices.free_memory_bytes(device, 0.0)))
     ax.boxplot([free[c] for c in classes], tick_labels=classes)
     for phase, demand in sim.demands.items():
         ax.axhline(demand.peak_memory_bytes, linestyle="--", color="C3",

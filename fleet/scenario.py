@@ -192,6 +192,17 @@ class ExecutorConfig(_Strict):
     workers: int = Field(2, gt=0, description="process_pool: worker processes.")
 
 
+class BridgeConfig(_Strict):
+    bind: str = Field("tcp://127.0.0.1:5555", description="The hub's ZeroMQ bind address.")
+    expect_devices: int = Field(1, ge=1, description="Real devices to wait for before round 0.")
+    wait_s: float = Field(60.0, ge=0, description="How long to wait for them (wall seconds).")
+    keys_dir: str | None = Field(None, description="Server keys and allowed/ client certificates "
+                                 "(python -m fleet.keys); null = plain TCP.")
+    allow_plain: bool = Field(False, description="Allow plain TCP (only on a loopback address).")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Heartbeat period, both ways.")
+    liveness: int = Field(3, ge=1, description="Silent heartbeat periods before a device is purged.")
+
+
 class Scenario(_Strict):
     name: str = Field("scenario", description="Names the output folder.")
     seed: int = Field(0, ge=0, description="The one seed of the run.")
@@ -207,6 +218,14 @@ class Scenario(_Strict):
     data: DataConfig = Field(DataConfig(), description="Learning mode: dataset and partition.")
     evaluation: EvaluationConfig = Field(EvaluationConfig(), description="Learning mode: tests.")
     executor: ExecutorConfig = Field(ExecutorConfig(), description="Learning mode: compute.")
+    bridge: BridgeConfig | None = Field(None, description="Real devices over ZeroMQ (learning "
+                                        "mode); null = a fully simulated fleet.")
+
+    @model_validator(mode="after")
+    def _bridge_needs_learning(self):
+        if self.bridge is not None and self.mode != "learning":
+            raise ValueError("bridge: real devices do real local work: needs mode: learning")
+        return self
 
 
 def _format_error(err: ValidationError) -> str:

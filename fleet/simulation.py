@@ -20,6 +20,7 @@ import numpy as np
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
 from algorithms.registry import create_algorithm
 from devices import (
+    DEVICE_CLASSES,
     LINK_CLASSES,
     AllOf,
     AlwaysOn,
@@ -58,6 +59,8 @@ class Simulation:
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
     task_configs: dict[str, TaskConfig] = field(default_factory=dict)  # phase -> the round's nominal task
     learning: LearningPlane | None = None
+    first_real: int = -1  # devices from here on are real (attached through the bridge)
+    bridge: object | None = None  # the BridgeTransport, when real devices take part
     server_demand: ResourceDemand | None = None  # work the server itself does (e.g. data-free pruning)
 
     def run(self, on_round: Callable[[int], None] | None = None) -> "Simulation":
@@ -78,12 +81,17 @@ class Simulation:
             env.process(self._evaluations())
         limit = env.timeout(self.scenario.max_sim_time_s)
         try:
-            env.run(until=coord.finished | limit)
+            if self.bridge is not None:
+                self.bridge.run_until(coord.finished | limit)
+            else:
+                env.run(until=coord.finished | limit)
             if self.learning is not None:
                 self._evaluate_now()
         finally:
             if self.learning is not None:
                 self.learning.close()
+            if self.bridge is not None:
+                self.bridge.close()
         self.stopped_by = "completed" if coord.finished.triggered else "max_sim_time"
         self.wall_s = time.perf_counter() - started
         return self
@@ -156,7 +164,7 @@ def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, Re
 
 
 def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
-                    params: dict, checkpoint_dir: Path | None) -> LearningPlane:
+                    params: dict, checkpoint_dir: Path | None, n_devices: int) -> LearningPlane:
     """Load the data, give each device its partition, build the backend and the initial global state."""
     import torch
 
@@ -175,7 +183,7 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
     n_test = len(dataset.test_y) if d.max_test_samples is None else min(d.max_test_samples,
                                                                         len(dataset.test_y))
     try:
-        parts = partition(np.asarray(dataset.train_y[:n_train]), scenario.fleet.devices, d.partition,
+        parts = partition(np.asarray(dataset.train_y[:n_train]), n_devices, d.partition,
                           kernel.rng.stream("partition"), alpha=d.alpha, min_size=d.min_samples,
                           shards_per_client=d.shards_per_client)
     except ValueError as exc:
@@ -201,6 +209,69 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
     except ValueError as exc:
         backend.close()
         raise ScenarioError(f"algorithm.params: {exc}") from None
+
+
+def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork, learning: LearningPlane,
+                   first_real: int):
+    """Bind the hub, wait for the real devices, and return the mixed transport and their profiles."""
+    import dataclasses
+
+    from fleet import protocol
+    from fleet.bridge import BridgeTransport, Hub
+
+    b = scenario.bridge
+    security = None
+    try:
+        if b.keys_dir is not None:
+            from fleet.security import ServerSecurity
+
+            security = ServerSecurity(b.keys_dir)
+        else:
+            from fleet.security import check_plain_allowed
+
+            check_plain_allowed(b.bind, b.allow_plain)
+    except (ValueError, OSError) as exc:
+        raise ScenarioError(f"bridge: {exc}") from None
+    try:
+        hub = Hub(b.bind, b.heartbeat_interval_s, b.liveness, security=security)
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        raise ScenarioError(f"bridge.bind: cannot bind {b.bind!r} ({exc})") from None
+    free_slots = list(range(first_real, first_real + b.expect_devices))
+
+    def index_for(_name: str) -> int | None:
+        return free_slots.pop(0) if free_slots else None
+
+    def welcome(device) -> dict:
+        return {"device": device.index, "heartbeat_interval_s": b.heartbeat_interval_s,
+                "algorithm": {"name": scenario.algorithm.name, "params": dict(scenario.algorithm.params)},
+                "dataset": {"name": scenario.data.dataset,
+                            "partition": [int(i) for i in learning.partitions[device.index]]}}
+
+    def task_body(task):
+        job, state = learning.job(task.task_id)
+        return protocol.task_body(task, job.seed, state)
+
+    def expected(task) -> dict:
+        return {"n_params": int(learning.state.weights.numel())}
+
+    transport = BridgeTransport(kernel, network, hub, first_real, {}, task_body, learning.provide, expected)
+    transport.welcome = welcome
+    deadline = time.monotonic() + b.wait_s
+    while len(transport.real) < b.expect_devices and time.monotonic() < deadline:
+        transport.pump(min(0.1, max(0.0, deadline - time.monotonic())), index_for, welcome)
+    attached = sorted(transport.real.values(), key=lambda d: d.index)
+    if not attached:
+        hub.close()
+        raise ScenarioError(f"bridge: no real device attached to {hub.endpoint} within {b.wait_s:g} s")
+    transport.first_real = first_real
+    real_profiles = []
+    rng = kernel.rng.stream("fleet", first_real)
+    for device in attached:
+        cls = device.device_class if device.device_class in DEVICE_CLASSES else "rpi4_4gb"
+        (p,) = sample_fleet([MixEntry(cls, "ethernet", 1.0)], 1, rng)
+        real_profiles.append(dataclasses.replace(p, device_id=device.index,
+                                                 device_class=f"real:{device.device_class}"))
+    return transport, real_profiles
 
 
 def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:
@@ -244,27 +315,34 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     except ValueError as exc:
         raise ScenarioError(f"algorithm.params: {exc}") from None
     learning = None
+    n = fleet_cfg.devices
+    slots = n + (scenario.bridge.expect_devices if scenario.bridge is not None else 0)
     if scenario.mode == "learning":
-        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir)
+        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir, slots)
         plan = learning.plan
     else:
         plan = make_plan(algorithm)
+    transport = network
+    if scenario.bridge is not None:
+        transport, real_profiles = _attach_bridge(scenario, kernel, network, learning, n)
+        profiles = [*profiles, *real_profiles]
+        n = len(profiles)
 
     c = scenario.coordinator
-    n = fleet_cfg.devices
     if c.mode == "sync":
         coordinator: Coordinator = SyncCoordinator(
-            kernel, network, n, plan,
+            kernel, transport, n, plan,
             SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum),
             learning)
     else:
         buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
         coordinator = AsyncCoordinator(
-            kernel, network, n, plan,
+            kernel, transport, n, plan,
             AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
                         c.max_staleness, c.task_timeout_s), learning)
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
-                     coordinator, learning=learning)
+                     coordinator, learning=learning, first_real=fleet_cfg.devices,
+                     bridge=transport if transport is not network else None)
     nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
     sim.demands, sim.task_configs = {}, {}
     for r in range(min(c.rounds, 64)):  # the distinct phases of the opening rounds (pruning, training)

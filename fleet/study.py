@@ -132,7 +132,11 @@ def memory_eligible(sim: Simulation) -> int:
         demand = lambda d: algorithm.demand(algorithm.client_task(config, len(parts[d]))).peak_memory_bytes  # noqa: E731
     else:
         demand = lambda d: sim.demands["train"].peak_memory_bytes  # noqa: E731
-    return sum(1 for d in range(len(sim.profiles)) if free(d, 0.0) >= demand(d))
+    simulated = sim.first_real if sim.bridge is not None else len(sim.profiles)
+    eligible = sum(1 for d in range(simulated) if free(d, 0.0) >= demand(d))
+    if sim.bridge is not None:  # real devices: the free memory they reported when they attached
+        eligible += sum(1 for d, real in sim.bridge.real.items() if real.free_memory_bytes >= demand(d))
+    return eligible
 
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
@@ -169,6 +173,9 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "participants": study.participants,
         "participation_rate": study.participants / n,
         "memory_eligible": memory_eligible(sim),
+        "real_devices": 0 if sim.bridge is None else len(sim.bridge.real),
+        "real_updates_accepted": 0 if sim.bridge is None else sim.bridge.real_updates_accepted,
+        "bridge_rejected": {} if sim.bridge is None else dict(sorted(sim.bridge.rejected.items())),
         "dropouts": dropouts,
         "dropouts_seen_by_coordinator": seen,
         "round_time_s": percentiles(study.round_time_s),
