@@ -21,6 +21,7 @@ Bad frames never reach the coordinator: each is rejected with a reason and count
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from fleet.messages import Message, Task, Update, Refusal
 from fleet.network import Delivery, SimulatedNetwork, Transport
 
 __all__ = ["RealDevice", "Hub", "BridgeTransport"]
+
+_log = logging.getLogger("fleet.bridge")
 
 PROTOCOL_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
 
@@ -90,6 +93,11 @@ class Hub:
         self._last_beat_wall_s = 0.0
 
     # --- frames --------------------------------------------------------------------------------------
+    def reject(self, reason: str, detail: str = "") -> None:
+        """Count a rejected frame under ``reason`` and log why."""
+        self.rejected[reason] += 1
+        _log.warning("bridge: rejected a frame (%s)%s", reason, f": {detail}" if detail else "")
+
     def send(self, device: RealDevice, kind: str, body: dict) -> None:
         try:
             self.socket.send_multipart([device.identity, protocol.encode(kind, body)], zmq.NOBLOCK)
@@ -108,7 +116,7 @@ class Hub:
             except zmq.Again:
                 return out
             if len(frames) != 2:
-                self.rejected["malformed"] += 1
+                self.reject("malformed")
                 continue
             identity, payload = frames[0].bytes, frames[1]
             if self.security is not None:  # CURVE: the authenticated name is the certificate's
@@ -116,7 +124,7 @@ class Hub:
             try:
                 out.append((identity, protocol.decode(payload.bytes, self.max_message_bytes)))
             except protocol.ProtocolError as error:
-                self.rejected[error.reason] += 1
+                self.reject(error.reason, error.detail)
                 continue
             device = self.devices.get(identity)
             if device is not None:
@@ -152,7 +160,7 @@ class Hub:
             return known
         index = index_for(name)
         if index is None:
-            self.rejected["fleet_full"] += 1
+            self.reject("fleet_full")
             return None
         device = RealDevice(index, identity, name, str(hello["device_class"]), int(hello["free_memory_bytes"]),
                             float(hello["flops_per_s"]), time.monotonic())
@@ -193,6 +201,7 @@ class BridgeTransport(Transport):
         self.pending: dict[int, _Pending] = {}
         self.welcome: Callable[[RealDevice], dict] | None = None  # the welcome of a rejoining device
         self.real_updates_accepted = 0
+        self.real_flops = 0  # the cost model's FLOPs of the real devices' accepted updates
         self.late_replies = 0
 
     def attach_server(self, handler, on_lost) -> None:
@@ -242,7 +251,7 @@ class BridgeTransport(Transport):
                 index_for = lambda _name: None  # noqa: E731  (no new devices once the run started)
             known = hub.by_name.get(hub.user_ids.get(identity) or msg.body.get("device_name") or "")
             if welcome is None and known is None:  # the run started: no new devices
-                hub.rejected["fleet_full"] += 1
+                hub.reject("fleet_full")
                 return
             real = hub.attach(identity, msg.body, index_for)
             if real is None:
@@ -254,26 +263,26 @@ class BridgeTransport(Transport):
             hub.send(real, "welcome", (welcome or self.welcome)(real))
             return
         if device is None:
-            hub.rejected["unknown_peer"] += 1
+            hub.reject("unknown_peer")
             return
         if msg.kind in ("heartbeat", "bye"):
             if msg.kind == "bye":
                 self._purge(device)
             return
         if msg.kind not in ("update", "refusal"):
-            hub.rejected["unexpected_kind"] += 1
+            hub.reject("unexpected_kind")
             return
         task_id = int(msg.body["task_id"])
         pending = self.pending.get(task_id)
         if pending is None or pending.task.device != device.index:
             self.late_replies += 1
-            hub.rejected["unknown_or_expired_task"] += 1
+            hub.reject("unknown_or_expired_task")
             return
         if msg.kind == "update":
             try:
                 result = protocol.result_from_update(msg, **self._expected(pending.task))
             except protocol.ProtocolError as error:
-                hub.rejected[error.reason] += 1
+                hub.reject(error.reason, str(error))
                 return
         del self.pending[task_id]
         now_wall = time.monotonic()
@@ -284,6 +293,7 @@ class BridgeTransport(Transport):
             round_trip_s = now_wall - pending.dispatch_wall_s
             self._on_result(task_id, result)
             self.real_updates_accepted += 1
+            self.real_flops += task.flops
             reply: Message = Update(task_id, task.device, task.round_index, task.model_version, compute_s,
                                     max(0.0, round_trip_s - compute_s) / 2, 0.0, task.bytes_up)
             delivery = Delivery(arrival_s, max(0.0, round_trip_s - compute_s) / 2, 0.0, 0)

@@ -102,7 +102,7 @@ class Simulation:
                 and plane.evaluations[-1].model_version == plane.version:
             return
         sent = self.network.bytes_sent
-        plane.record_evaluation(self.sim_time_s, self.devices.flops_spent_total, sent[True], sent[False])
+        plane.record_evaluation(self.sim_time_s, self.client_flops, sent[True], sent[False])
 
     def _evaluations(self):
         """Evaluate the global model every ``evaluation.interval_s`` of virtual time."""
@@ -110,6 +110,12 @@ class Simulation:
         while True:
             self._evaluate_now()
             yield self.kernel.env.timeout(interval_s)
+
+    @property
+    def client_flops(self) -> int:
+        """FLOPs the clients spent: simulated devices' computed work, plus real devices' accepted tasks."""
+        real = self.bridge.real_flops if self.bridge is not None else 0
+        return self.devices.flops_spent_total + real
 
     @property
     def sim_time_s(self) -> float:

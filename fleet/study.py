@@ -183,7 +183,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "demand": {phase: {"peak_memory_bytes": d.peak_memory_bytes, "flops": d.flops,
                            "bytes_down": d.bytes_down, "bytes_up": d.bytes_up}
                    for phase, d in sim.demands.items()},
-        "client_flops": sim.devices.flops_spent_total,
+        "client_flops": sim.client_flops,
         "bytes_up": sim.network.bytes_sent[True],
         "bytes_down": sim.network.bytes_sent[False],
         "server_demand": None if sim.server_demand is None else {
