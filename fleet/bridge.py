@@ -100,7 +100,8 @@ class Hub:
 
     def send(self, device: RealDevice, kind: str, body: dict) -> None:
         try:
-            self.socket.send_multipart([device.identity, protocol.encode(kind, body)], zmq.NOBLOCK)
+            frame = protocol.encode(kind, body, self.max_message_bytes, self_check=False)
+            self.socket.send_multipart([device.identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError:  # peer gone or its queue full: liveness will purge it
             pass
 
