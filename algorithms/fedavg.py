@@ -26,7 +26,7 @@ from algorithms.cost import (
 )
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState, bp_update
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, check_input_shape
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
 from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["FedAvg"]
@@ -53,13 +53,8 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.density = _checks.density("density", density)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
-        self.lr = _checks.positive_float("lr", lr)
-        self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
-                                                                                      local_epochs)
-        self.input_shape = check_input_shape(input_shape)
-        self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes)
         self._profile: ModelProfile | None = None
-        self._fm = None
 
     def initial_state(self, seed: int) -> ModelState:
         if self.density != 1.0:

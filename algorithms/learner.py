@@ -17,21 +17,33 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from algorithms import _checks
 from algorithms.base import TaskConfig
 from algorithms.local import ClientResult, ModelState, evaluate, weighted_sum
+from algorithms.models import check_input_shape
 from algorithms.params import FunctionalModel
 
 __all__ = ["FlatLearner"]
 
 
 class FlatLearner:
-    """Mixin: subclasses set ``model``, ``input_shape``, ``num_classes``, ``local_epochs`` and ``_fm = None``."""
+    """Mixin: subclasses set ``model`` and call ``_init_learning`` in ``__init__``."""
 
     model: str
     input_shape: tuple[int, ...]
     num_classes: int
     local_epochs: float | None
     _fm: FunctionalModel | None
+
+    def _init_learning(self, lr: float, local_epochs: float | None, input_shape: tuple[int, ...],
+                       num_classes: int) -> None:
+        """Check and keep the learning-plane parameters every flat-weight algorithm takes."""
+        self.lr = _checks.positive_float("lr", lr)
+        self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
+                                                                                      local_epochs)
+        self.input_shape = check_input_shape(input_shape)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self._fm = None
 
     @property
     def functional_model(self) -> FunctionalModel:

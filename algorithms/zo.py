@@ -52,7 +52,7 @@ from algorithms.local import (
     replay_seed_pairs,
     zo_update,
 )
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, check_input_shape
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
 from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES", "PRUNERS", "PRUNE_DATA"]
@@ -88,15 +88,10 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         self.density = _checks.density("density", density)
         self.uplink = _checks.choice("uplink", uplink, UPLINKS)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
-        self.lr = _checks.positive_float("lr", lr)
         self.mu = _checks.positive_float("mu", mu)
         self.clip = None if clip is None else _checks.positive_float("clip", clip)
-        self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
-                                                                                      local_epochs)
-        self.input_shape = check_input_shape(input_shape)
-        self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes)
         self._profile: ModelProfile | None = None
-        self._fm = None
         self._fixup_fraction: float | None = None
 
     def initial_state(self, seed: int) -> ModelState:
@@ -220,17 +215,10 @@ class FedFPZO(ZerothOrder):
         if self.prune_data == "local" or self.pruner == "snip":
             take = batch_plan(len(data), config.batch_size, 1, seed)[0]  # one seeded batch of local data
             batch = (data.x[take], data.y[take])
-        scores = saliency(self.pruner, self.functional_model, state.weights, self._full_mask(state), seed=seed,
+        scores = saliency(self.pruner, self.functional_model, state.weights, state.mask, seed=seed,
                           batch_size=config.batch_size, samples=config.local_steps, eps=self.ntk_eps,
                           data=batch)
         return ClientResult("scores", len(data), scores=scores)
-
-    def _full_mask(self, state: ModelState):
-        if state.mask is not None:
-            return state.mask
-        import torch
-
-        return torch.ones(self.functional_model.size, dtype=torch.bool)
 
     def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
                   weights: Sequence[float]) -> ModelState:
