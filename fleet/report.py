@@ -286,3 +286,39 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
     (out / "comparison.md").write_text(text)
     (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2) + "\n")
     return text
+
+
+def print_study(console, summ: dict, out: Path) -> None:
+    """Print the study of one run to a rich ``console`` (the CLI's view of ``summary.json``)."""
+    from rich.table import Table
+
+    console.print(f"[bold]{summ['scenario']}[/]: {summ['devices']} devices, "
+                  f"{summ['rounds']} rounds, {summ['sim_time_s']:.1f} s virtual "
+                  f"in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})")
+    console.print(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, "
+                  f"participation {summ['participation_rate']:.1%} of devices; round time "
+                  + ", ".join(f"{q} {v:.1f} s" for q, v in summ["round_time_s"].items()
+                              if v is not None))
+    console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
+    table = Table(title="by device class (completion s; tail = tasks above overall p90)")
+    for col in ("class", "devices", "tasks", "accepted", "dropouts", "p50", "p90", "p99",
+                "tail cause"):
+        table.add_column(col, overflow="fold")
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for cls, row in summ["by_class"].items():
+        comp = row["completion_s"]
+        table.add_row(cls, str(row["devices"]), str(row["client_tasks"]),
+                      str(row["updates_accepted"]),
+                      " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
+                      fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
+                      " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
+    console.print(table)
+    console.print(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
+                  f"down {summ['bytes_down']:,}")
+    if summ.get("final_accuracy") is not None:
+        ttt = summ["time_to_target_s"]
+        console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
+                      f"time to {summ['target_accuracy']:.0%}: "
+                      + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
+    console.print(f"event log sha256 {summ['event_log_sha256']}")
+    console.print(f"outputs in {out}")

@@ -28,41 +28,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_study(console, summ: dict, out: Path) -> None:
-    from rich.table import Table
-
-    console.print(f"[bold]{summ['scenario']}[/]: {summ['devices']} devices, "
-                  f"{summ['rounds']} rounds, {summ['sim_time_s']:.1f} s virtual "
-                  f"in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})")
-    console.print(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, "
-                  f"participation {summ['participation_rate']:.1%} of devices; round time "
-                  + ", ".join(f"{q} {v:.1f} s" for q, v in summ["round_time_s"].items()
-                              if v is not None))
-    console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
-    table = Table(title="by device class (completion s; tail = tasks above overall p90)")
-    for col in ("class", "devices", "tasks", "accepted", "dropouts", "p50", "p90", "p99",
-                "tail cause"):
-        table.add_column(col, overflow="fold")
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    for cls, row in summ["by_class"].items():
-        comp = row["completion_s"]
-        table.add_row(cls, str(row["devices"]), str(row["client_tasks"]),
-                      str(row["updates_accepted"]),
-                      " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
-                      fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
-                      " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
-    console.print(table)
-    console.print(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
-                  f"down {summ['bytes_down']:,}")
-    if summ.get("final_accuracy") is not None:
-        ttt = summ["time_to_target_s"]
-        console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
-                      f"time to {summ['target_accuracy']:.0%}: "
-                      + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
-    console.print(f"event log sha256 {summ['event_log_sha256']}")
-    console.print(f"outputs in {out}")
-
-
 def _run_one(scenario, out: Path, args, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -111,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             summ, evaluations[name] = _run_one(scenario, run_out, args, console)
             summaries.append((name, summ))
             if not args.quiet:
-                _print_study(Console(), summaries[-1][1], run_out)
+                from fleet.report import print_study
+
+                print_study(Console(), summaries[-1][1], run_out)
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2
