@@ -153,6 +153,9 @@ class CoordinatorConfig(_Strict):
     staleness_exponent: float = Field(0.5, ge=0, description="Weight (1 + staleness) ** -a.")
     max_staleness: int | None = Field(None, ge=0, description="Async: discard staler updates.")
     task_timeout_s: float | None = Field(None, gt=0, description="Async: give up on a task.")
+    max_idle_s: float | None = Field(
+        7 * 86_400.0, gt=0, description="Stop the run when nothing was aggregated for this long "
+        "(virtual seconds; stopped_by 'no_progress'); null = never.")
 
 
 class DataConfig(_Strict):
