@@ -187,16 +187,20 @@ def zo_peak_memory_bytes(profile: ModelProfile, batch_size: int, density: float 
 
 
 def ntk_scoring_memory_bytes(profile: ModelProfile, batch_size: int) -> int:
-    """NTK-SAP saliency scoring peak: 7*P*b + P + B*(S + A_train) (see the module docstring).
+    """NTK-SAP saliency scoring peak: 7*P*b + L*b + P + B*(S + A_train) (see the module docstring).
 
     Parameter-sized floats: theta, the float mask m, theta*m, theta + eps*z, (theta + eps*z)*m, the gradient
-    of m and the score sum; plus the bool mask (1 byte per coordinate). Activations: the first graph's saved
+    of m and the score sum; plus the bool mask (1 byte per coordinate). L is the largest prunable tensor: the
+    backward of ``theta * m`` forms each layer's slice of dm as its own tensor before it is accumulated into
+    the flat gradient, and the largest slice is alive at the peak. Activations: the first graph's saved
     tensors S stay alive while the second graph's backward reaches its peak A_train (the input batch, shared,
     is in A_train). The masks are dense whatever the current density, so density does not enter.
     """
     _check_profile(profile)
     _checks.positive_int("batch_size", batch_size)
-    weights = NTK_PARAMETER_COPIES * profile.params * profile.bytes_per_element + BOOL_MASK_BYTES * profile.params
+    largest_prunable = max((layer.prunable_params for layer in profile.layers), default=0)
+    weights = ((NTK_PARAMETER_COPIES * profile.params + largest_prunable) * profile.bytes_per_element
+               + BOOL_MASK_BYTES * profile.params)
     activations = profile.saved_activation_bytes_per_sample + profile.training_bytes_per_sample
     return weights + batch_size * activations
 
