@@ -71,7 +71,11 @@ def _assert_close(reference, batched):
         assert got.train_loss == pytest.approx(ref.train_loss, rel=1e-5)
 
 
-@pytest.mark.parametrize("model, shape", [("mlp_small", DIGITS), ("cnn", FASHION)])
+# The CNN cases take seconds each on 2 cores: they run in the slow profile (CI), the MLP in every run.
+MODELS = [("mlp_small", DIGITS), pytest.param("cnn", FASHION, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("model, shape", MODELS)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_fedavg_matches_the_sequential_updates(model, shape, optimizer):
     algorithm = FedAvg(model=model, optimizer=optimizer, input_shape=shape)
@@ -80,7 +84,7 @@ def test_fedavg_matches_the_sequential_updates(model, shape, optimizer):
     assert all(r.delta.abs().max() > 0 for r in batched)
 
 
-@pytest.mark.parametrize("model, shape", [("mlp_small", DIGITS), ("cnn", FASHION)])
+@pytest.mark.parametrize("model, shape", MODELS)
 @pytest.mark.parametrize("uplink", ["delta", "seeds"])
 def test_dense_zo_matches_the_sequential_updates(model, shape, uplink):
     algorithm = ZerothOrder(model=model, queries=4, uplink=uplink, clip=0.5, input_shape=shape)
@@ -88,7 +92,7 @@ def test_dense_zo_matches_the_sequential_updates(model, shape, uplink):
     _assert_close(reference, batched)
 
 
-@pytest.mark.parametrize("model, shape", [("mlp_small", DIGITS), ("cnn", FASHION)])
+@pytest.mark.parametrize("model, shape", MODELS)
 @pytest.mark.parametrize("uplink", ["delta", "seeds"])
 def test_masked_zo_matches_the_sequential_updates(model, shape, uplink):
     algorithm = FedFPZO(model=model, queries=4, density=0.2, uplink=uplink, prune_on="server",
