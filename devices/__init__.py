@@ -21,6 +21,7 @@ from devices.physics import (
 )
 from devices.sampling import (
     FRACTION_SUM_TOLERANCE,
+    LINK_OVERRIDES,
     DeviceProfile,
     MixEntry,
     largest_remainder_counts,
@@ -36,6 +37,7 @@ __all__ = [
     "KIB",
     "LINK_CLASSES",
     "LINK_FIGURES",
+    "LINK_OVERRIDES",
     "MIB",
     "AllOf",
     "AlwaysOn",

@@ -7,6 +7,7 @@ then each entry's devices are drawn in one vectorised batch per quantity. Per de
 * ``up_bit_per_s`` and ``down_bit_per_s`` = class rates x one shared LogNormal(0,
   ``bandwidth_sigma``) factor (a device with poor signal is slow both ways);
 * ``latency_s`` = class latency x LogNormal(0, ``latency_sigma``);
+* link figures come from the entry's link class with the entry's ``link`` overrides applied;
 * ``background``: mean and amplitude are the class fractions of ``ram - reserve``, period
   ``background_period_s``, phase Uniform[0, 2 pi).
 
@@ -17,8 +18,9 @@ bandwidth factors, latency factors, phases. Entries with no devices draw nothing
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -38,19 +40,44 @@ from devices.links import LINK_CLASSES, LinkClass
 FRACTION_SUM_TOLERANCE = 1e-6
 
 
+#: The link figures a mix entry may override (``MixEntry.link``).
+LINK_OVERRIDES = frozenset({"up_bit_per_s", "down_bit_per_s", "bandwidth_sigma", "latency_s",
+                            "latency_sigma", "loss_prob"})
+
+
 @dataclass(frozen=True, slots=True)
 class MixEntry:
-    """``fraction`` of the fleet is ``device_class`` on ``link_class`` (names from the catalogs)."""
+    """``fraction`` of the fleet is ``device_class`` on ``link_class`` (names from the catalogs).
+
+    ``link`` replaces figures of the link class for this entry only (keys in ``LINK_OVERRIDES``,
+    values as ``LinkClass`` requires them: e.g. a poor WiFi is ``{"loss_prob": 0.3}``); the
+    sampled devices then draw their spread around the replaced medians exactly as around the
+    class's, from the same random numbers.
+    """
 
     device_class: str
     link_class: str
     fraction: float
+    link: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("device_class", "link_class"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         check_finite_nonneg("fraction", self.fraction)
+        unknown = sorted(set(self.link) - LINK_OVERRIDES)
+        if unknown:
+            raise ValueError(f"link: cannot override {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(sorted(LINK_OVERRIDES))}")
+        object.__setattr__(self, "link", MappingProxyType(dict(self.link)))
+
+    def link_class_of(self, link_classes: Mapping[str, LinkClass] = LINK_CLASSES) -> LinkClass:
+        """The entry's link class with ``link`` applied (validated as any ``LinkClass``)."""
+        lc = link_classes[self.link_class]
+        if not self.link:
+            return lc
+        cited = {**lc.sources, **{k: "[scenario] fleet.mix link override" for k in self.link}}
+        return replace(lc, **self.link, sources=cited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +207,16 @@ def sample_fleet(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generat
     entries = tuple(mix)
     if not entries:
         raise ValueError("mix must have at least one entry")
+    links: list[LinkClass] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, MixEntry):
             raise ValueError(f"mix[{i}] must be a MixEntry, got {entry!r}")
         _lookup("device_class", entry.device_class, device_classes)
         _lookup("link_class", entry.link_class, link_classes)
+        try:
+            links.append(entry.link_class_of(link_classes))
+        except ValueError as exc:
+            raise ValueError(f"mix[{i}].link: {exc}") from None
     total = math.fsum(e.fraction for e in entries)
     if abs(total - 1.0) > FRACTION_SUM_TOLERANCE:
         raise ValueError(f"mix fractions must sum to 1 (within {FRACTION_SUM_TOLERANCE}), "
@@ -192,11 +224,10 @@ def sample_fleet(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generat
 
     counts = largest_remainder_counts([e.fraction for e in entries], n_devices)
     profiles: list[DeviceProfile] = []
-    for entry, count in zip(entries, counts):
+    for entry, count, lc in zip(entries, counts, links):
         if count:
             profiles.extend(_sample_entry(entry, count, len(profiles), rng, background_period_s,
-                                          device_classes[entry.device_class],
-                                          link_classes[entry.link_class]))
+                                          device_classes[entry.device_class], lc))
     return profiles
 
 

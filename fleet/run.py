@@ -1,7 +1,10 @@
 """The command line: ``python -m fleet.run SCENARIO [--out DIR] [--seed N] [--set k=v ...]``.
 
-Exit status: 0 when the run finished, 2 for a bad scenario or bad arguments (one line on stderr
-naming the field, no traceback).
+Exit status: 0 when the run finished; 2 for a bad scenario, bad arguments or an ``--out`` that is
+not a writable folder (checked before anything runs); 1 when writing fails mid-run (a full disk) or
+memory runs out; 130 on Ctrl-C. Every failure is one line on stderr naming the field or the path, no
+traceback; a learning run stopped by any of them resumes with ``--resume`` (its checkpoints stay).
+Warnings (``scenario_warnings``) are one line each on stderr; stdout stays as ``--quiet`` promises.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+INTERRUPTED = "fleet.run: interrupted; resume with --resume"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,9 +59,33 @@ def _run_one(scenario, out: Path, args, console) -> dict:
     return summ, (sim.learning.evaluations if sim.learning is not None else None)
 
 
+class _OutputError(Exception):
+    """The output folder cannot be used: bad input, exit status 2."""
+
+
+def _check_out(out: Path) -> None:
+    """Make ``out`` if needed and prove it is a writable folder by writing (and removing) a file."""
+    if out.exists() and not out.is_dir():
+        raise _OutputError(f"--out {out}: not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise _OutputError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from fleet.scenario import ScenarioError, load_variants
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    from fleet.scenario import ScenarioError, echo, load_variants, scenario_warnings
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -68,8 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         variants = load_variants(args.scenario, overrides)
+        warned = set()
+        for name, scenario in variants:
+            for warning in scenario_warnings(scenario):
+                if warning not in warned:
+                    warned.add(warning)
+                    print(f"fleet.run: scenario warning: {args.scenario}: {warning}", file=sys.stderr)
         base = Path(args.scenario).stem
         out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _check_out(out)
         summaries, evaluations = [], {}
         for name, scenario in variants:
             run_out = out if len(variants) == 1 else out / name
@@ -79,16 +116,26 @@ def main(argv: list[str] | None = None) -> int:
                 from fleet.report import print_study
 
                 print_study(Console(), summaries[-1][1], run_out)
+        if len(variants) > 1:
+            from fleet.report import write_comparison
+
+            text = write_comparison(summaries, out, None if args.no_figures else
+                                    {k: v for k, v in evaluations.items() if v})
+            if not args.quiet:
+                Console().print(text)
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2
-    if len(variants) > 1:
-        from fleet.report import write_comparison
-
-        text = write_comparison(summaries, out,
-                                None if args.no_figures else {k: v for k, v in evaluations.items() if v})
-        if not args.quiet:
-            Console().print(text)
+    except _OutputError as exc:
+        print(f"fleet.run: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder removed mid-run: the checkpoints so far stay
+        where = str(exc.filename)[:300] if exc.filename is not None else f"into {str(out)[:300]}"
+        print(f"fleet.run: cannot write {where}: {exc.strerror or echo(str(exc))}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("fleet.run: out of memory (fewer fleet.devices or a shorter run fits)", file=sys.stderr)
+        return 1
     if args.quiet:
         print(out)
     return 0

@@ -126,3 +126,95 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def _main(capsys, *args):
+    """``main(args)`` in-process: (exit status, stdout, stderr lines)."""
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.strip().splitlines()
+
+
+def _scenario(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _one_line(lines, *words):
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and all(w in lines[0] for w in words), lines[0]
+    assert len(lines[0]) < 500
+    return lines[0]
+
+
+def test_k_above_the_devices_warns_on_stderr_and_quiet_stdout_stays_the_path(tmp_path, capsys):
+    path = _scenario(tmp_path, "fleet: {devices: 5}\ncoordinator: {rounds: 1, clients_per_round: 8}\n")
+    status, out, err = _main(capsys, path, "--out", tmp_path / "out", "--quiet", "--no-figures")
+    assert status == 0
+    assert out == f"{tmp_path / 'out'}\n"
+    line = _one_line(err, "scenario warning:", "coordinator.clients_per_round", "K = 8", "5 devices")
+    assert line.endswith("aggregates with 4 updates")  # ceil(0.5 * 8)
+
+
+def test_a_quorum_no_round_can_reach_is_a_scenario_error(tmp_path, capsys):
+    path = _scenario(tmp_path, "fleet: {devices: 5}\ncoordinator: {clients_per_round: 12, quorum: 0.5}\n")
+    status, out, err = _main(capsys, path, "--out", tmp_path / "out", "--quiet")
+    assert status == 2 and out == ""
+    _one_line(err, "scenario error:", "coordinator.quorum", "= 6 updates", "5 devices")
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("assignment, field", [
+    ("devices.slowdown_sigma=300", "devices.slowdown_sigma"),
+    ("coordinator.over_selection=1e308", "coordinator.over_selection"),
+    ("fleet.background_period_s=1e-305", "fleet.background_period_s"),
+    ("fleet.devices=1000000000", "fleet.devices"),
+    ("fleet.mix.0.availability={failure: {mtbf_s: 1e-300}}", "fleet.mix.0.availability.failure.mtbf_s"),
+    ("fleet.mix.0.availability={diurnal: {period_s: 1e-300}}",
+     "fleet.mix.0.availability.diurnal.period_s"),
+    ("algorithm.params.batch_size=1000000000000000000", "algorithm.params"),
+    ("evaluation.interval_s=1e-300", "evaluation.interval_s"),
+    ("max_sim_time_s=.inf", "max_sim_time_s"),
+    ("devices.failure_detection_s=.nan", "devices.failure_detection_s"),
+])
+def test_values_outside_the_physical_bounds_are_one_line_exit_2(tmp_path, capsys, assignment, field):
+    status, _, err = _main(capsys, ROOT / "scenarios/smoke.yaml", "--out", tmp_path / "out",
+                           "--quiet", "--set", assignment)
+    assert status == 2
+    _one_line(err, "scenario error:", f": {field}: ")
+
+
+def test_a_lossy_link_override_shows_as_link_dropouts(tmp_path, capsys):
+    base = ("seed: 4\nfleet:\n  devices: 30\n  mix: [{device_class: rpi4_4gb, link_class: wifi, "
+            "fraction: 1.0{link}}]\ncoordinator: {rounds: 3, clients_per_round: 10}\n")
+    dropouts = {}
+    for name, link in (("plain", ""), ("lossy", ", link: {loss_prob: 0.9}")):
+        path = _scenario(tmp_path, base.replace("{link}", link), f"{name}.yaml")
+        status, _, err = _main(capsys, path, "--out", tmp_path / name, "--quiet", "--no-figures")
+        assert status == 0, err
+        dropouts[name] = json.loads((tmp_path / name / "summary.json").read_text())["dropouts"]["link"]
+    # 4 attempts each lost with p = 0.9: a message is lost with p = 0.9**4 = 0.66; WiFi's own 1e-2**4 ~ 0
+    assert dropouts["plain"] == 0 and dropouts["lossy"] >= 10
+
+
+def test_a_bad_later_variant_is_refused_before_torch_or_any_variant_runs(tmp_path):
+    """Every variant's algorithm parameters are checked at load time, torch-free (algorithms.registry)."""
+    path = _scenario(tmp_path, (ROOT / "scenarios/digits_20.yaml").read_text().replace(
+        '"algorithm.params.prune_iters=5"', '"algorithm.params.prune_iters=5", "algorithm.params.mu=-1"'))
+    out = tmp_path / "out"
+    code = ("import sys\nfrom fleet.run import main\nstatus = main(sys.argv[1:])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, str(path), "--out", str(out), "--quiet"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    line = _one_line(result.stderr.strip().splitlines(), "(variant fedfpzo): algorithm.params: mu must be")
+    assert line.endswith("got -1")
+    assert not out.exists()
+
+
+def test_learning_only_constraints_are_checked_at_load_time(tmp_path, capsys):
+    status, _, err = _main(capsys, ROOT / "scenarios/digits_20.yaml", "--out", tmp_path / "out",
+                           "--set", "algorithm.params.density=0.5")
+    assert status == 2
+    _one_line(err, "(variant fedavg): algorithm.params: density: learning mode needs density 1")

@@ -30,7 +30,7 @@ def test_defaults_make_a_valid_scenario():
     ({"fleet": {"mix": [{**GOOD_MIX[0], "link_class": "carrier_pigeon"}]}},
      "fleet.mix.0.link_class", "unknown link class 'carrier_pigeon'"),
     ({"network": {"gateways": {"cell": {"backhaul_bit_per_s": -5}}}},
-     "network.gateways.cell.backhaul_bit_per_s", "greater than 0"),
+     "network.gateways.cell.backhaul_bit_per_s", "greater than or equal to 1"),
     ({"fleet": {"mix": [{**GOOD_MIX[0], "fraction": 0.6},
                         {**GOOD_MIX[0], "fraction": 0.6}]}}, "fleet.mix", "sum to 1.2"),
     ({"fleet": {"mix": [{**GOOD_MIX[0], "fraction": -0.5}]}}, "fleet.mix.0.fraction",
@@ -78,9 +78,16 @@ def test_bad_overrides_are_clear(assignment, words):
     assert words in _error({"fleet": {"mix": GOOD_MIX}}, [assignment])
 
 
-def test_algorithm_parameters_are_checked_when_the_run_is_built():
-    from fleet.simulation import build_simulation
+def test_algorithm_parameters_are_checked_at_load_time():
+    assert "batch" in _error({"algorithm": {"name": "fedavg", "params": {"batch": 3}}})
 
-    scenario = parse_scenario({"algorithm": {"name": "fedavg", "params": {"batch": 3}}})
-    with pytest.raises(ScenarioError, match="algorithm.params: .*batch"):
-        build_simulation(scenario)
+
+def test_link_override_is_bounded_and_reaches_the_mix_entry():
+    mix = [{**GOOD_MIX[0], "link": {"loss_prob": 0.99, "latency_s": 2.5}}]
+    entry = parse_scenario({"fleet": {"mix": mix}}).fleet.mix[0]
+    assert entry.link.figures() == {"loss_prob": 0.99, "latency_s": 2.5}
+    message = _error({"fleet": {"mix": [{**GOOD_MIX[0], "link": {"loss_prob": 0.995}}]}})
+    assert message.startswith("s.yaml: fleet.mix.0.link.loss_prob: "), message
+    assert "less than or equal to 0.99" in message
+    assert "fleet.mix.0.link.duty_cycle" in _error({"fleet": {"mix": [{**GOOD_MIX[0],
+                                                                       "link": {"duty_cycle": 1}}]}})
