@@ -16,6 +16,7 @@ be ``math.inf``. ``next_interruption`` is meant to be asked at a time the device
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -96,13 +97,21 @@ class Diurnal:
 class RandomFailure:
     """Alternating up and down periods: up ~ Exp(mean ``mtbf_s``), down ~ Exp(mean ``mttr_s``).
 
-    The device is up from ``t = 0`` (and before it). Periods are drawn lazily, in batches of a
-    fixed schedule, from a generator spawned off ``rng`` at construction, and cached: answers
-    do not depend on the order of queries, and later use of ``rng`` by others does not change
-    them. Queries cost O(log n) in the number of periods drawn so far. Cause ``'failure'``.
+    The device is up from ``t = 0`` (and before it). Periods are drawn lazily from a generator
+    spawned off ``rng`` at construction, in batches of a fixed schedule (``_FIRST_BATCH`` up and
+    down periods, doubling to ``_MAX_BATCH``; each batch draws its up periods, then its down
+    periods, and adds their running sum to the last edge), so one ``rng`` gives one timeline,
+    and later use of ``rng`` by others does not change it. Cause ``'failure'``.
+
+    Memory is bounded: only the edges after the latest query time are held (a cursor into the
+    timeline; at most one batch, 2 x 65,536 floats = 1 MiB), not every past failure and repair.
+    Simulation time only moves forward, so queries normally do too; a query earlier than an edge
+    already forgotten redraws the timeline from the start (same answers, in time linear in the
+    edges before it). Answers therefore do not depend on the order of queries. A query costs
+    O(log n) in the edges held, plus the drawing it triggers.
     """
 
-    __slots__ = ("mtbf_s", "mttr_s", "_rng", "_edges_s", "_batch")
+    __slots__ = ("mtbf_s", "mttr_s", "_rng", "_start", "_edges_s", "_offset", "_forgotten_s", "_batch")
 
     _FIRST_BATCH = 32
     _MAX_BATCH = 1 << 16
@@ -115,41 +124,61 @@ class RandomFailure:
         self.mtbf_s = float(mtbf_s)
         self.mttr_s = float(mttr_s)
         self._rng = _child(rng)
-        # _edges_s[2i] is the i-th failure, _edges_s[2i + 1] the repair that follows it.
-        self._edges_s: list[float] = []
-        self._batch = self._FIRST_BATCH
+        self._start = self._rng.bit_generator.state  # a copy: where a redraw starts
+        self._restart()
 
     def __repr__(self) -> str:
         return f"RandomFailure(mtbf_s={self.mtbf_s!r}, mttr_s={self.mttr_s!r})"
 
-    def _grow(self) -> None:
+    def _restart(self) -> None:
+        self._rng.bit_generator.state = self._start
+        # Edge number k (k = 0, 1, ...; even: a failure, odd: the repair after it) is held at
+        # _edges_s[k - _offset]; the edges before _offset are forgotten, the last at _forgotten_s.
+        self._edges_s = array("d")
+        self._offset = 0
+        self._forgotten_s = -math.inf
+        self._batch = self._FIRST_BATCH
+
+    def _grow(self, keep_after_s: float) -> None:
+        """Draw the next batch; forget the held edges at or before ``keep_after_s``."""
         n = self._batch
         steps = np.empty(2 * n)
         steps[0::2] = self._rng.exponential(self.mtbf_s, n)
         steps[1::2] = self._rng.exponential(self.mttr_s, n)
         start_s = self._edges_s[-1] if self._edges_s else 0.0
-        self._edges_s.extend((start_s + np.cumsum(steps)).tolist())
+        drawn = start_s + np.cumsum(steps)
+        cut = bisect_right(self._edges_s, keep_after_s)
+        if cut:
+            self._forgotten_s = self._edges_s[cut - 1]
+            self._offset += cut
+            del self._edges_s[:cut]
+        self._edges_s.frombytes(drawn.tobytes())
         self._batch = min(2 * n, self._MAX_BATCH)
 
-    def _edges_past(self, t_s: float) -> list[float]:
+    def _passed(self, t_s: float) -> int:
+        """How many edges are at or before ``t_s``; the edges after it are drawn far enough to be held."""
+        if t_s < self._forgotten_s:
+            self._restart()
         while not self._edges_s or self._edges_s[-1] <= t_s:
-            self._grow()
-        return self._edges_s
+            self._grow(t_s)
+        return self._offset + bisect_right(self._edges_s, t_s)
+
+    def _edge(self, k: int, after_s: float) -> float:
+        """Edge number ``k``, which lies after ``after_s`` (the time of the query asking for it)."""
+        while k - self._offset >= len(self._edges_s):
+            self._grow(after_s)
+        return self._edges_s[k - self._offset]
 
     def unavailable_cause(self, t_s: float) -> str | None:
         check_finite("t_s", t_s)
-        passed = bisect_right(self._edges_past(t_s), t_s)
-        return None if passed % 2 == 0 else FAILURE
+        return None if self._passed(t_s) % 2 == 0 else FAILURE
 
     def next_interruption(self, t0_s: float, t1_s: float) -> tuple[float, str] | None:
         _check_window(t0_s, t1_s)
-        edges = self._edges_past(t0_s)
-        i = bisect_right(edges, t0_s)
-        if i % 2 == 1:  # down at t0: the next edge is a repair, the failure after it counts
-            i += 1
-        while len(edges) <= i:
-            self._grow()
-        fail_s = edges[i]
+        k = self._passed(t0_s)
+        if k % 2 == 1:  # down at t0: the next edge is a repair, the failure after it counts
+            k += 1
+        fail_s = self._edge(k, t0_s)
         return (fail_s, FAILURE) if fail_s < t1_s else None
 
 

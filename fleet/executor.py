@@ -32,11 +32,13 @@ import numpy as np
 
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
 from algorithms.local import ClientData, ClientResult, ModelState, derive_seed
+from fleet.checkpoints import CheckpointStore, CheckpointWriteError
 from fleet.kernel import PURPOSES
 from fleet.messages import Task
 
-__all__ = ["Job", "CheckpointStore", "Backend", "SequentialBackend", "ProcessPoolBackend", "VectorizedBackend", "BACKENDS",
-           "make_backend", "LearningPlane", "Evaluation", "ClientDataSource"]
+__all__ = ["Job", "CheckpointStore", "CheckpointWriteError", "Backend", "SequentialBackend",
+           "ProcessPoolBackend", "VectorizedBackend", "BACKENDS", "make_backend", "LearningPlane",
+           "Evaluation", "ClientDataSource"]
 
 
 @dataclass(frozen=True)
@@ -207,52 +209,6 @@ class Evaluation:
     bytes_down: int
 
 
-class CheckpointStore:
-    """Every aggregated global state of a run, one file per model version, so a crashed run can resume.
-
-    Resuming relies on determinism: the event loop does not depend on the learned weights (only on the
-    task plan, which a resumed state reproduces), so a resumed run replays the same events in seconds and,
-    for each version already on disk, loads the state instead of recomputing its local updates. The first
-    version not on disk is computed as in a fresh run, so the result is the same as an uninterrupted run.
-    Files are written to a temporary name and renamed, so a crash never leaves a torn checkpoint.
-    ``fingerprint`` (a hash of the scenario) guards against resuming with a different scenario.
-    """
-
-    def __init__(self, directory, fingerprint: str) -> None:
-        from pathlib import Path
-
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = self.directory / "scenario.sha256"
-        if stamp.exists() and stamp.read_text().strip() != fingerprint:
-            raise ValueError(f"{self.directory} holds checkpoints of a different scenario; "
-                             "use another --out folder")
-        stamp.write_text(fingerprint + "\n")
-
-    def _path(self, version: int):
-        return self.directory / f"version_{version:06d}.pt"
-
-    def load(self, version: int) -> tuple[ModelState, dict] | None:
-        import torch
-
-        path = self._path(version)
-        if not path.exists():
-            return None
-        saved = torch.load(path, weights_only=True)
-        return ModelState(saved["weights"], saved["mask"], saved["prune_step"]), saved["metrics"]
-
-    def save(self, version: int, state: ModelState, metrics: dict | None) -> None:
-        import os
-
-        import torch
-
-        path = self._path(version)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"weights": state.weights, "mask": state.mask, "prune_step": state.prune_step,
-                    "metrics": metrics}, tmp)
-        os.replace(tmp, path)
-
-
 @dataclass
 class LearningPlane:
     """The coordinator's ``LocalWork`` in learning mode: global state, pending jobs, aggregation, evaluation."""
@@ -318,12 +274,16 @@ class LearningPlane:
             self._collected[task.task_id] = job
 
     def aggregate(self, task_ids: Sequence[int], weights: Sequence[float]) -> None:
-        """Compute the collected updates ``task_ids`` and fold them (with ``weights``) into a new version."""
+        """Compute the collected updates ``task_ids`` and fold them (with ``weights``) into a new version.
+
+        With ``checkpoints``, a sound file of the new version is loaded instead; a missing or unsound one
+        (reported by the store) is computed here and written. Metrics always come from the weights."""
         order = sorted(range(len(task_ids)), key=lambda i: task_ids[i])
         jobs = [self._collected.pop(task_ids[i]) for i in order]
-        resumed = self.checkpoints.load(self.version + 1) if self.checkpoints is not None else None
+        store = self.checkpoints
+        resumed = store.load(self.version + 1, self.state) if store is not None else None
         if resumed is not None:
-            self.state, metrics = resumed
+            self.state = resumed
             self.versions_resumed += 1
         else:
             local = [j for j in jobs if j.task_id not in self._provided]
@@ -332,16 +292,13 @@ class LearningPlane:
             results = [self._provided.pop(j.task_id) if j.task_id in self._provided else next(computed)
                        for j in jobs]
             self.state = self.algorithm.aggregate(self.state, results, [weights[i] for i in order])
-            metrics = None
         self.version += 1
         self._states[self.version] = self.state
         self._forget_unused_states()
-        if metrics is not None:
-            self._metrics[self.version] = metrics
-        elif self.evaluate_every_round:
-            self.metrics()
-        if resumed is None and self.checkpoints is not None:
-            self.checkpoints.save(self.version, self.state, self._metrics.get(self.version))
+        if resumed is None and store is not None:
+            store.save(self.version, self.state)
+        if self.evaluate_every_round:
+            self.metrics()  # from the weights, loaded or computed alike
 
     def _forget_unused_states(self) -> None:
         live = {j.version for j in self._pending.values()} | {j.version for j in self._collected.values()}

@@ -171,7 +171,7 @@ def test_a_crashed_run_resumes_to_the_same_result(tmp_path):
     whole = build_simulation(scenario, tmp_path / "a").run()
     crashed = tmp_path / "b"
     build_simulation(scenario, crashed).run()
-    for name in ("version_000003.pt", "version_000004.pt"):  # as if it died after round 2
+    for name in ("version_000003.ckpt", "version_000004.ckpt"):  # as if it died after round 2
         (crashed / name).unlink()
     resumed = build_simulation(scenario, crashed).run()
     assert resumed.learning.versions_resumed == 2 and resumed.learning.jobs_run == 2 * 4
