@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VERSION", "KINDS", "REASONS", "CAUSES", "PHASES", "UPDATE_KINDS", "DTYPES", "MAX_MESSAGE_BYTES",
     "MAX_STR_BYTES", "MAX_OBJECTS", "MAX_DEPTH", "MAX_TENSOR_RANK", "MAX_TENSOR_ELEMENTS", "MAX_UINT",
-    "ProtocolError", "Message", "encode", "decode", "tensor", "to_torch", "validate_task", "validate_update",
+    "UPDATE_REASONS", "MAX_SCORE_NORM", "ProtocolError", "Message", "encode", "decode", "tensor", "to_torch", "validate_task", "validate_update",
     "task_body", "state_from_task", "update_body", "result_from_update",
 ]
 
@@ -55,6 +55,13 @@ REASONS = ("oversized", "malformed", "version", "kind", "schema", "tensor_dtype"
 CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
 PHASES = ("train", "prune")
 UPDATE_KINDS = ("delta", "seeds", "scores")
+# Why a decodable update does not fit the task it answers (``validate_update``): the update kind is not the
+# one the task named; ``num_samples`` is 0 or larger than the partition the device was given; the update is
+# too large (``max_norm``, and ``MAX_SCORE_NORM`` for scores). The hub counts these like the frame reasons.
+UPDATE_REASONS = ("wrong_update_kind", "sample_count", "update_norm")
+# float32's largest finite value over 2**32: the element-wise sum of up to 2**32 score vectors each of L2
+# norm at most this (so every element at most this) stays finite, whatever weights in [0, 1] they carry.
+MAX_SCORE_NORM = float(np.finfo(np.float32).max) / 2**32
 DTYPES: Mapping[str, np.dtype] = MappingProxyType({
     "float32": np.dtype("<f4"), "int64": np.dtype("<i8"), "bool": np.dtype("bool"), "uint8": np.dtype("u1")})
 _DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
@@ -63,10 +70,11 @@ _UPDATE_TENSORS = {"delta": ("delta",), "seeds": ("seeds", "coefficients"), "sco
 
 
 class ProtocolError(ValueError):
-    """A frame (or a body given to ``encode``) that breaks the protocol; ``reason`` is one of ``REASONS``."""
+    """A frame (or a body given to ``encode``) that breaks the protocol; ``reason`` is one of ``REASONS``, or
+    of ``UPDATE_REASONS`` for an update that does not fit its task (``validate_update``)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        assert reason in REASONS, reason
+        assert reason in REASONS or reason in UPDATE_REASONS, reason
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -287,7 +295,7 @@ _SCHEMAS: dict[str, dict[str, tuple[Callable, bool]]] = {
              "phase": (_one_of(PHASES), True), "local_steps": (_positive, True), "batch_size": (_positive, True),
              "seed": (_uint, True), "weights": (_vector("float32"), True), "mask": (_vector("bool"), False),
              "prune_step": (_uint, True), "deadline_s": (_non_negative, False),
-             "peak_memory_bytes": (_uint, False)},
+             "peak_memory_bytes": (_uint, False), "update_kind": (_one_of(UPDATE_KINDS), True)},
     "update": {"task_id": (_uint, True), "kind": (_one_of(UPDATE_KINDS), True), "num_samples": (_uint, True),
                "compute_s": (_non_negative, True), "peak_memory_bytes": (_uint, True),
                "train_loss": (_any_float, False), "delta": (_vector("float32"), False),
@@ -443,18 +451,41 @@ def validate_task(msg: Message, *, n_params: int | None = None) -> None:
 
 
 def validate_update(msg: Message, *, n_params: int | None = None, n_directions: int | None = None,
-                    update_kind: str | None = None) -> None:
-    """Check a decoded ``update`` against what its task asked for: ``n_params`` (the length of a delta or
-    of scores, which cover every parameter), ``n_directions`` (seed pairs: local steps x queries) and
-    ``update_kind`` (``scores`` for phase ``prune``, the algorithm's uplink otherwise)."""
+                    update_kind: str | None = None, max_samples: int | None = None,
+                    max_norm: float | None = None) -> None:
+    """Check a decoded ``update`` against what its task asked for; ``ProtocolError`` with the first fault.
+
+    * ``update_kind`` (what the task's ``update_kind`` named: ``scores`` for phase ``prune``, the
+      algorithm's uplink otherwise): any other kind is ``wrong_update_kind``.
+    * ``n_params`` (the length of a delta or of scores, which cover every parameter) and ``n_directions``
+      (seed pairs: local steps x queries): another length is ``tensor_shape``.
+    * ``max_samples`` (the size of the partition the hub gave the device): ``num_samples`` outside
+      ``[1, max_samples]`` is ``sample_count``, so no device can weigh more than the data it holds.
+    * ``max_norm`` (the largest L2 norm of the delta the update stands for, computed in float64): a delta's
+      norm, and for ``seeds`` the bound ``sum |coefficients| * sqrt(n_params)`` (each replayed direction
+      is a standard normal vector of norm about ``sqrt(P)``), above it is ``update_norm``. With
+      ``max_norm`` given, scores are held to ``MAX_SCORE_NORM`` instead, which keeps any sum of them finite.
+    """
     if msg.kind != "update":
         raise _schema("kind", f"expected an update, got {msg.kind}")
     if update_kind is not None and msg["kind"] != update_kind:
-        raise _schema("update.kind", f"expected {update_kind!r}, got {msg['kind']!r}")
+        raise ProtocolError("wrong_update_kind", f"the task asked for {update_kind!r}, got {msg['kind']!r}")
     for name, want in (("delta", n_params), ("scores", n_params), ("seeds", n_directions),
                        ("coefficients", n_directions)):
         if want is not None and name in msg.body and len(msg[name]) != want:
             raise ProtocolError("tensor_shape", f"update.{name} has {len(msg[name])} entries, expected {want}")
+    if max_samples is not None and not 1 <= msg["num_samples"] <= max_samples:
+        raise ProtocolError("sample_count", f"update.num_samples is {msg['num_samples']}, the device holds "
+                                            f"{max_samples} samples")
+    norm, bound = None, max_norm
+    if max_norm is not None and "scores" in msg.body:
+        norm, bound = float(np.linalg.norm(msg["scores"].astype(np.float64))), MAX_SCORE_NORM
+    elif max_norm is not None and "delta" in msg.body:
+        norm = float(np.linalg.norm(msg["delta"].astype(np.float64)))
+    elif max_norm is not None and "coefficients" in msg.body and n_params is not None:
+        norm = float(np.abs(msg["coefficients"].astype(np.float64)).sum()) * math.sqrt(n_params)
+    if norm is not None and norm > bound:
+        raise ProtocolError("update_norm", f"update.{msg['kind']} has norm {norm:.3g} > {bound:.3g}")
 
 
 # --- the learning plane: ModelState and ClientResult to and from bodies (torch imported here only) -----
@@ -465,11 +496,12 @@ def to_torch(array: np.ndarray):
     return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
 
 
-def task_body(task: Task, seed: int, state: ModelState, *, deadline_s: float | None = None) -> dict:
+def task_body(task: Task, seed: int, state: ModelState, *, update_kind: str,
+              deadline_s: float | None = None) -> dict:
     """The body of a ``task`` frame: the fields of ``task`` (a ``fleet.messages.Task``, or anything with
-    its attributes), the local update's ``seed`` and the global ``state``. ``deadline_s`` is the time
-    budget from dispatch in seconds (``Task.deadline_s`` is a virtual instant, which a physical device
-    cannot use)."""
+    its attributes), the local update's ``seed``, the global ``state`` and ``update_kind``, the one kind of
+    update the hub accepts in answer. ``deadline_s`` is the time budget from dispatch in seconds
+    (``Task.deadline_s`` is a virtual instant, which a physical device cannot use)."""
     body = {"task_id": task.task_id, "round_index": task.round_index, "model_version": task.model_version,
             "phase": task.phase, "local_steps": task.local_steps, "batch_size": task.batch_size, "seed": seed,
             "weights": tensor(state.weights), "prune_step": state.prune_step}
@@ -479,6 +511,7 @@ def task_body(task: Task, seed: int, state: ModelState, *, deadline_s: float | N
         body["deadline_s"] = float(deadline_s)
     if getattr(task, "peak_memory_bytes", None) is not None:
         body["peak_memory_bytes"] = task.peak_memory_bytes
+    body["update_kind"] = update_kind
     return body
 
 
@@ -505,13 +538,12 @@ def update_body(task_id: int, result: ClientResult, compute_s: float, peak_memor
     return body
 
 
-def result_from_update(msg: Message, *, n_params: int | None = None, n_directions: int | None = None,
-                       update_kind: str | None = None) -> ClientResult:
+def result_from_update(msg: Message, **expected: Any) -> ClientResult:
     """The ``ClientResult`` an ``update`` carries, after ``validate_update`` with the same expectations;
     tensors are copies (delta and scores as torch float32, seeds and coefficients as numpy), bit for bit."""
+    validate_update(msg, **expected)  # first: a rejected update costs no torch import
     from algorithms.local import ClientResult
 
-    validate_update(msg, n_params=n_params, n_directions=n_directions, update_kind=update_kind)
     body = msg.body
     return ClientResult(
         body["kind"], body["num_samples"],

@@ -55,7 +55,7 @@ def _valid_bodies() -> dict[str, dict]:
                     "liveness": 3},
         "task": {"task_id": 12, "round_index": 3, "model_version": 2, "phase": "train", "local_steps": 5,
                  "batch_size": 32, "seed": 2**63 - 1, "weights": w, "mask": w != 0, "prune_step": 1,
-                 "deadline_s": 30.0, "peak_memory_bytes": 2**20},
+                 "deadline_s": 30.0, "peak_memory_bytes": 2**20, "update_kind": "seeds"},
         "update": {"task_id": 12, "kind": "delta", "num_samples": 600, "compute_s": 4.25,
                    "peak_memory_bytes": 123456789, "train_loss": 2.302, "delta": w},
         "refusal": {"task_id": 12, "cause": "memory", "free_memory_bytes": 81920},
@@ -144,14 +144,14 @@ def test_task_body_and_state_round_trip():
     state = ModelState(w, w != 0, prune_step=2)
     task = Task(task_id=4, device=9, round_index=1, model_version=3, phase="train", local_steps=2, batch_size=8,
                 peak_memory_bytes=5000, flops=10**6, bytes_up=80, deadline_s=140.0, payload_bytes=80)
-    msg = decode(encode("task", protocol.task_body(task, 2**62 + 1, state, deadline_s=12.5)))
+    msg = decode(encode("task", protocol.task_body(task, 2**62 + 1, state, update_kind="delta", deadline_s=12.5)))
     protocol.validate_task(msg, n_params=len(w))
     back = protocol.state_from_task(msg)
     assert back.weights.numpy().tobytes() == w.numpy().tobytes() and torch.equal(back.mask, state.mask)
     assert back.prune_step == 2 and msg["seed"] == 2**62 + 1 and msg["deadline_s"] == 12.5
     assert (msg["task_id"], msg["round_index"], msg["model_version"], msg["phase"], msg["local_steps"],
-            msg["batch_size"], msg["peak_memory_bytes"]) == (4, 1, 3, "train", 2, 8, 5000)
-    dense = protocol.task_body(task, 1, ModelState(w))
+            msg["batch_size"], msg["peak_memory_bytes"], msg["update_kind"]) == (4, 1, 3, "train", 2, 8, 5000, "delta")
+    dense = protocol.task_body(task, 1, ModelState(w), update_kind="delta")
     assert "mask" not in dense and "deadline_s" not in dense  # the virtual deadline never travels
     with pytest.raises(ProtocolError) as info:
         protocol.validate_task(msg, n_params=len(w) + 1)
@@ -202,7 +202,7 @@ def test_update_body_and_result_round_trip(kind):
     assert info.value.reason == "tensor_shape"
     with pytest.raises(ProtocolError) as info:
         protocol.validate_update(msg, update_kind="seeds")
-    assert info.value.reason == "schema"
+    assert info.value.reason == "wrong_update_kind"
 
 
 def test_importing_the_protocol_imports_neither_torch_nor_zmq_nor_simpy():
@@ -377,7 +377,8 @@ def valid_bodies(draw, kind=None):
                 "batch_size": draw(st.integers(1, 2**63 - 1)), "seed": draw(_uints), "weights": weights,
                 **optional("mask", _vectors(np.bool_, st.just(len(weights)))), "prune_step": draw(_uints),
                 **optional("deadline_s", st.floats(0.0, allow_infinity=False)),
-                **optional("peak_memory_bytes", _uints)}
+                **optional("peak_memory_bytes", _uints),
+                "update_kind": draw(st.sampled_from(protocol.UPDATE_KINDS))}
     elif kind == "update":
         update_kind = draw(st.sampled_from(protocol.UPDATE_KINDS))
         body = {"task_id": draw(_uints), "kind": update_kind, "num_samples": draw(_uints),
@@ -543,3 +544,40 @@ def test_the_annotated_frame_in_the_doc_is_what_encode_writes():
 
 if __name__ == "__main__":
     print(example_block())
+
+
+def test_a_task_must_name_its_update_kind():
+    body = dict(_valid_bodies()["task"])
+    del body["update_kind"]
+    with pytest.raises(ProtocolError) as info:
+        encode("task", body)
+    assert info.value.reason == "schema" and "update_kind" in str(info.value)
+
+
+@pytest.mark.parametrize("expected, reason", [
+    ({"max_samples": 599}, "sample_count"), ({"max_norm": 1.0}, "update_norm"),
+    ({"update_kind": "scores"}, "wrong_update_kind")])
+def test_validate_update_bounds_what_an_update_may_claim(expected, reason):
+    msg = decode(encode("update", _valid_bodies()["update"]))  # 600 samples, a delta of norm |w|
+    protocol.validate_update(msg, max_samples=600, max_norm=float(np.linalg.norm(msg["delta"].astype(float))))
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_update(msg, **expected)
+    assert info.value.reason == reason
+
+
+def test_seed_pairs_are_held_to_the_norm_bound_by_their_coefficients():
+    body = {"task_id": 1, "kind": "seeds", "num_samples": 1, "compute_s": 0.0, "peak_memory_bytes": 0,
+            "seeds": np.arange(2, dtype=np.int64), "coefficients": np.array([0.5, -0.5], np.float32)}
+    msg = decode(encode("update", body))
+    protocol.validate_update(msg, n_params=4, max_norm=2.0)  # (0.5 + 0.5) * sqrt(4) = 2
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_update(msg, n_params=4, max_norm=1.99)
+    assert info.value.reason == "update_norm"
+
+
+def test_scores_are_held_to_max_score_norm():
+    body = {"task_id": 1, "kind": "scores", "num_samples": 1, "compute_s": 0.0, "peak_memory_bytes": 0,
+            "scores": np.array([3e38], np.float32)}
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_update(decode(encode("update", body)), max_norm=1e40)
+    assert info.value.reason == "update_norm"
