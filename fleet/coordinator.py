@@ -15,6 +15,13 @@ disciplines share the bookkeeping in ``Coordinator``:
 
 A device is busy from dispatch until the coordinator hears back from it (an update, a refusal, a
 leave notice or a link loss), even if the coordinator stopped waiting for it.
+
+Every run ends, with the reason in ``stopped_by`` (None until then; ``Simulation`` adds
+``max_sim_time``): ``completed`` (all rounds or aggregations done), ``no_eligible_devices`` (no update
+can ever arrive: every device refused the current task for a reason that cannot pass, as
+``can_ever_complete`` judges, and nothing is in flight), or ``no_progress`` (nothing aggregated for
+``max_idle_s`` of virtual time). A device whose refusal ``can_ever_complete`` judges hopeless is not
+asked again while the task stays the same (same model version and round configuration).
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from fleet.messages import Leave, Message, Refusal, Task, Update
 from fleet.network import Delivery, Transport
 
 TaskPlan = Callable[[int, int], tuple[TaskConfig, ResourceDemand]]  # (round, device) -> task, demand
+#: (task, virtual time it was dispatched) -> could its device ever complete a task like it (same demand,
+#: same time allowed)? What a device declares of itself (capacity, budgets, when it is online).
+CanEverComplete = Callable[[Task, float], bool]
 
 
 class LocalWork(Protocol):
@@ -54,6 +64,7 @@ class SyncConfig:
     over_selection: float = 0.0
     deadline_s: float | None = None
     quorum: float = 1.0
+    max_idle_s: float | None = None  # stop when nothing aggregated for this long (virtual s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +75,34 @@ class AsyncConfig:
     staleness_exponent: float = 0.5
     max_staleness: int | None = None
     task_timeout_s: float | None = None
+    max_idle_s: float | None = None  # stop when nothing aggregated for this long (virtual s)
 
 
 @dataclass(slots=True)
 class RoundRecord:
-    """One row of ``rounds.csv``: a synchronous round, or one asynchronous aggregation."""
+    """One row of ``rounds.csv``: a synchronous round, or one asynchronous aggregation.
+
+    ``end_s`` is None while the round is open; a round the run stopped in stays so (``unfinished``)."""
 
     round_index: int
     start_s: float
-    end_s: float = 0.0
+    end_s: float | None = None
     selected: int = 0
     accepted: int = 0
     aggregated: bool = False
     model_version: int = 0
     mean_staleness: float = 0.0
     dropouts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``aggregated``; ``unfinished`` (the run stopped first); ``empty`` (selected nobody);
+        ``failed`` (ended with fewer updates than the quorum)."""
+        if self.aggregated:
+            return "aggregated"
+        if self.end_s is None:
+            return "unfinished"
+        return "empty" if self.selected == 0 else "failed"
 
 
 @dataclass(slots=True)
@@ -92,7 +116,8 @@ class Coordinator:
     """Bookkeeping shared by both disciplines: dispatch, busy devices, dropout counts."""
 
     def __init__(self, kernel: Kernel, transport: Transport, n_devices: int, plan: TaskPlan,
-                 work: LocalWork | None = None) -> None:
+                 work: LocalWork | None = None, can_ever_complete: CanEverComplete | None = None,
+                 max_idle_s: float | None = None) -> None:
         self._kernel = kernel
         self._env = kernel.env
         self._record = kernel.recorder.record
@@ -111,7 +136,13 @@ class Coordinator:
         self._next_task_id = 0
         self._accepted: list[int] = []  # task ids accepted since the last aggregation
         self.finished = self._env.event()
+        self.stopped_by: str | None = None
         self.on_round_end: Callable[[int], None] | None = None  # progress hook: rounds done
+        self._can_ever_complete = can_ever_complete
+        self._hopeless = np.zeros(n_devices, dtype=bool)  # refused the task of ``_hopeless_key`` for good
+        self._hopeless_key: tuple | None = None
+        self._max_idle_s = max_idle_s
+        self._progress_s = 0.0  # virtual time of the last aggregation (or of the start)
         transport.attach_server(self._on_message, self._on_lost)
 
     # --- dispatch -------------------------------------------------------------------------
@@ -131,10 +162,54 @@ class Coordinator:
         self._transport.send(task, device, False)
         return task
 
-    def _select_idle(self, count: int) -> np.ndarray:
-        idle = np.flatnonzero(~self.busy)
+    def _select_idle(self, count: int, round_index: int) -> np.ndarray:
+        """Up to ``count`` idle devices at random, leaving out those hopeless for this round's task."""
+        free = ~self.busy
+        if self._hopeless_key is not None:
+            if self._hopeless_key == self._task_key(round_index):
+                free &= ~self._hopeless
+            else:
+                self._hopeless[:], self._hopeless_key = False, None
+        idle = np.flatnonzero(free)
         count = min(count, len(idle))
         return np.sort(self._rng.choice(idle, size=count, replace=False))
+
+    def _task_key(self, round_index: int) -> tuple:
+        """What makes two tasks alike for ``can_ever_complete``: the model version and the round's task."""
+        return (self.version, *self._plan(round_index, 0))
+
+    def _note_refusal(self, entry: _Outstanding) -> None:
+        """A device refused (or left): remember it if it can never complete a task like this one."""
+        task = entry.task
+        if (self._can_ever_complete is None or task.model_version != self.version
+                or self._can_ever_complete(task, entry.dispatched_s)):
+            return
+        key = self._task_key(task.round_index)
+        if key != self._hopeless_key:
+            self._hopeless[:], self._hopeless_key = False, key
+        self._hopeless[task.device] = True
+
+    def _stop(self, reason: str) -> None:
+        if not self.finished.triggered:
+            self.stopped_by = reason
+            self.finished.succeed()
+
+    def _start_watch(self) -> None:
+        """Stop with ``no_progress`` once nothing was aggregated for ``max_idle_s`` (None: never)."""
+        def watch():
+            while not self.finished.triggered:
+                since = self._progress_s
+                yield self._env.timeout(max(0.0, since + self._max_idle_s - self._env.now))
+                if self._progress_s == since:
+                    self._stop("no_progress")
+
+        if self._max_idle_s is not None:
+            self._env.process(watch())
+
+    @property
+    def unfinished_round(self) -> RoundRecord | None:
+        """The round (or partial aggregation buffer) open when the run stopped, if anything happened in it."""
+        return None
 
     def _count_dropout(self, cause: str) -> None:
         self.dropouts[cause] = self.dropouts.get(cause, 0) + 1
@@ -175,6 +250,7 @@ class Coordinator:
             entry = self._resolve_failed(msg.task_id)
             if entry is None:
                 return
+            self._note_refusal(entry)
             if entry.waiting:  # the device recorded the event itself; count it once here
                 self._count_dropout(msg.cause)
                 self._on_failed(entry, msg.cause)
@@ -215,8 +291,9 @@ class Coordinator:
 
 
 class SyncCoordinator(Coordinator):
-    def __init__(self, kernel, transport, n_devices, plan, config: SyncConfig, work=None):
-        super().__init__(kernel, transport, n_devices, plan, work)
+    def __init__(self, kernel, transport, n_devices, plan, config: SyncConfig, work=None,
+                 can_ever_complete: CanEverComplete | None = None):
+        super().__init__(kernel, transport, n_devices, plan, work, can_ever_complete, config.max_idle_s)
         if config.clients_per_round < 1:
             raise ValueError("coordinator.clients_per_round must be >= 1")
         self.config = config
@@ -226,12 +303,15 @@ class SyncCoordinator(Coordinator):
     def process(self):
         cfg, env = self.config, self._env
         k = cfg.clients_per_round
+        self._start_watch()
         for r in range(cfg.rounds):
+            chosen = self._select_idle(math.ceil(k * (1.0 + cfg.over_selection)), r)
+            if len(chosen) == 0 and not self.outstanding:  # every device hopeless, none in flight
+                self._stop("no_eligible_devices")
+                return
             rec = RoundRecord(r, env.now, model_version=self.version)
-            self.rounds.append(rec)
             self._current, self._round_done = rec, env.event()
             deadline_s = None if cfg.deadline_s is None else env.now + cfg.deadline_s
-            chosen = self._select_idle(math.ceil(k * (1.0 + cfg.over_selection)))
             rec.selected = len(chosen)
             self._record(env.now, "round_start", r, None, None, None, self.version)
             for device in chosen.tolist():
@@ -242,8 +322,14 @@ class SyncCoordinator(Coordinator):
                 yield self._round_done
             else:
                 yield self._round_done | env.timeout(cfg.deadline_s)
+            if self.finished.triggered:  # stopped meanwhile: the round stays unfinished
+                return
             self._close_round(rec, hit_deadline=not self._round_done.triggered)
-        self.finished.succeed()
+        self._stop("completed")
+
+    @property
+    def unfinished_round(self) -> RoundRecord | None:
+        return self._current
 
     def _close_round(self, rec: RoundRecord, hit_deadline: bool) -> None:
         now = self._env.now
@@ -268,21 +354,27 @@ class SyncCoordinator(Coordinator):
                     self._work.cancel(task_id)
         if rec.aggregated:
             self.version += 1
+            self._progress_s = self._env.now
         rec.model_version = self.version
         self._record(now, "round_end", rec.round_index, None, None,
                      None if rec.aggregated else "quorum", self.version)
         self._current = None
+        self.rounds.append(rec)
         if self.on_round_end is not None:
             self.on_round_end(len(self.rounds))
 
     def _on_update(self, entry, msg, link_s, queue_s, task_s) -> None:
         rec = self._current
+        if rec is None:  # the run stopped between rounds
+            return
         self._accept(entry, msg, link_s, queue_s, task_s, self.version - msg.model_version)
         rec.accepted += 1
         self._check_done(rec)
 
     def _on_failed(self, entry, cause) -> None:
         rec = self._current
+        if rec is None:
+            return
         rec.dropouts[cause] = rec.dropouts.get(cause, 0) + 1
         self._check_done(rec)
 
@@ -297,8 +389,9 @@ class SyncCoordinator(Coordinator):
 class AsyncCoordinator(Coordinator):
     """FedBuff (``buffer_size > 1``) and FedAsync (``buffer_size == 1``)."""
 
-    def __init__(self, kernel, transport, n_devices, plan, config: AsyncConfig, work=None):
-        super().__init__(kernel, transport, n_devices, plan, work)
+    def __init__(self, kernel, transport, n_devices, plan, config: AsyncConfig, work=None,
+                 can_ever_complete: CanEverComplete | None = None):
+        super().__init__(kernel, transport, n_devices, plan, work, can_ever_complete, config.max_idle_s)
         if config.concurrency < 1 or config.buffer_size < 1:
             raise ValueError("coordinator.concurrency and buffer_size must be >= 1")
         self.config = config
@@ -314,24 +407,34 @@ class AsyncCoordinator(Coordinator):
     def process(self):
         env = self._env
         self._open = RoundRecord(0, env.now, model_version=self.version)
+        self._start_watch()
         self._fill()
         yield self.finished
 
+    @property
+    def unfinished_round(self) -> RoundRecord | None:
+        rec = self._open
+        return rec if rec is not None and (rec.selected or rec.accepted) else None
+
     def _fill(self) -> None:
-        """Keep ``concurrency`` tasks in flight, on idle devices chosen at random."""
+        """Keep ``concurrency`` tasks in flight, on idle devices chosen at random, whatever became of the
+        tasks before (update, refusal, loss, expiry and late report); stop when none can be sent and
+        none is out (every device hopeless: no update can ever arrive)."""
         if self.finished.triggered:
             return
         want = self.config.concurrency - self._in_flight
         if want <= 0:
             return
         timeout_s = self.config.task_timeout_s
-        for device in self._select_idle(want).tolist():
+        for device in self._select_idle(want, self._open.round_index).tolist():
             task = self._dispatch(int(device), self._open.round_index, None)
             self._in_flight += 1
             self._open.selected += 1
             if timeout_s is not None:
                 self._env.timeout(timeout_s).callbacks.append(
                     lambda _e, task_id=task.task_id: self._expire(task_id))
+        if not self.outstanding:
+            self._stop("no_eligible_devices")
 
     def _expire(self, task_id: int) -> None:
         entry = self.outstanding.get(task_id)
@@ -370,6 +473,7 @@ class AsyncCoordinator(Coordinator):
             self._work.aggregate(accepted, self._buffer_weights)
         self._buffer_weights = []
         self.version += 1
+        self._progress_s = now
         rec.end_s, rec.aggregated, rec.model_version = now, True, self.version
         rec.mean_staleness = float(np.mean(self._buffer_staleness))
         self._buffer_staleness.clear()
@@ -378,7 +482,8 @@ class AsyncCoordinator(Coordinator):
         if self.on_round_end is not None:
             self.on_round_end(len(self.rounds))
         if len(self.rounds) >= self.config.aggregations:
-            self.finished.succeed()
+            self._open = None
+            self._stop("completed")
         else:
             self._open = RoundRecord(rec.round_index + 1, now, model_version=self.version)
 
@@ -387,3 +492,7 @@ class AsyncCoordinator(Coordinator):
         if not self.finished.triggered:
             self._open.dropouts[cause] = self._open.dropouts.get(cause, 0) + 1
             self._fill()
+
+    def _on_freed(self) -> None:
+        """A device the coordinator had given up on (expired task) reported back: refill its slot."""
+        self._fill()

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from devices import (
+    AllOf,
     Availability,
+    Diurnal,
     DeviceProfile,
     battery_level_j,
     energy_j,
@@ -105,6 +107,35 @@ class SimulatedDevices:
         level = self.battery_j(device, t_s)
         if level is not None:
             state.battery_j, state.battery_at_s = max(0.0, level - joules), t_s
+
+    def can_ever_complete(self, task: Task, dispatched_s: float) -> bool:
+        """False when ``task``'s device can never complete a task like it (same demand, and the same time
+        between dispatch and deadline), whenever it arrives: its peak memory exceeds the device's memory
+        even at the background's trough; the FLOPs exceed what is left of the FLOP budget (spending only
+        grows); the energy exceeds the battery's capacity, or its charge now when it never recharges; the
+        compute time at full speed exceeds the longest time the device stays online; or (with
+        ``refuse_hopeless``) the deadline falls before the fastest arrival (link latency) plus the
+        expected compute and upload. True means the device may yet complete it."""
+        dev = task.device
+        p, rules = self._profiles[dev], self._rules
+        bg = p.background
+        if task.peak_memory_bytes > int(p.trainable_bytes - max(0.0, bg.mean_bytes - bg.amplitude_bytes)):
+            return False
+        if (rules.flop_budget_flops is not None
+                and self._state[dev].flops_spent + task.flops > rules.flop_budget_flops):
+            return False
+        if p.battery_j is not None:
+            joules = energy_j(task.flops, task.payload_bytes + task.bytes_up, self._j_per_flop[dev],
+                              p.tx_j_per_byte)
+            if joules > p.battery_j or (p.recharge_w == 0 and self.battery_j(dev, self._env.now) < joules):
+                return False
+        if task.flops / p.flops_per_s > _longest_up_s(self._availability[dev]):
+            return False
+        if rules.refuse_hopeless and task.deadline_s is not None:
+            expected_s = task.flops / p.flops_per_s + self._expected_upload_s(p, task.bytes_up)
+            if dispatched_s + p.latency_s + expected_s > task.deadline_s:
+                return False
+        return True
 
     def _expected_upload_s(self, p: DeviceProfile, bytes_up: int) -> float:
         return p.latency_s + framed_transfer_time_scalar_s(bytes_up, p.up_bit_per_s, p.duty_cycle,
@@ -186,3 +217,12 @@ class SimulatedDevices:
         update = Update(task.task_id, dev, task.round_index, task.model_version, compute_s,
                         down.link_s, down.queue_s, task.bytes_up)
         yield from self._net.carry(update, dev, True)
+
+
+def _longest_up_s(availability: Availability) -> float:
+    """The longest stretch ``availability`` can stay up (inf when unbounded, as for random failures)."""
+    if isinstance(availability, Diurnal):
+        return math.inf if availability.on_fraction == 1.0 else availability.on_fraction * availability.period_s
+    if isinstance(availability, AllOf):
+        return min((_longest_up_s(part) for part in availability.parts), default=math.inf)
+    return math.inf

@@ -1,9 +1,14 @@
-"""Write what a run leaves behind: summary.json, events.csv, rounds.csv, figures/, report.md."""
+"""Write what a run leaves behind: summary.json, events.csv, rounds.csv, figures/, report.md.
+
+Outputs are strict: JSON is written with ``allow_nan=False`` (a NaN or infinity is a bug and fails
+loudly) and a CSV cell never holds ``nan`` or ``inf`` (an empty cell means "no value": not measured,
+not finite, or the round unfinished; ``docs/study.md``)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,28 +16,38 @@ import numpy as np
 from fleet.simulation import Simulation
 from fleet.study import DROPOUT_CAUSES, Study, analyse, summary
 
-ROUND_COLUMNS = ("round", "start_s", "end_s", "round_time_s", "selected", "accepted",
+ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
                  *(f"dropouts_{c}" for c in DROPOUT_CAUSES), "accuracy", "loss")
 EVALUATION_COLUMNS = ("time_s", "model_version", "accuracy", "loss", "client_flops", "bytes_up",
                       "bytes_down")
 
 
+def cell(value: float | None) -> str:
+    """A float CSV cell: ``repr`` (exact), or empty for None, NaN and infinities."""
+    return "" if value is None or not math.isfinite(value) else repr(value)
+
+
 def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
-    """One row per round (or aggregation); ``accuracy`` and ``loss`` of the model the row ends with are
-    empty in timing mode or when the version was not evaluated."""
+    """One row per round (or aggregation), then the round open when the run stopped (``status``
+    ``unfinished``: ``end_s`` and ``round_time_s`` empty). ``accuracy`` and ``loss`` of the model the row
+    ends with are empty in timing mode, when the version was not evaluated, or when not finite."""
     metrics = sim.learning.metrics_by_version if sim.learning is not None else {}
+    rows = list(sim.coordinator.rounds)
+    if sim.coordinator.unfinished_round is not None:
+        rows.append(sim.coordinator.unfinished_round)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(ROUND_COLUMNS)
-        for r in sim.coordinator.rounds:
+        for r in rows:
             m = metrics.get(r.model_version, {})
-            w.writerow([r.round_index, repr(r.start_s), repr(r.end_s), repr(r.end_s - r.start_s),
+            w.writerow([r.round_index, r.status, repr(r.start_s), cell(r.end_s),
+                        "" if r.end_s is None else repr(r.end_s - r.start_s),
                         r.selected, r.accepted, int(r.aggregated), r.model_version,
                         repr(r.mean_staleness),
                         *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
                           for c in DROPOUT_CAUSES),
-                        repr(m["accuracy"]) if m else "", repr(m["loss"]) if m else ""])
+                        cell(m.get("accuracy")), cell(m.get("loss"))])
 
 
 def write_evaluations(sim: Simulation, path: Path) -> None:
@@ -41,7 +56,7 @@ def write_evaluations(sim: Simulation, path: Path) -> None:
         w = csv.writer(f)
         w.writerow(EVALUATION_COLUMNS)
         for e in sim.learning.evaluations:
-            w.writerow([repr(e.time_s), e.model_version, repr(e.accuracy), repr(e.loss), e.client_flops,
+            w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
                         e.bytes_up, e.bytes_down])
 
 
@@ -50,7 +65,7 @@ def _learning_figure(sim: Simulation, out: Path) -> tuple[str, str]:
 
     evs = sim.learning.evaluations
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
-    acc = [e.accuracy for e in evs]
+    acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
     for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
                           (axes[1], [e.client_flops for e in evs], "client FLOPs spent"),
                           (axes[2], [e.bytes_up + e.bytes_down for e in evs], "bytes sent (up + down)")):
@@ -141,14 +156,52 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     return made
 
 
+STOP_REASONS = {
+    "completed": "every round ran",
+    "max_sim_time": "stopped at max_sim_time_s",
+    "no_eligible_devices": "no update could ever arrive: every device refused the task for a reason "
+                           "that cannot pass (see the dropouts)",
+    "no_progress": "nothing was aggregated for coordinator.max_idle_s",
+}
+
+
+def rounds_story(summ: dict) -> str:
+    """One sentence: how many rounds aggregated and why the others did not (printed and in report.md)."""
+    sync = summ["coordinator"] == "sync"
+    rounds, done, needed = summ["rounds"], summ["rounds_aggregated"], summ["updates_needed"]
+    parts = [f"{done} of {rounds} rounds aggregated" if sync else f"{done} aggregations"]
+    if summ["rounds_failed"]:
+        parts.append(f"{summ['rounds_failed']} failed with fewer than the {needed} updates needed "
+                     f"(at most {summ['most_updates_in_a_failed_round']})")
+    if summ["empty_rounds"]:
+        parts.append(f"{summ['empty_rounds']} selected nobody (every device busy or hopeless)")
+    if summ["rounds_unfinished"]:
+        what = "a round" if sync else f"a buffer of {needed}"
+        parts.append(f"{what} was unfinished when the run stopped ({summ['unfinished_round_updates']} "
+                     "updates in it)")
+    text = "; ".join(parts)
+    if done == 0:
+        text += ": the model never changed"
+    return f"{text} ({summ['stopped_by']}: {STOP_REASONS.get(summ['stopped_by'], summ['stopped_by'])})"
+
+
+def _accounting(summ: dict) -> str:
+    return (f"{summ['client_tasks']} tasks = {summ['updates_accepted']} accepted + "
+            f"{sum(summ['dropouts'].values())} dropouts + {sum(summ['discarded'].values())} discarded ("
+            + ", ".join(f"{c} {k}" for c, k in summ["discarded"].items())
+            + f") + {summ['in_flight_at_end']} in flight at the end")
+
+
 def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
     lines = [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
              f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
              f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
              f"{summ['sim_time_s']:.1f} s of virtual time ({summ['stopped_by']}).", "",
+             f"- rounds: {rounds_story(summ)}",
              f"- client tasks dispatched: {summ['client_tasks']}; updates accepted: "
              f"{summ['updates_accepted']}; devices that took part: {summ['participants']} "
              f"({summ['participation_rate']:.1%})",
+             f"- outcomes: {_accounting(summ)}",
              "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
              "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
                                                for q, v in summ["round_time_s"].items()),
@@ -159,6 +212,8 @@ def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
                 + ("not reached" if summ["time_to_target_s"] is None
                    else f"{summ['time_to_target_s']:.0f} s virtual")]
                if summ["final_accuracy"] is not None else []),
+             *([f"- the model {summ['diverged']}; non-finite metrics are null"]
+               if summ.get("diverged") else []),
              f"- event log SHA-256: `{summ['event_log_sha256']}`", "",
              "| class | devices | tasks | accepted | dropouts | p50 s | p90 s | tail cause |",
              "|---|---|---|---|---|---|---|---|"]
@@ -189,7 +244,7 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
         write_evaluations(sim, out / "evaluations.csv")
     made = _figures(sim, study, out / "figures") if figures else []
     (out / "report.md").write_text(_report_md(summ, made))
-    (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summ, indent=2, allow_nan=False) + "\n")
     return summ
 
 
@@ -284,7 +339,7 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
             parts += ["![participation and accuracy](comparison.png)", ""]
     text = "\n".join(parts)
     (out / "comparison.md").write_text(text)
-    (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2) + "\n")
+    (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2, allow_nan=False) + "\n")
     return text
 
 
@@ -295,10 +350,13 @@ def print_study(console, summ: dict, out: Path) -> None:
     console.print(f"[bold]{summ['scenario']}[/]: {summ['devices']} devices, "
                   f"{summ['rounds']} rounds, {summ['sim_time_s']:.1f} s virtual "
                   f"in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})")
+    console.print(f"rounds: {rounds_story(summ)}")
+    times = summ["round_time_s"]
     console.print(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, "
                   f"participation {summ['participation_rate']:.1%} of devices; round time "
-                  + ", ".join(f"{q} {v:.1f} s" for q, v in summ["round_time_s"].items()
-                              if v is not None))
+                  + (", ".join(f"{q} {v:.1f} s" for q, v in times.items()) if times["p50"] is not None
+                     else "n/a (no round ended with anyone selected)"))
+    console.print(f"outcomes: {_accounting(summ)}")
     console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
     table = Table(title="by device class (completion s; tail = tasks above overall p90)")
     for col in ("class", "devices", "tasks", "accepted", "dropouts", "p50", "p90", "p99",
@@ -320,5 +378,7 @@ def print_study(console, summ: dict, out: Path) -> None:
         console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
                       f"time to {summ['target_accuracy']:.0%}: "
                       + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
+    if summ.get("diverged"):
+        console.print(f"[bold red]the model {summ['diverged']}[/]; non-finite metrics are null in summary.json")
     console.print(f"event log sha256 {summ['event_log_sha256']}")
     console.print(f"outputs in {out}")

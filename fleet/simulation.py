@@ -92,7 +92,7 @@ class Simulation:
                 self.learning.close()
             if self.bridge is not None:
                 self.bridge.close()
-        self.stopped_by = "completed" if coord.finished.triggered else "max_sim_time"
+        self.stopped_by = coord.stopped_by if coord.finished.triggered else "max_sim_time"
         self.wall_s = time.perf_counter() - started
         return self
 
@@ -219,11 +219,16 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
 
 def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork, learning: LearningPlane,
                    first_real: int):
-    """Bind the hub, wait for the real devices, and return the mixed transport and their profiles."""
+    """Bind the hub, wait for the real devices, and return the mixed transport and their profiles.
+
+    The wait ends when ``bridge.expect_devices`` devices are attached and confirmed (a frame after their
+    hello, ``fleet.bridge``), or after ``bridge.wait_s`` with at least one. Every device that said hello
+    keeps its index; one not confirmed by then starts the run purged (its tasks are ``link`` dropouts
+    until it reconnects under its name)."""
     import dataclasses
 
     from fleet import protocol
-    from fleet.bridge import BridgeTransport, Hub
+    from fleet.bridge import UPDATE_NORM_RATIO, BridgeTransport, Hub
 
     b = scenario.bridge
     security = None
@@ -248,27 +253,47 @@ def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork
         return free_slots.pop(0) if free_slots else None
 
     def welcome(device) -> dict:
-        return {"device": device.index, "heartbeat_interval_s": b.heartbeat_interval_s,
+        return {"device": device.index, "heartbeat_interval_s": b.heartbeat_interval_s, "liveness": b.liveness,
                 "algorithm": {"name": scenario.algorithm.name, "params": dict(scenario.algorithm.params)},
                 "dataset": {"name": scenario.data.dataset,
                             "partition": [int(i) for i in learning.partitions[device.index]]}}
 
-    def task_body(task):
+    algorithm = learning.algorithm
+    uplink = getattr(algorithm, "uplink", "delta")
+    n_params = int(learning.state.weights.numel())
+    max_norm = UPDATE_NORM_RATIO * max(1.0, float(learning.state.weights.double().norm()))
+
+    def update_kind(task) -> str:
+        return "scores" if task.phase == "prune" else uplink
+
+    def task_body(task, deadline_s):
         job, state = learning.job(task.task_id)
-        return protocol.task_body(task, job.seed, state)
+        return protocol.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
 
     def expected(task) -> dict:
-        return {"n_params": int(learning.state.weights.numel())}
+        kind = update_kind(task)
+        out = {"n_params": n_params, "update_kind": kind,
+               "max_samples": len(learning.partitions[task.device]), "max_norm": max_norm}
+        if kind == "seeds":
+            out["n_directions"] = task.local_steps * int(algorithm.queries)
+        return out
 
     transport = BridgeTransport(kernel, network, hub, first_real, {}, task_body, learning.provide, expected)
     transport.welcome = welcome
+
+    def confirmed() -> int:
+        return sum(d.alive and d.confirmed for d in transport.real.values())
+
     deadline = time.monotonic() + b.wait_s
-    while len(transport.real) < b.expect_devices and time.monotonic() < deadline:
+    while confirmed() < b.expect_devices and time.monotonic() < deadline:
         transport.pump(min(0.1, max(0.0, deadline - time.monotonic())), index_for, welcome)
     attached = sorted(transport.real.values(), key=lambda d: d.index)
-    if not attached:
+    if not confirmed():
         hub.close()
         raise ScenarioError(f"bridge: no real device attached to {hub.endpoint} within {b.wait_s:g} s")
+    for device in attached:
+        if device.alive and not device.confirmed:  # a hello nobody followed up: trust it no further
+            transport.purge(device)
     transport.first_real = first_real
     real_profiles = []
     rng = kernel.rng.stream("fleet", first_real)
@@ -287,7 +312,7 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     with the same folder resumes from them (``executor.CheckpointStore``)."""
     kernel = Kernel(scenario.seed)
     fleet_cfg = scenario.fleet
-    mix = [MixEntry(e.device_class, e.link_class, e.fraction) for e in fleet_cfg.mix]
+    mix = [MixEntry(e.device_class, e.link_class, e.fraction, e.link.figures()) for e in fleet_cfg.mix]
     profiles = sample_fleet(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
                             background_period_s=fleet_cfg.background_period_s)
     entry_of = np.repeat(np.arange(len(mix)), largest_remainder_counts([e.fraction for e in mix],
@@ -335,17 +360,23 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
         n = len(profiles)
 
     c = scenario.coordinator
+    first_real = fleet_cfg.devices
+
+    def can_ever_complete(task, dispatched_s: float) -> bool:  # a real device's limits are its own to tell
+        return task.device >= first_real or devices.can_ever_complete(task, dispatched_s)
+
     if c.mode == "sync":
         coordinator: Coordinator = SyncCoordinator(
             kernel, transport, n, plan,
-            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum),
-            learning)
+            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum,
+                       c.max_idle_s),
+            learning, can_ever_complete)
     else:
         buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
         coordinator = AsyncCoordinator(
             kernel, transport, n, plan,
             AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
-                        c.max_staleness, c.task_timeout_s), learning)
+                        c.max_staleness, c.task_timeout_s, c.max_idle_s), learning, can_ever_complete)
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
                      coordinator, learning=learning, first_real=fleet_cfg.devices,
                      bridge=transport if transport is not network else None)

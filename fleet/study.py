@@ -1,12 +1,19 @@
 """The study a run answers: participation, dropouts by cause, stragglers by class and by cause.
 
-Pure analysis of a finished ``Simulation``'s event log; ``report`` writes and draws it.
+Pure analysis of a finished ``Simulation``'s event log; ``report`` writes and draws it. Every field of
+``summary.json`` is described in ``docs/study.md``, with the accounting identity every run satisfies::
+
+    client_tasks = updates_accepted + sum(dropouts) + sum(discarded) + in_flight_at_end
+
+(also per device class). A task's one outcome is its first terminal row in the log.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+
+import math
 
 import numpy as np
 
@@ -15,6 +22,10 @@ from fleet.simulation import Simulation
 
 #: Every cause the summary reports, zero or not.
 DROPOUT_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
+#: Why an update that arrived was not used: ``late`` (the coordinator had stopped waiting for it: an
+#: over-selected straggler after the round closed, or a task past its timeout) or ``stale``.
+DISCARD_CAUSES = ("late", "stale")
+_TERMINAL = frozenset(("update", "refusal", "dropout", "discard"))
 _COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
 
 
@@ -28,9 +39,11 @@ def percentiles(values, qs=(50, 90, 99)) -> dict[str, float | None]:
 
 @dataclass
 class Study:
-    """What a run's event log says. A task's outcome is its *first* terminal event: an update,
-    or a refusal/dropout with its cause. A task the coordinator gave up on at the deadline but
-    whose device had already gone offline counts as ``offline``, not ``deadline``."""
+    """What a run's event log says. A task's outcome is its *first* terminal event: an update, a
+    refusal/dropout with its cause, or a discarded update (late or stale); a task with none was in
+    flight at the end. A task the coordinator gave up on at the deadline but whose device had already
+    gone offline (or refused) counts as ``offline`` (the device's row comes first), not ``deadline``;
+    the coordinator's view is ``dropouts_seen_by_coordinator``."""
 
     devices_by_class: dict[str, int]
     tasks_by_class: Counter
@@ -45,6 +58,9 @@ class Study:
     dropouts_by_round: dict[int, Counter]
     peak_demand_by_class: dict[str, int]  # class -> largest memory demand of a task dispatched to it
     participants_by_class: Counter  # class -> devices with at least one accepted update
+    discarded_by_class: dict[str, Counter]  # class -> discard cause -> count
+    in_flight_by_class: Counter  # class -> tasks with no outcome when the run stopped
+    empty_rounds: int  # rounds that ended having selected nobody (not in ``round_time_s``)
 
 
 def analyse(sim: Simulation) -> Study:
@@ -57,6 +73,8 @@ def analyse(sim: Simulation) -> Study:
     parts: list[tuple[str, float, float, float, float]] = []
     participants: set[int] = set()
     ended: set[int] = set()
+    dispatched: dict[int, str] = {}  # task -> its device's class
+    discarded: dict[str, Counter] = defaultdict(Counter)
     by_cause: Counter = Counter()
     by_round: dict[int, Counter] = defaultdict(Counter)
     peak_demand: dict[str, int] = {}
@@ -67,13 +85,16 @@ def analyse(sim: Simulation) -> Study:
         if kind == "dispatch":
             c = cls_of[row[dev_i]]
             tasks[c] += 1
+            dispatched[row[task_i]] = c
             if row[demand_i] is not None and row[demand_i] > peak_demand.get(c, -1):
                 peak_demand[c] = row[demand_i]
             continue
-        if kind not in ("update", "refusal", "dropout") or row[task_i] in ended:
+        if kind not in _TERMINAL or row[task_i] in ended:
             continue
         ended.add(row[task_i])
-        if kind == "update":
+        if kind == "discard":
+            discarded[cls_of[row[dev_i]]][row[cause_i]] += 1
+        elif kind == "update":
             c = cls_of[row[dev_i]]
             accepted[c] += 1
             participants.add(row[dev_i])
@@ -93,10 +114,13 @@ def analyse(sim: Simulation) -> Study:
             if task_s >= threshold:
                 shares = {"compute": compute_s, "link": link_s, "queueing": queue_s}
                 tail[c][max(shares, key=shares.get)] += 1
-    round_time_s = [r.end_s - r.start_s for r in sim.coordinator.rounds]
+    ended_rounds = sim.coordinator.rounds
+    round_time_s = [r.end_s - r.start_s for r in ended_rounds if r.status != "empty"]
+    in_flight = Counter(c for task, c in dispatched.items() if task not in ended)
     return Study(devices_by_class, tasks, accepted, dict(dropouts), dict(completion), dict(tail),
                  threshold, len(participants), round_time_s, by_cause, dict(by_round), peak_demand,
-                 Counter(cls_of[d] for d in participants))
+                 Counter(cls_of[d] for d in participants), dict(discarded), in_flight,
+                 sum(r.status == "empty" for r in ended_rounds))
 
 
 def time_to_target_s(evaluations, target: float) -> float | None:
@@ -104,20 +128,43 @@ def time_to_target_s(evaluations, target: float) -> float | None:
     return next((e.time_s for e in evaluations if e.accuracy >= target), None)
 
 
+def finite(value: float | None) -> float | None:
+    """``value``, or None when it is NaN or infinite (strict JSON has no such numbers)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def divergence(sim: Simulation) -> str | None:
+    """``"diverged at round r: loss became inf"`` for the first evaluated model whose loss (or accuracy)
+    is not finite, naming the round that aggregated it; None when every metric is finite."""
+    plane = sim.learning
+    if plane is None:
+        return None
+    produced = {r.model_version: r.round_index for r in sim.coordinator.rounds if r.aggregated}
+    for version, metrics in sorted(plane.metrics_by_version.items()):
+        for name in ("loss", "accuracy"):
+            value = metrics[name]
+            if not math.isfinite(value):
+                where = f"round {produced[version]}" if version in produced else f"model version {version}"
+                return f"diverged at {where}: {name} became {'nan' if math.isnan(value) else 'inf'}"
+    return None
+
+
 def learning_summary(sim: Simulation) -> dict:
-    """The learning figures of ``summary.json`` (None in timing mode)."""
+    """The learning figures of ``summary.json`` (None in timing mode); a metric that is not finite is
+    None, and ``diverged`` says where it went."""
     plane = sim.learning
     if plane is None or not plane.evaluations:
         return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
                 "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0,
-                "versions_resumed": 0}
+                "versions_resumed": 0, "diverged": None}
     last = plane.evaluations[-1]
     target = sim.scenario.evaluation.target_accuracy
-    accuracies = [m["accuracy"] for m in plane.metrics_by_version.values()]
-    return {"final_accuracy": last.accuracy, "final_loss": last.loss, "best_accuracy": max(accuracies),
+    accuracies = [m["accuracy"] for m in plane.metrics_by_version.values() if math.isfinite(m["accuracy"])]
+    return {"final_accuracy": finite(last.accuracy), "final_loss": finite(last.loss),
+            "best_accuracy": max(accuracies, default=None),
             "time_to_target_s": time_to_target_s(plane.evaluations, target), "target_accuracy": target,
-            "final_density": plane.state.density, "local_updates_computed": plane.jobs_run,
-            "versions_resumed": plane.versions_resumed}
+            "final_density": finite(plane.state.density), "local_updates_computed": plane.jobs_run,
+            "versions_resumed": plane.versions_resumed, "diverged": divergence(sim)}
 
 
 def memory_eligible(sim: Simulation) -> int:
@@ -139,6 +186,25 @@ def memory_eligible(sim: Simulation) -> int:
     return eligible
 
 
+def rounds_summary(sim: Simulation, study: Study) -> dict:
+    """How the rounds (sync) or aggregation buffers (async) ended: ``rounds`` ended, of which
+    ``rounds_aggregated``, ``rounds_failed`` (fewer updates than ``updates_needed``) and ``empty_rounds``
+    (selected nobody); ``rounds_unfinished`` (0 or 1) was open when the run stopped and is no round."""
+    coord, c = sim.coordinator, sim.scenario.coordinator
+    rounds = coord.rounds
+    failed = [r for r in rounds if r.status == "failed"]
+    open_round = coord.unfinished_round
+    if c.mode == "sync":
+        needed = max(1, math.ceil(c.quorum * c.clients_per_round))
+    else:
+        needed = 1 if c.mode == "fedasync" else c.buffer_size
+    return {"rounds": len(rounds), "rounds_aggregated": sum(r.aggregated for r in rounds),
+            "rounds_failed": len(failed), "empty_rounds": study.empty_rounds,
+            "rounds_unfinished": int(open_round is not None), "updates_needed": needed,
+            "most_updates_in_a_failed_round": max((r.accepted for r in failed), default=None),
+            "unfinished_round_updates": None if open_round is None else open_round.accepted}
+
+
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
     """The figures ``summary.json`` holds (contract: README, "Outputs")."""
     coord = sim.coordinator
@@ -154,6 +220,9 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
             "dropouts": dict(sorted(study.dropouts_by_class.get(c, Counter()).items())),
             "completion_s": percentiles(study.completion_s_by_class.get(c, [])),
             "tail_cause": dict(sorted(study.tail_cause_by_class.get(c, Counter()).items())),
+            "discarded": {cause: study.discarded_by_class.get(c, Counter()).get(cause, 0)
+                          for cause in DISCARD_CAUSES},
+            "in_flight_at_end": study.in_flight_by_class.get(c, 0),
             "participants": study.participants_by_class.get(c, 0),
             "peak_demand_bytes": study.peak_demand_by_class.get(c),
         }
@@ -164,8 +233,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "algorithm": sim.scenario.algorithm.name,
         "seed": sim.scenario.seed,
         "devices": n,
-        "rounds": len(coord.rounds),
-        "rounds_aggregated": sum(r.aggregated for r in coord.rounds),
+        **rounds_summary(sim, study),
         "stopped_by": sim.stopped_by,
         "sim_time_s": sim.sim_time_s,
         "client_tasks": coord.client_tasks,
@@ -177,6 +245,9 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "real_updates_accepted": 0 if sim.bridge is None else sim.bridge.real_updates_accepted,
         "bridge_rejected": {} if sim.bridge is None else dict(sorted(sim.bridge.rejected.items())),
         "dropouts": dropouts,
+        "discarded": {cause: sum(c.get(cause, 0) for c in study.discarded_by_class.values())
+                      for cause in DISCARD_CAUSES},
+        "in_flight_at_end": sum(study.in_flight_by_class.values()),
         "dropouts_seen_by_coordinator": seen,
         "round_time_s": percentiles(study.round_time_s),
         "straggler_tail_threshold_s": study.tail_threshold_s,
