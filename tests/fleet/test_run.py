@@ -14,6 +14,7 @@ import pytest
 
 from fleet.run import main
 from fleet.study import DROPOUT_CAUSES
+from tests.fleet.accounting import assert_accounting
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -46,18 +47,21 @@ def test_smoke_run_writes_every_output(tmp_path):
     assert figures == ["completion_cdf.png", "dropouts.png", "memory.png", "participation.png"]
     report = (out / "report.md").read_text()
     assert all(f"figures/{name}" in report for name in figures)
-    # Outcomes add up: every dispatched task ended in one way or is still in flight at the end.
-    dropped = sum(summary["dropouts"].values())
-    assert summary["updates_accepted"] + dropped <= summary["client_tasks"]
+    # Outcomes add up: every dispatched task has exactly one outcome.
+    assert_accounting(summary)
 
 
-def test_same_seed_same_log_and_another_seed_another(tmp_path):
-    scenario = ROOT / "scenarios/iot_1000.yaml"
+@pytest.mark.parametrize("scenario, variant, extra", [
+    ("stragglers", "fedbuff", []),
+    pytest.param("iot_1000", "fedavg", [], marks=pytest.mark.slow),  # learning mode, 3 variants: ~45 s
+])
+def test_same_seed_same_log_and_another_seed_another(tmp_path, scenario, variant, extra):
     hashes = []
     for i, seed in enumerate((1, 1, 2)):
         out = tmp_path / f"run{i}"
-        assert main([str(scenario), "--out", str(out), "--seed", str(seed), *SHORT]) == 0
-        hashes.append(json.loads((out / "fedavg" / "summary.json").read_text())["event_log_sha256"])
+        assert main([str(ROOT / f"scenarios/{scenario}.yaml"), "--out", str(out), "--seed", str(seed),
+                     *SHORT, *extra]) == 0
+        hashes.append(json.loads((out / variant / "summary.json").read_text())["event_log_sha256"])
     assert hashes[0] == hashes[1]
     assert hashes[2] != hashes[0]
 
@@ -71,6 +75,7 @@ def test_every_scenario_file_runs(tmp_path, scenario):
     for path in summaries:
         summary = json.loads(path.read_text())
         assert summary["rounds"] == 3 and summary["client_tasks"] > 0
+        assert_accounting(summary)
 
 
 def test_variants_run_side_by_side(tmp_path):
@@ -78,6 +83,8 @@ def test_variants_run_side_by_side(tmp_path):
     assert {p.name for p in out.iterdir() if p.is_dir()} == {"sync_deadline", "fedbuff"}
     table = (out / "comparison.md").read_text()
     assert "| sync_deadline |" in table and "| fedbuff |" in table
+    for variant in ("sync_deadline", "fedbuff"):
+        assert_accounting(json.loads((out / variant / "summary.json").read_text()))
 
 
 def _cli(*args, cwd=ROOT):
