@@ -146,11 +146,12 @@ class CheckpointStore:
         arrays = [(name, t.detach().cpu().numpy()) for name, t in arrays]
         meta = {"prune_step": int(state.prune_step),
                 "tensors": [[name, a.dtype.str, list(a.shape)] for name, a in arrays]}
-        payload = json.dumps(meta).encode() + b"\n" + b"".join(np.ascontiguousarray(a).tobytes()
-                                                               for _, a in arrays)
+        tensors = b"".join(np.ascontiguousarray(a).tobytes() for _, a in arrays)
+        payload = json.dumps(meta, allow_nan=False).encode() + b"\n" + tensors
         head = {"format": self.FORMAT, "version": version, "fingerprint": self.fingerprint,
                 "payload_bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-        self._write(self.path(version), self.MAGIC + json.dumps(head).encode() + b"\n" + payload)
+        header = json.dumps(head, allow_nan=False).encode()
+        self._write(self.path(version), self.MAGIC + header + b"\n" + payload)
 
     def _write(self, path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
