@@ -32,7 +32,8 @@ from devices import (
     largest_remainder_counts,
     sample_fleet,
 )
-from fleet.coordinator import AsyncConfig, AsyncCoordinator, Coordinator, SyncConfig, SyncCoordinator
+from fleet.async_coordinator import AsyncConfig, AsyncCoordinator
+from fleet.coordinator import Coordinator, SyncConfig, SyncCoordinator
 from fleet.device import DeviceRules, SimulatedDevices
 from fleet.executor import CheckpointStore, ClientDataSource, LearningPlane, make_backend
 from fleet.kernel import Kernel

@@ -9,7 +9,8 @@ import pytest
 
 from algorithms.base import ResourceDemand, TaskConfig
 from devices import DEVICE_CLASSES, AlwaysOn
-from fleet.coordinator import AsyncConfig, AsyncCoordinator, SyncConfig, SyncCoordinator
+from fleet.async_coordinator import AsyncConfig, AsyncCoordinator
+from fleet.coordinator import SyncConfig, SyncCoordinator
 from fleet.device import DeviceRules, SimulatedDevices
 from fleet.kernel import EVENT_COLUMNS, Kernel
 
