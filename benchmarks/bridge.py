@@ -1,33 +1,36 @@
-"""Bridge throughput: task round trips per second through ``fleet.bridge.Hub`` against raw pyzmq + msgpack.
+"""Bridge throughput: task round trips per second through ``fleet.hub.Hub`` against raw pyzmq + msgpack.
 
     .venv/bin/python benchmarks/bridge.py            # ~45 s
     .venv/bin/python benchmarks/bridge.py --quick    # ~8 s
 
 Everything below is measured in one run, on plain TCP over 127.0.0.1:
 
-1. Round trips per second with a tiny payload. The hub side is the real ``fleet.bridge.Hub``:
-   ``Hub.send(device, "task", body)`` with a valid ``task`` body (16 float32 weights), and ``Hub.receive``
-   (which decodes every frame with ``fleet.protocol.decode``), then what ``BridgeTransport`` does with an
-   ``update``: match it to its pending task and device, and ``protocol.result_from_update(msg, n_params=16)``;
-   ``Hub.heartbeat`` runs after every receive, as ``BridgeTransport.pump`` does. The device side is an echo
-   agent: a DEALER that says ``hello``, gets its ``welcome`` (registered with ``Hub.attach``, as
-   ``BridgeTransport`` does), decodes each task with ``protocol.decode`` (and ``validate_task``, n_params=16)
-   and answers with an ``update`` (kind ``delta``, the weights echoed) built with ``protocol.encode``. Next
-   to it, the same exchange with a raw ROUTER/DEALER pair and plain msgpack dicts of the same content,
-   without any validation. The agent runs in a thread of the hub's process and in a separate process (fairer
-   on 2 cores: no shared GIL), with 1 and 8 tasks in flight. A third column runs the raw loop with
-   ``fleet.protocol`` frames and checks but no ``Hub``, which splits the gap between the codec and the hub.
-   Each figure is the best of ``--repeats`` timed windows, the candidates alternating. Target: bridge/raw >= 0.5.
+1. Round trips per second with a tiny payload. The hub side is the real ``fleet.hub.Hub`` (its I/O thread
+   reads, decodes every frame with ``protocol.decode``, heartbeats, keeps liveness): ``Hub.send(identity,
+   "task", body)`` with a valid ``task`` body (16 float32 weights), ``Hub.poll``, then what
+   ``BridgeTransport.pump`` does: the device by identity, the ``update`` matched to its pending task (else
+   ``Hub.reject``), ``payloads.result_from_update(msg, **EXPECTED)``. The device side is an echo agent: a
+   DEALER that says ``hello``, gets its ``welcome`` (given an index and ``Hub.track``-ed, as
+   ``BridgeTransport`` does), decodes each task with ``protocol.decode`` (and ``payloads.validate_task``),
+   answers heartbeats, and answers with an ``update`` (kind ``delta``, the weights echoed) built with
+   ``protocol.encode(..., self_check=False)``, as ``fleet.agent`` does. Next to it, the same exchange with a
+   raw ROUTER/DEALER pair and plain msgpack dicts of the same content, without any validation. The agent
+   runs in a thread of the hub's process and in a separate process (fairer on 2 cores: no shared GIL), with
+   1 and 8 tasks in flight. A third column runs the raw loop with ``fleet.protocol`` frames and checks but
+   no ``Hub``, which splits the gap between the codec and the hub. Each figure is the best of ``--repeats``
+   timed windows, the candidates alternating. Target: bridge/raw >= 0.5.
 2. 64 agents at once: ``--procs`` processes each host 64/procs DEALER sockets (each its own device with its
    own name). ``python -m fleet.agent`` imports torch and measures FLOP/s at start-up, too heavy to start 64
-   of on a 2-core machine, so these are the echo agents of 1. They connect and say ``hello``; the hub
-   attaches them all (``len(hub.devices)``), then sends ``--tasks`` tasks to each, round-robin, 64 in flight.
-   Reported: attach time, aggregate round trips/s (and the raw loop's, same layout), ``hub.rejected`` (must
-   stay empty), and whether every agent answered exactly its tasks.
-3. The per-message codec costs behind the ratio (``protocol.encode``/``decode`` against ``msgpack``).
+   of on a 2-core machine, so these are the echo agents of 1. They connect and say ``hello``; the hub side
+   attaches them all, then sends ``--tasks`` tasks to each, round-robin, 64 in flight. Reported: attach
+   time, aggregate round trips/s (and the raw loop's, same layout), ``hub.rejected`` (must stay empty), and
+   whether every agent answered exactly its tasks.
+3. The per-message codec costs behind the ratio (``protocol.encode``/``decode`` against ``msgpack``), with
+   ``self_check=False`` on the encodes, as the hub and the agent run them.
 
 The hub's liveness is widened (``liveness=60``) so that an agent idle while the raw loop runs is not purged;
-heartbeats are still sent and answered. Agent processes exit on ``bye`` and are killed otherwise.
+heartbeats are still sent and answered. Its flood guard stays on (every frame pays for it), at 10^7 frames/s
+a peer: the default, 500, would cap the figures. Agent processes exit on ``bye`` and are killed otherwise.
 """
 
 from __future__ import annotations
@@ -51,11 +54,15 @@ import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from fleet import protocol  # noqa: E402
+from fleet import payloads, protocol  # noqa: E402
 
 P = 16  # model parameters: the tiny payload
 WEIGHTS = np.linspace(-1.0, 1.0, P, dtype=np.float32)
 RAW_WEIGHTS = WEIGHTS.tobytes()
+# what ``BridgeTransport`` checks an update against (``expected(task)``): a delta of P entries, at most the
+# 4 samples of ``welcome_body``, the norm bound of ``fleet.bridge.UPDATE_NORM_RATIO``
+EXPECTED = {"n_params": P, "update_kind": "delta", "max_samples": 4,
+            "max_norm": 10.0 * max(1.0, float(np.linalg.norm(WEIGHTS.astype(np.float64))))}
 IDLE_EXIT_S = 30.0  # an agent that hears nothing this long exits by itself
 PHASE_LIMIT_S = 20.0  # any single wait of the benchmark longer than this is a failure
 _ids = itertools.count(1)  # task ids, unique over the whole run
@@ -64,13 +71,13 @@ _ids = itertools.count(1)  # task ids, unique over the whole run
 # --- bodies ----------------------------------------------------------------------------------------------
 def task_body(task_id: int) -> dict:
     return {"task_id": task_id, "round_index": 0, "model_version": 0, "phase": "train", "local_steps": 1,
-            "batch_size": 1, "seed": task_id, "weights": WEIGHTS, "prune_step": 0}
+            "batch_size": 1, "seed": task_id, "weights": WEIGHTS, "prune_step": 0, "update_kind": "delta"}
 
 
 def raw_task(task_id: int) -> bytes:
     return msgpack.packb({"task_id": task_id, "round_index": 0, "model_version": 0, "phase": "train",
                           "local_steps": 1, "batch_size": 1, "seed": task_id, "weights": RAW_WEIGHTS,
-                          "prune_step": 0})
+                          "prune_step": 0, "update_kind": "delta"})
 
 
 def welcome_body(index: int) -> dict:
@@ -92,13 +99,13 @@ def _bridge_handler(sock: zmq.Socket, name: str, stats: dict):
     def handle(frame: bytes) -> None:
         msg = protocol.decode(frame)
         if msg.kind == "task":
-            protocol.validate_task(msg, n_params=P)
+            payloads.validate_task(msg, n_params=P)
             sock.send(protocol.encode("update", {"task_id": msg["task_id"], "kind": "delta", "num_samples": 1,
                                                  "compute_s": 0.0, "peak_memory_bytes": 0,
                                                  "delta": msg["weights"]}, self_check=False))
             stats["handled"] += 1
         elif msg.kind == "heartbeat":
-            sock.send(protocol.encode("heartbeat", {"sent_s": time.monotonic()}))
+            sock.send(protocol.encode("heartbeat", {"sent_s": time.monotonic()}, self_check=False))
         elif msg.kind == "welcome":
             stats["welcomed"] += 1
         elif msg.kind == "bye":
@@ -221,39 +228,51 @@ class Agents:
 
 # --- the hub side: bridge ---------------------------------------------------------------------------------
 class BridgeSide:
-    def __init__(self) -> None:
-        from fleet.bridge import Hub
+    """The real ``Hub``, with the bookkeeping ``BridgeTransport`` keeps: identity -> device index, and
+    task id -> the device it was sent to."""
 
-        self.hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=1.0, liveness=60)
+    def __init__(self) -> None:
+        from fleet.hub import Hub
+
+        self.hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=1.0, liveness=60, flood_frames_per_s=1e7)
         self.endpoint = self.hub.endpoint
-        self._index = itertools.count()
+        self.devices: dict[bytes, int] = {}
         self.purged = 0
         self.closed = False
 
+    def _events(self, timeout_s: float) -> list:
+        """``hub.poll``: the frames; expiries and flood bans are purges, as in ``BridgeTransport.pump``."""
+        frames = []
+        for event in self.hub.poll(timeout_s):
+            if event.event == "frame":
+                frames.append(event)
+            elif self.devices.pop(event.identity, None) is not None:
+                self.purged += 1
+        return frames
+
     def attach(self, n: int) -> tuple[list, float]:
-        """Attach ``n`` new devices from their ``hello``; returns them and the seconds from the first hello
-        to the last welcome."""
+        """Attach ``n`` new devices from their ``hello``; returns their identities and the seconds from the
+        first hello to the last welcome."""
         hub, new, first = self.hub, [], None
         deadline = time.monotonic() + PHASE_LIMIT_S
         while len(new) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(new)} of {n} agents attached")
-            for identity, msg in hub.receive(0.1):
-                if msg.kind != "hello":
+            for event in self._events(0.1):
+                if event.message.kind != "hello" or event.identity in self.devices:
                     continue
                 first = first or time.perf_counter()
-                device = hub.attach(identity, msg.body, lambda _name: next(self._index))
-                if device is not None:
-                    hub.send(device, "welcome", welcome_body(device.index))
-                    new.append(device)
-            self.purged += len(hub.heartbeat())
+                index = self.devices[event.identity] = len(self.devices)
+                hub.track(event.identity)
+                hub.send(event.identity, "welcome", welcome_body(index))
+                new.append(event.identity)
         return new, time.perf_counter() - first
 
-    def drive(self, devices: list, window: int, duration_s: float | None = None, total: int | None = None):
-        """Tasks round-robin over ``devices``, ``window`` in flight, for ``duration_s`` or ``total`` tasks;
-        returns (round trips, seconds)."""
-        hub, pending, done, sent, k = self.hub, {}, 0, 0, 0
-        n_dev = len(devices)
+    def drive(self, identities: list, window: int, duration_s: float | None = None, total: int | None = None):
+        """Tasks round-robin over ``identities``, ``window`` in flight, for ``duration_s`` or ``total``
+        tasks; returns (round trips, seconds)."""
+        hub, devices, pending, done, sent, k = self.hub, self.devices, {}, 0, 0, 0
+        n_dev = len(identities)
         start = time.perf_counter()
         limit = start + PHASE_LIMIT_S
         end = start + duration_s if duration_s is not None else float("inf")
@@ -261,41 +280,41 @@ class BridgeSide:
 
         def send_one() -> None:
             nonlocal sent, k
-            task_id, device = next(_ids), devices[k]
+            task_id, identity = next(_ids), identities[k]
             k = k + 1 if k + 1 < n_dev else 0
-            pending[task_id] = device
-            hub.send(device, "task", task_body(task_id))
+            pending[task_id] = devices[identity]
+            hub.send(identity, "task", task_body(task_id))
             sent += 1
 
         for _ in range(min(window, total)):
             send_one()
         while pending:
-            batch = hub.receive(0.5)
+            batch = self._events(0.5)
             now = time.perf_counter()
             if not batch and now > limit:
                 raise TimeoutError(f"bridge: {len(pending)} replies missing")
-            for identity, msg in batch:
+            for event in batch:
+                msg = event.message
                 if msg.kind != "update":
                     continue
-                device = hub.devices.get(identity)
-                owner = pending.pop(msg["task_id"], None)
-                if device is None or owner is not device:
-                    hub.rejected["unknown_or_expired_task"] += 1
+                device = devices.get(event.identity)
+                if device is None or pending.get(msg["task_id"]) != device:
+                    hub.reject("unknown_peer" if device is None else "stale_task")
                     continue
                 try:
-                    protocol.result_from_update(msg, n_params=P)
-                except protocol.ProtocolError as error:
-                    hub.rejected[error.reason] += 1
+                    payloads.result_from_update(msg, **EXPECTED)
+                except protocol.ProtocolError as error:  # the task stays pending
+                    hub.reject(error.reason, str(error))
                     continue
+                del pending[msg["task_id"]]
                 done += 1
                 if sent < total and now < end:
                     send_one()
-            self.purged += len(hub.heartbeat())
         return done, time.perf_counter() - start
 
-    def bye(self, devices: list) -> None:
-        for device in devices:
-            self.hub.send(device, "bye", {"reason": "benchmark finished"})
+    def bye(self, identities: list) -> None:
+        for identity in identities:
+            self.hub.send(identity, "bye", {"reason": "benchmark finished"})
 
     def close(self) -> None:
         if not self.closed:
@@ -307,7 +326,7 @@ class BridgeSide:
 class RawSide:
     """A plain ROUTER loop. ``codec="msgpack"``: plain dicts, nothing checked (the baseline);
     ``codec="protocol"``: the same loop with ``fleet.protocol`` frames and checks (encode, decode,
-    ``result_from_update``) and no ``Hub``, to split the bridge's cost between the codec and the hub."""
+    ``payloads.result_from_update``) and no ``Hub``, to split the bridge's cost between codec and hub."""
 
     def __init__(self, codec: str = "msgpack") -> None:
         self.codec = codec
@@ -368,7 +387,7 @@ class RawSide:
                 msg = protocol.decode(frame)
                 if msg.kind != "update":
                     continue
-                protocol.result_from_update(msg, n_params=P)
+                payloads.result_from_update(msg, **EXPECTED)
             elif "task_id" not in msgpack.unpackb(frame):
                 continue
             done += 1
@@ -439,7 +458,7 @@ def part_fleet(args) -> dict:
             targets, window_s = side.attach(procs * per_proc)
             attach_s = time.perf_counter() - launch
             if side_name == "bridge":
-                attached = len(side.hub.devices)
+                attached = len(side.devices)
             side.drive(targets, len(targets), total=len(targets) * 2)  # warm-up: 2 tasks each
             done, secs = side.drive(targets, len(targets), total=len(targets) * args.tasks)
             side.bye(targets)
@@ -467,11 +486,11 @@ def part_codec(args) -> dict:
     umsg = protocol.decode(uframe)
     raw_t, raw_u = raw_task(1), msgpack.packb({**update, "delta": RAW_WEIGHTS})
     cases = {
-        "hub: encode task": lambda: protocol.encode("task", body),
+        "hub: encode task": lambda: protocol.encode("task", body, self_check=False),
         "agent: decode task": lambda: protocol.decode(frame),
-        "agent: encode update": lambda: protocol.encode("update", update),
+        "agent: encode update": lambda: protocol.encode("update", update, self_check=False),
         "hub: decode update": lambda: protocol.decode(uframe),
-        "hub: result_from_update": lambda: protocol.result_from_update(umsg, n_params=P),
+        "hub: result_from_update": lambda: payloads.result_from_update(umsg, **EXPECTED),
         "raw: pack task": lambda: raw_task(1),
         "raw: unpack task": lambda: msgpack.unpackb(raw_t),
         "raw: pack update": lambda: msgpack.packb({**update, "delta": RAW_WEIGHTS}),
@@ -522,7 +541,7 @@ def main() -> int:
           f"{'rt/s':>8}")
     for name, f in fleet.items():
         print(f"{name:>8} {f['attach_s']:>22.3f} {f['window_s']:>28.3f} {f['round_trips']:>11} {f['rate']:>8.0f}")
-    print(f"   ratio bridge/raw {b['rate'] / r['rate']:.2f}; len(hub.devices) = {b['attached']}; "
+    print(f"   ratio bridge/raw {b['rate'] / r['rate']:.2f}; devices attached {b['attached']}; "
           f"welcomes received {b['welcomed']}; hub.rejected: {b['rejected'] or '{}'}; purged: {b['purged']}; "
           f"every agent answered exactly {args.tasks}: bridge {'yes' if b['each_got_n'] else 'NO'}, "
           f"raw {'yes' if r['each_got_n'] else 'NO'}")
@@ -533,9 +552,8 @@ def main() -> int:
         print(f"   {name:<26} {us:6.1f}")
     bridge_us = sum(v for k, v in codec.items() if not k.startswith("raw"))
     raw_us = sum(v for k, v in codec.items() if k.startswith("raw"))
-    print(f"   per round trip: fleet.protocol {bridge_us:.1f} us, msgpack {raw_us:.1f} us; encode checks its own "
-          f"output with a full decode, so a round trip runs four decodes, "
-          f"{2 * (codec['agent: decode task'] + codec['hub: decode update']):.1f} us")
+    print(f"   per round trip: fleet.protocol {bridge_us:.1f} us (of which the two decodes "
+          f"{codec['agent: decode task'] + codec['hub: decode update']:.1f} us), msgpack {raw_us:.1f} us")
 
     ok = (all(row["ratio"] >= 0.5 for row in rows) and not meta["rejected"] and not b["rejected"]
           and b["attached"] == args.agents and b["each_got_n"] and r["each_got_n"])

@@ -46,7 +46,7 @@ from typing import Callable
 
 import simpy
 
-from fleet import protocol
+from fleet import payloads, protocol
 from fleet.hub import Hub, Incoming
 from fleet.kernel import Kernel
 from fleet.messages import Message, Task, Update, Refusal
@@ -92,7 +92,7 @@ class BridgeTransport(Transport):
 
     ``task_body(task, deadline_s)`` gives the body of a ``task`` frame (weights, seed, update kind ...; the
     learning plane knows them), ``deadline_s`` being the budget left in seconds or None;
-    ``expected(task)`` the keyword checks of ``protocol.validate_update`` for its answer;
+    ``expected(task)`` the keyword checks of ``payloads.validate_update`` for its answer;
     ``on_result(task_id, result)`` hands a real device's accepted update to the learning plane.
     """
 
@@ -196,7 +196,7 @@ class BridgeTransport(Transport):
         task = pending.task
         if msg.kind == "update":
             try:
-                result = protocol.result_from_update(msg, **self._expected(task))
+                result = payloads.result_from_update(msg, **self._expected(task))
             except protocol.ProtocolError as error:  # the task stays pending
                 hub.reject(error.reason, str(error))
                 return

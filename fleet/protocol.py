@@ -13,9 +13,9 @@ an error); tensors travel as ``{"dtype", "shape", "data"}`` maps of raw little-e
   schema order (so equal bodies give equal bytes) and decodes its own output, so whatever it returns,
   ``decode`` accepts.
 
-No zmq, no simpy, and no torch at import time: torch (and ``algorithms.local``) are imported inside the
-learning-plane helpers (``to_torch``, ``task_body``, ``state_from_task``, ``update_body``,
-``result_from_update``) only.
+This module is the wire format alone: it imports no zmq, no simpy and no torch. What the learning plane
+puts in a ``task`` and takes out of an ``update`` (``ModelState`` and ``ClientResult`` to and from bodies,
+and the checks of a message against its task) is ``fleet.payloads``.
 """
 
 from __future__ import annotations
@@ -25,20 +25,15 @@ from dataclasses import dataclass
 from functools import partial
 from numbers import Real
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import msgpack
 import numpy as np
 
-if TYPE_CHECKING:
-    from algorithms.local import ClientResult, ModelState
-    from fleet.messages import Task
-
 __all__ = [
     "VERSION", "KINDS", "REASONS", "CAUSES", "PHASES", "UPDATE_KINDS", "DTYPES", "MAX_MESSAGE_BYTES",
     "MAX_STR_BYTES", "MAX_OBJECTS", "MAX_DEPTH", "MAX_TENSOR_RANK", "MAX_TENSOR_ELEMENTS", "MAX_UINT",
-    "UPDATE_REASONS", "MAX_SCORE_NORM", "ProtocolError", "Message", "encode", "decode", "tensor", "to_torch", "validate_task", "validate_update",
-    "task_body", "state_from_task", "update_body", "result_from_update",
+    "UPDATE_REASONS", "MAX_SCORE_NORM", "UPDATE_TENSORS", "ProtocolError", "Message", "encode", "decode", "tensor",
 ]
 
 VERSION = 1
@@ -55,9 +50,9 @@ REASONS = ("oversized", "malformed", "version", "kind", "schema", "tensor_dtype"
 CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
 PHASES = ("train", "prune")
 UPDATE_KINDS = ("delta", "seeds", "scores")
-# Why a decodable update does not fit the task it answers (``validate_update``): the update kind is not the
-# one the task named; ``num_samples`` is 0 or larger than the partition the device was given; the update is
-# too large (``max_norm``, and ``MAX_SCORE_NORM`` for scores). The hub counts these like the frame reasons.
+# Why a decodable update does not fit the task it answers (``fleet.payloads.validate_update``): the update
+# kind is not the one the task named; ``num_samples`` is 0 or larger than the partition the device was given;
+# the update is too large (``max_norm``, and ``MAX_SCORE_NORM`` for scores). Counted like the frame reasons.
 UPDATE_REASONS = ("wrong_update_kind", "sample_count", "update_norm")
 # float32's largest finite value over 2**32: the element-wise sum of up to 2**32 score vectors each of L2
 # norm at most this (so every element at most this) stays finite, whatever weights in [0, 1] they carry.
@@ -66,12 +61,14 @@ DTYPES: Mapping[str, np.dtype] = MappingProxyType({
     "float32": np.dtype("<f4"), "int64": np.dtype("<i8"), "bool": np.dtype("bool"), "uint8": np.dtype("u1")})
 _DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 _TENSOR_KEYS = ("dtype", "shape", "data")
-_UPDATE_TENSORS = {"delta": ("delta",), "seeds": ("seeds", "coefficients"), "scores": ("scores",)}
+# The tensor fields each update kind carries (and no other kind may).
+UPDATE_TENSORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "delta": ("delta",), "seeds": ("seeds", "coefficients"), "scores": ("scores",)})
 
 
 class ProtocolError(ValueError):
     """A frame (or a body given to ``encode``) that breaks the protocol; ``reason`` is one of ``REASONS``, or
-    of ``UPDATE_REASONS`` for an update that does not fit its task (``validate_update``)."""
+    of ``UPDATE_REASONS`` for an update that does not fit its task (``fleet.payloads.validate_update``)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         assert reason in REASONS or reason in UPDATE_REASONS, reason
@@ -332,7 +329,7 @@ def _cross_checks(kind: str, body: dict) -> None:
     elif kind == "welcome" and len(body["dataset"]["partition"]) and body["dataset"]["partition"].min() < 0:
         raise _schema("welcome.dataset.partition", "sample indices must be >= 0")
     elif kind == "update":
-        wanted = _UPDATE_TENSORS[body["kind"]]
+        wanted = UPDATE_TENSORS[body["kind"]]
         for name in ("delta", "seeds", "coefficients", "scores"):
             if (name in body) != (name in wanted):
                 raise _schema(f"update.{name}", f"{'missing' if name in wanted else 'not allowed'} "
@@ -442,113 +439,16 @@ def encode(kind: str, body: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTE
     return frame
 
 
-def validate_task(msg: Message, *, n_params: int | None = None) -> None:
-    """Check a decoded ``task`` against the model the agent holds (``n_params`` weights)."""
-    if msg.kind != "task":
-        raise _schema("kind", f"expected a task, got {msg.kind}")
-    if n_params is not None and len(msg["weights"]) != n_params:
-        raise ProtocolError("tensor_shape", f"task.weights has {len(msg['weights'])} entries, expected {n_params}")
+# --- deprecated: the learning-plane helpers moved to fleet.payloads ---------------------------------------
+# Forwarded lazily, and only for the names fleet/agent.py and fleet/simulation.py still read from here; delete
+# this once both import fleet.payloads. importlib (rather than an import statement) keeps this forwarding
+# stub out of import-linter's graph: fleet.payloads sits above this module and is not a dependency of it.
+_MOVED = ("to_torch", "update_body", "task_body")
 
 
-def validate_update(msg: Message, *, n_params: int | None = None, n_directions: int | None = None,
-                    update_kind: str | None = None, max_samples: int | None = None,
-                    max_norm: float | None = None) -> None:
-    """Check a decoded ``update`` against what its task asked for; ``ProtocolError`` with the first fault.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    * ``update_kind`` (what the task's ``update_kind`` named: ``scores`` for phase ``prune``, the
-      algorithm's uplink otherwise): any other kind is ``wrong_update_kind``.
-    * ``n_params`` (the length of a delta or of scores, which cover every parameter) and ``n_directions``
-      (seed pairs: local steps x queries): another length is ``tensor_shape``.
-    * ``max_samples`` (the size of the partition the hub gave the device): ``num_samples`` outside
-      ``[1, max_samples]`` is ``sample_count``, so no device can weigh more than the data it holds.
-    * ``max_norm`` (the largest L2 norm of the delta the update stands for, computed in float64): a delta's
-      norm, and for ``seeds`` the bound ``sum |coefficients| * sqrt(n_params)`` (each replayed direction
-      is a standard normal vector of norm about ``sqrt(P)``), above it is ``update_norm``. With
-      ``max_norm`` given, scores are held to ``MAX_SCORE_NORM`` instead, which keeps any sum of them finite.
-    """
-    if msg.kind != "update":
-        raise _schema("kind", f"expected an update, got {msg.kind}")
-    if update_kind is not None and msg["kind"] != update_kind:
-        raise ProtocolError("wrong_update_kind", f"the task asked for {update_kind!r}, got {msg['kind']!r}")
-    for name, want in (("delta", n_params), ("scores", n_params), ("seeds", n_directions),
-                       ("coefficients", n_directions)):
-        if want is not None and name in msg.body and len(msg[name]) != want:
-            raise ProtocolError("tensor_shape", f"update.{name} has {len(msg[name])} entries, expected {want}")
-    if max_samples is not None and not 1 <= msg["num_samples"] <= max_samples:
-        raise ProtocolError("sample_count", f"update.num_samples is {msg['num_samples']}, the device holds "
-                                            f"{max_samples} samples")
-    norm, bound = None, max_norm
-    if max_norm is not None and "scores" in msg.body:
-        norm, bound = float(np.linalg.norm(msg["scores"].astype(np.float64))), MAX_SCORE_NORM
-    elif max_norm is not None and "delta" in msg.body:
-        norm = float(np.linalg.norm(msg["delta"].astype(np.float64)))
-    elif max_norm is not None and "coefficients" in msg.body and n_params is not None:
-        norm = float(np.abs(msg["coefficients"].astype(np.float64)).sum()) * math.sqrt(n_params)
-    if norm is not None and norm > bound:
-        raise ProtocolError("update_norm", f"update.{msg['kind']} has norm {norm:.3g} > {bound:.3g}")
-
-
-# --- the learning plane: ModelState and ClientResult to and from bodies (torch imported here only) -----
-def to_torch(array: np.ndarray):
-    """A decoded array as a writable torch tensor of its own (the Message keeps its read-only array)."""
-    import torch
-
-    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
-
-
-def task_body(task: Task, seed: int, state: ModelState, *, update_kind: str,
-              deadline_s: float | None = None) -> dict:
-    """The body of a ``task`` frame: the fields of ``task`` (a ``fleet.messages.Task``, or anything with
-    its attributes), the local update's ``seed``, the global ``state`` and ``update_kind``, the one kind of
-    update the hub accepts in answer. ``deadline_s`` is the time budget from dispatch in seconds
-    (``Task.deadline_s`` is a virtual instant, which a physical device cannot use)."""
-    body = {"task_id": task.task_id, "round_index": task.round_index, "model_version": task.model_version,
-            "phase": task.phase, "local_steps": task.local_steps, "batch_size": task.batch_size, "seed": seed,
-            "weights": tensor(state.weights), "prune_step": state.prune_step}
-    if state.mask is not None:
-        body["mask"] = tensor(state.mask)
-    if deadline_s is not None:
-        body["deadline_s"] = float(deadline_s)
-    if getattr(task, "peak_memory_bytes", None) is not None:
-        body["peak_memory_bytes"] = task.peak_memory_bytes
-    body["update_kind"] = update_kind
-    return body
-
-
-def state_from_task(msg: Message) -> ModelState:
-    """The agent's side of ``task_body``: the global state the task starts from."""
-    from algorithms.local import ModelState
-
-    mask = to_torch(msg["mask"]) if "mask" in msg.body else None
-    return ModelState(to_torch(msg["weights"]), mask, msg["prune_step"])
-
-
-def update_body(task_id: int, result: ClientResult, compute_s: float, peak_memory_bytes: int) -> dict:
-    """The body of an ``update`` frame for ``result``: the tensors its kind sends (a ``seeds`` result sends
-    only its seed pairs, which rebuild the delta exactly); ``train_loss`` is left out when not finite."""
-    body = {"task_id": task_id, "kind": result.kind, "num_samples": result.num_samples,
-            "compute_s": float(compute_s), "peak_memory_bytes": peak_memory_bytes}
-    if math.isfinite(result.train_loss):
-        body["train_loss"] = float(result.train_loss)
-    for name in _UPDATE_TENSORS.get(result.kind, ()):
-        value = getattr(result, name)
-        if value is None:
-            raise ProtocolError("schema", f"a {result.kind!r} result without {name}")
-        body[name] = tensor(value)
-    return body
-
-
-def result_from_update(msg: Message, **expected: Any) -> ClientResult:
-    """The ``ClientResult`` an ``update`` carries, after ``validate_update`` with the same expectations;
-    tensors are copies (delta and scores as torch float32, seeds and coefficients as numpy), bit for bit."""
-    validate_update(msg, **expected)  # first: a rejected update costs no torch import
-    from algorithms.local import ClientResult
-
-    body = msg.body
-    return ClientResult(
-        body["kind"], body["num_samples"],
-        delta=to_torch(body["delta"]) if "delta" in body else None,
-        seeds=np.array(body["seeds"], dtype=np.int64) if "seeds" in body else None,
-        coefficients=np.array(body["coefficients"], dtype=np.float32) if "coefficients" in body else None,
-        scores=to_torch(body["scores"]) if "scores" in body else None,
-        train_loss=body.get("train_loss", float("nan")))
+        return getattr(importlib.import_module("fleet.payloads"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -228,7 +228,7 @@ def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork
     until it reconnects under its name)."""
     import dataclasses
 
-    from fleet import protocol
+    from fleet import payloads
     from fleet.bridge import UPDATE_NORM_RATIO, BridgeTransport, Hub
 
     b = scenario.bridge
@@ -269,7 +269,7 @@ def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork
 
     def task_body(task, deadline_s):
         job, state = learning.job(task.task_id)
-        return protocol.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
+        return payloads.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
 
     def expected(task) -> dict:
         kind = update_kind(task)

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 import algorithms.local  # noqa: F401  (torch, imported once here rather than inside a timed wait)
-from fleet import protocol
+from fleet import payloads, protocol
 from fleet.bridge import BridgeTransport
 from fleet.hub import CURVE_OVERHEAD_BYTES, FloodGuard, Hub, Liveness
 from fleet.messages import Task
@@ -327,7 +327,7 @@ def test_no_single_device_can_make_the_aggregate_non_finite():
     bound = UPDATE_NORM_RATIO * 1.0
     worst = torch.full((P,), np.float32(bound / 2))  # norm exactly 10
     msg = protocol.decode(_update(1, value=float(bound / 2)))
-    protocol.validate_update(msg, max_norm=bound)  # accepted
+    payloads.validate_update(msg, max_norm=bound)  # accepted
     honest = ClientResult("delta", 1, delta=torch.full((P,), 1e-3))
     for _ in range(1000):
         w = FlatLearner.average_deltas(w, [worst, honest.delta], [ClientResult("delta", 10), honest], [1.0, 1.0])

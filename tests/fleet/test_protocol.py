@@ -1,5 +1,6 @@
-"""The wire protocol (fleet/protocol.py, docs/protocol.md): round trips, every rejection reason, fuzzing,
-and the annotated frame in the doc, regenerated here (``python -m tests.fleet.test_protocol`` prints it)."""
+"""The wire protocol (fleet/protocol.py, docs/protocol.md) and the learning plane's payloads (fleet/payloads.py):
+round trips, every rejection reason, fuzzing, and the annotated frame in the doc, regenerated here
+(``python -m tests.fleet.test_protocol`` prints it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fleet import protocol
+from fleet import payloads, protocol
 from fleet.protocol import ProtocolError, decode, encode
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -122,10 +123,10 @@ def test_tensor_takes_torch_and_to_torch_gives_an_independent_writable_copy():
     t = torch.from_numpy(TRICKY.copy())
     wire = protocol.tensor(t)
     assert wire["dtype"] == "float32" and wire["shape"] == [len(TRICKY)] and wire["data"] == TRICKY.tobytes()
-    back = protocol.to_torch(decode(encode("update", {**_valid_bodies()["update"], "delta": t}))["delta"])
+    back = payloads.to_torch(decode(encode("update", {**_valid_bodies()["update"], "delta": t}))["delta"])
     assert back.dtype == torch.float32 and back.numpy().tobytes() == TRICKY.tobytes()
     back[0] = 5.0  # writable, and a copy
-    assert protocol.to_torch(np.array([True, False]).view(np.bool_)).dtype == torch.bool
+    assert payloads.to_torch(np.array([True, False]).view(np.bool_)).dtype == torch.bool
 
 
 def test_encode_normalises_numbers_and_writes_fields_in_schema_order():
@@ -144,17 +145,17 @@ def test_task_body_and_state_round_trip():
     state = ModelState(w, w != 0, prune_step=2)
     task = Task(task_id=4, device=9, round_index=1, model_version=3, phase="train", local_steps=2, batch_size=8,
                 peak_memory_bytes=5000, flops=10**6, bytes_up=80, deadline_s=140.0, payload_bytes=80)
-    msg = decode(encode("task", protocol.task_body(task, 2**62 + 1, state, update_kind="delta", deadline_s=12.5)))
-    protocol.validate_task(msg, n_params=len(w))
-    back = protocol.state_from_task(msg)
+    msg = decode(encode("task", payloads.task_body(task, 2**62 + 1, state, update_kind="delta", deadline_s=12.5)))
+    payloads.validate_task(msg, n_params=len(w))
+    back = payloads.state_from_task(msg)
     assert back.weights.numpy().tobytes() == w.numpy().tobytes() and torch.equal(back.mask, state.mask)
     assert back.prune_step == 2 and msg["seed"] == 2**62 + 1 and msg["deadline_s"] == 12.5
     assert (msg["task_id"], msg["round_index"], msg["model_version"], msg["phase"], msg["local_steps"],
             msg["batch_size"], msg["peak_memory_bytes"], msg["update_kind"]) == (4, 1, 3, "train", 2, 8, 5000, "delta")
-    dense = protocol.task_body(task, 1, ModelState(w), update_kind="delta")
+    dense = payloads.task_body(task, 1, ModelState(w), update_kind="delta")
     assert "mask" not in dense and "deadline_s" not in dense  # the virtual deadline never travels
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_task(msg, n_params=len(w) + 1)
+        payloads.validate_task(msg, n_params=len(w) + 1)
     assert info.value.reason == "tensor_shape"
 
 
@@ -176,9 +177,9 @@ def test_zo_seed_uplink_replays_to_the_clients_delta_bit_for_bit():
     g = torch.Generator().manual_seed(0)
     data = ClientData(torch.randn(8, 1, 2, 2, generator=g), torch.randint(0, 10, (8,), generator=g))
     result = zo_update(fm, state, data, 2, 4, 0.01, 3, 1e-3, None, seed=9)
-    body = protocol.update_body(5, result, 0.5, 4096)
+    body = payloads.update_body(5, result, 0.5, 4096)
     assert "delta" not in body  # only the pairs travel
-    back = protocol.result_from_update(decode(encode("update", body)), n_directions=6, update_kind="seeds")
+    back = payloads.result_from_update(decode(encode("update", body)), n_directions=6, update_kind="seeds")
     assert back.seeds.tobytes() == result.seeds.tobytes()
     assert back.coefficients.tobytes() == result.coefficients.tobytes()
     assert torch.equal(replay_seed_pairs(state, back.seeds, back.coefficients), result.delta)
@@ -191,29 +192,31 @@ def test_update_body_and_result_round_trip(kind):
 
     values = torch.from_numpy(np.tile(TRICKY, 4))
     result = ClientResult(kind, 17, **{kind: values}, train_loss=0.75 if kind == "delta" else math.nan)
-    msg = decode(encode("update", protocol.update_body(3, result, 1.0, 1)))
-    back = protocol.result_from_update(msg, n_params=len(values), update_kind=kind)
+    msg = decode(encode("update", payloads.update_body(3, result, 1.0, 1)))
+    back = payloads.result_from_update(msg, n_params=len(values), update_kind=kind)
     assert getattr(back, kind).numpy().tobytes() == values.numpy().tobytes()
     assert back.kind == kind and back.num_samples == 17
     assert ("train_loss" in msg.body) == (kind == "delta")  # NaN (not measured) is left out ...
     assert (back.train_loss == 0.75) if kind == "delta" else math.isnan(back.train_loss)  # ... and comes back
     with pytest.raises(ProtocolError) as info:
-        protocol.result_from_update(msg, n_params=len(values) - 1)
+        payloads.result_from_update(msg, n_params=len(values) - 1)
     assert info.value.reason == "tensor_shape"
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_update(msg, update_kind="seeds")
+        payloads.validate_update(msg, update_kind="seeds")
     assert info.value.reason == "wrong_update_kind"
 
 
 def test_importing_the_protocol_imports_neither_torch_nor_zmq_nor_simpy():
-    code = "import sys, fleet.protocol; print(sorted({'torch', 'zmq', 'simpy'} & set(sys.modules)))"
+    code = ("import sys, fleet.protocol, fleet.payloads; "
+            "print(sorted({'torch', 'zmq', 'simpy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=DOC.parents[1])
     assert out.stdout.strip() == "[]"
 
 
 def test_all_names_exist():
-    assert all(hasattr(protocol, name) for name in protocol.__all__)
+    assert all(hasattr(module, name) for module in (protocol, payloads) for name in module.__all__)
+    assert all(getattr(protocol, name) is getattr(payloads, name) for name in protocol._MOVED)  # the stub
 
 
 # --- every rejection reason, from hand-made frames --------------------------------------------------------
@@ -559,9 +562,9 @@ def test_a_task_must_name_its_update_kind():
     ({"update_kind": "scores"}, "wrong_update_kind")])
 def test_validate_update_bounds_what_an_update_may_claim(expected, reason):
     msg = decode(encode("update", _valid_bodies()["update"]))  # 600 samples, a delta of norm |w|
-    protocol.validate_update(msg, max_samples=600, max_norm=float(np.linalg.norm(msg["delta"].astype(float))))
+    payloads.validate_update(msg, max_samples=600, max_norm=float(np.linalg.norm(msg["delta"].astype(float))))
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_update(msg, **expected)
+        payloads.validate_update(msg, **expected)
     assert info.value.reason == reason
 
 
@@ -569,9 +572,9 @@ def test_seed_pairs_are_held_to_the_norm_bound_by_their_coefficients():
     body = {"task_id": 1, "kind": "seeds", "num_samples": 1, "compute_s": 0.0, "peak_memory_bytes": 0,
             "seeds": np.arange(2, dtype=np.int64), "coefficients": np.array([0.5, -0.5], np.float32)}
     msg = decode(encode("update", body))
-    protocol.validate_update(msg, n_params=4, max_norm=2.0)  # (0.5 + 0.5) * sqrt(4) = 2
+    payloads.validate_update(msg, n_params=4, max_norm=2.0)  # (0.5 + 0.5) * sqrt(4) = 2
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_update(msg, n_params=4, max_norm=1.99)
+        payloads.validate_update(msg, n_params=4, max_norm=1.99)
     assert info.value.reason == "update_norm"
 
 
@@ -579,5 +582,5 @@ def test_scores_are_held_to_max_score_norm():
     body = {"task_id": 1, "kind": "scores", "num_samples": 1, "compute_s": 0.0, "peak_memory_bytes": 0,
             "scores": np.array([3e38], np.float32)}
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_update(decode(encode("update", body)), max_norm=1e40)
+        payloads.validate_update(decode(encode("update", body)), max_norm=1e40)
     assert info.value.reason == "update_norm"
