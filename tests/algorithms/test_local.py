@@ -32,6 +32,7 @@ def _cosine(a, b):
     return float(torch.dot(a, b) / (a.norm() * b.norm()))
 
 
+@pytest.mark.slow  # 4000 queries: ~6 s on 2 quiet cores
 def test_zo_estimate_converges_to_the_true_gradient():
     """One ZO step with lr = 1 on the full batch moves the weights by -g_hat, the mean of q central-
     difference estimates; E[g_hat] = grad L for Gaussian directions (up to O(mu^2)), and the cosine with

@@ -74,6 +74,7 @@ def _weights(sim) -> torch.Tensor:
     return sim.learning.state.weights
 
 
+@pytest.mark.slow  # starts worker processes that import torch: ~8 s each on 2 cores
 @pytest.mark.parametrize("algorithm", [
     {"name": "fedavg", "params": {"model": "mlp_small", "batch_size": 16, "local_steps": 3, "optimizer": "adam"}},
     {"name": "zo", "params": {"model": "mlp_small", "batch_size": 16, "local_steps": 2, "queries": 3,
