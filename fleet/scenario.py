@@ -303,8 +303,12 @@ class BridgeConfig(_Strict):
     keys_dir: str | None = Field(None, description="Server keys and allowed/ client certificates "
                                  "(python -m fleet.keys); null = plain TCP.")
     allow_plain: bool = Field(False, description="Allow plain TCP (only on a loopback address).")
-    heartbeat_interval_s: float = Field(1.0, gt=0, description="Heartbeat period, both ways.")
-    liveness: int = Field(3, ge=1, description="Silent heartbeat periods before a device is purged.")
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, le=3600, description="Heartbeat period, both ways, in seconds; the agents adopt it from "
+        "the welcome. With liveness it sets the silence that counts as a death (docs/bridge.md).")
+    liveness: int = Field(5, ge=1, le=1000, description="Silent heartbeat periods before a device is purged "
+                          "(and before an agent counts the hub gone). The default 2 s x 5 = 10 s rides out "
+                          "the TCP stalls of a lossy Wi-Fi link; a dead device is found that much later.")
 
 
 class Scenario(_Strict):
