@@ -437,18 +437,3 @@ def encode(kind: str, body: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTE
     elif len(frame) > max_bytes:
         raise ProtocolError("oversized", f"{len(frame)} bytes > {max_bytes}")
     return frame
-
-
-# --- deprecated: the learning-plane helpers moved to fleet.payloads ---------------------------------------
-# Forwarded lazily, and only for the names fleet/agent.py and fleet/simulation.py still read from here; delete
-# this once both import fleet.payloads. importlib (rather than an import statement) keeps this forwarding
-# stub out of import-linter's graph: fleet.payloads sits above this module and is not a dependency of it.
-_MOVED = ("to_torch", "update_body", "task_body")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module("fleet.payloads"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -216,7 +216,6 @@ def test_importing_the_protocol_imports_neither_torch_nor_zmq_nor_simpy():
 
 def test_all_names_exist():
     assert all(hasattr(module, name) for module in (protocol, payloads) for name in module.__all__)
-    assert all(getattr(protocol, name) is getattr(payloads, name) for name in protocol._MOVED)  # the stub
 
 
 # --- every rejection reason, from hand-made frames --------------------------------------------------------
