@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fleet.scenario import BridgeConfig, parse_scenario
+from fleet.scenario import parse_scenario
+from fleet.schema import BridgeConfig
 from fleet.simulation import build_simulation
 
 ROOT = Path(__file__).resolve().parents[2]
