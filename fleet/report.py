@@ -359,8 +359,8 @@ def print_study(console, summ: dict, out: Path) -> None:
     console.print(f"outcomes: {_accounting(summ)}")
     console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
     table = Table(title="by device class (completion s; tail = tasks above overall p90)")
-    for col in ("class", "devices", "tasks", "accepted", "dropouts", "p50", "p90", "p99",
-                "tail cause"):
+    for col in ("class", "devices", "tasks", "accepted", "dropouts", "discarded", "in flight", "p50",
+                "p90", "p99", "tail cause"):
         table.add_column(col, overflow="fold")
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for cls, row in summ["by_class"].items():
@@ -368,6 +368,8 @@ def print_study(console, summ: dict, out: Path) -> None:
         table.add_row(cls, str(row["devices"]), str(row["client_tasks"]),
                       str(row["updates_accepted"]),
                       " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
+                      " ".join(f"{c}:{k}" for c, k in row["discarded"].items() if k) or "-",
+                      str(row["in_flight_at_end"]),
                       fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
                       " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
     console.print(table)

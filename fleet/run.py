@@ -115,14 +115,15 @@ def _main(args) -> int:
             if not args.quiet:
                 from fleet.report import print_study
 
-                print_study(Console(), summaries[-1][1], run_out)
+                # piped to a file, rich would wrap at 80 columns and fold the per-class table
+                print_study(Console(width=None if sys.stdout.isatty() else 160), summaries[-1][1], run_out)
         if len(variants) > 1:
             from fleet.report import write_comparison
 
             text = write_comparison(summaries, out, None if args.no_figures else
                                     {k: v for k, v in evaluations.items() if v})
             if not args.quiet:
-                Console().print(text)
+                print(text)  # markdown, printed as is (rich would read its [..] as markup)
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2
