@@ -215,15 +215,16 @@ def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
              *([f"- the model {summ['diverged']}; non-finite metrics are null"]
                if summ.get("diverged") else []),
              f"- event log SHA-256: `{summ['event_log_sha256']}`", "",
-             "| class | devices | tasks | accepted | dropouts | p50 s | p90 s | tail cause |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| class | devices | tasks | accepted | dropouts | discarded | in flight | p50 s | p90 s | tail cause |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]
         fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
         lines.append(f"| {cls} | {row['devices']} | {row['client_tasks']} | "
                      f"{row['updates_accepted']} | "
                      + (", ".join(f"{c} {k}" for c, k in row["dropouts"].items()) or "-")
-                     + f" | {fmt(comp['p50'])} | {fmt(comp['p90'])} | "
+                     + " | " + (", ".join(f"{c} {k}" for c, k in row["discarded"].items() if k) or "-")
+                     + f" | {row['in_flight_at_end']} | {fmt(comp['p50'])} | {fmt(comp['p90'])} | "
                      + (", ".join(f"{c} {k}" for c, k in row["tail_cause"].items()) or "-")
                      + " |")
     lines.append("")
@@ -297,15 +298,19 @@ def _comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6), width_ratios=(1.15, 1))
     classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the catalog has 12 classes
     bottom = np.zeros(len(runs))
     for i, c in enumerate(classes):
         counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
-        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=f"C{i % 10}")
+        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=colours[i % 20])
         bottom += counts
     left.set(ylabel="devices that took part", title="Who can take part, by device class")
-    left.legend(fontsize=6, ncol=2)
+    # outside the bars, largest class on top as in the stack
+    handles, labels = left.get_legend_handles_labels()
+    left.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                frameon=False)
     for name, s, evs in runs:
         right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
                    label=f"{name} (final {s['final_accuracy']:.3f})")
