@@ -39,6 +39,13 @@ def echo(value: object) -> str:
     return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS - 3] + "..."
 
 
+def _known(what: str, name: str, catalog) -> str:
+    """``name`` if it is a key of ``catalog``, else ``ValueError`` listing the known names."""
+    if name not in catalog:
+        raise ValueError(f"unknown {what} {echo(name)}; known: {', '.join(catalog)}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -105,16 +112,12 @@ class MixEntryConfig(_Strict):
     @field_validator("device_class")
     @classmethod
     def _known_device(cls, v: str) -> str:
-        if v not in DEVICE_CLASSES:
-            raise ValueError(f"unknown device class {echo(v)}; known: {', '.join(DEVICE_CLASSES)}")
-        return v
+        return _known("device class", v, DEVICE_CLASSES)
 
     @field_validator("link_class")
     @classmethod
     def _known_link(cls, v: str) -> str:
-        if v not in LINK_CLASSES:
-            raise ValueError(f"unknown link class {echo(v)}; known: {', '.join(LINK_CLASSES)}")
-        return v
+        return _known("link class", v, LINK_CLASSES)
 
 
 class FleetConfig(_Strict):
@@ -177,9 +180,7 @@ class AlgorithmConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {echo(v)}; known: {', '.join(ALGORITHMS)}")
-        return v
+        return _known("algorithm", v, ALGORITHMS)
 
     @field_validator("params")
     @classmethod
@@ -247,9 +248,7 @@ class DataConfig(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {echo(v)}; known: {', '.join(DATASETS)}")
-        return v
+        return _known("dataset", v, DATASETS)
 
     @field_validator("dir")
     @classmethod
