@@ -249,7 +249,8 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     return summ
 
 
-COMPARED = (("rounds", "rounds"), ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
+COMPARED = (("rounds", "rounds"), ("rounds_aggregated", "aggregated"), ("stopped_by", "stopped by"),
+            ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
             ("updates_accepted", "accepted"), ("participation_rate", "participation"))
 LEARNING_COMPARED = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
                      ("time_to_target_s", "time to target s"),
