@@ -102,7 +102,7 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
     plt.close(fig)
     made.append(("participation.png", "Participation per round"))
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
     idx = np.arange(len(rounds))
     bottom = np.zeros(len(rounds))
     for cause in DROPOUT_CAUSES:
@@ -113,7 +113,8 @@ def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
             bottom += counts
     ax.set(xlabel="round", ylabel="dropouts", title="Dropouts by cause per round")
     if bottom.any():
-        ax.legend()
+        ax.set_ylim(0, bottom.max() * 1.05)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
     fig.tight_layout()
     fig.savefig(out / "dropouts.png", dpi=110)
     plt.close(fig)
