@@ -24,14 +24,10 @@ import yaml
 from fleet.scenario import parse_scenario
 from fleet.schema import BridgeConfig
 from fleet.simulation import build_simulation
+from tests.fleet.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _agent(port: int, name: str, *extra: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
@@ -79,7 +75,7 @@ def test_agents_started_before_the_hub_adopt_its_heartbeat_and_train(agents, tmp
     """Defects 12 and 13, through the CLI. The agents start first and give up one connection (its hello
     queued, unanswered) before the hub binds. Their own heartbeat is 3 s, longer than the hub's 0.5 s x 4
     window: only by adopting the welcome's settings do they stay attached. Every real update arrives."""
-    port = _free_port()
+    port = free_port()
     logs = [tmp_path / "pi-a.err", tmp_path / "pi-b.err"]
     for name, log in zip(("pi-a", "pi-b"), logs):
         with log.open("w") as err:
@@ -102,7 +98,7 @@ def test_agents_started_before_the_hub_adopt_its_heartbeat_and_train(agents, tmp
 
 @pytest.mark.slow
 def test_a_killed_agent_is_a_link_dropout_and_a_restarted_one_rejoins(agents):
-    port = _free_port()
+    port = free_port()
     agents += [_agent(port, "pi-a"), _agent(port, "pi-b")]
     interval_s, liveness = 0.5, 4
     scenario = parse_scenario(_scenario(port, 2, {"heartbeat_interval_s": interval_s, "liveness": liveness},
@@ -222,7 +218,7 @@ def test_default_liveness_survives_a_lossy_link_and_only_allowed_keys_attach(age
     create_keys(hub_keys, server=True, devices=["pi-a", "pi-b"])
     create_keys(stranger, devices=["pi-x"])  # a valid CURVE key the hub has never seen
     shutil.copy(hub_keys / "server.key", stranger / "server.key")
-    port = _free_port()
+    port = free_port()
     relay = LossyRelay(port, delay_s=0.2, loss=0.3, seed=16, max_losses=3)
     try:
         agents += [_agent(relay.port, name, "--keys", str(hub_keys)) for name in ("pi-a", "pi-b")]

@@ -6,7 +6,6 @@ drifts from the code, the hub rejects the agent's frames or the deltas differ.""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,10 @@ import torch
 
 from fleet.scenario import parse_scenario
 from fleet.simulation import build_simulation
+from tests.fleet.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -35,7 +30,7 @@ def test_an_agent_written_from_the_protocol_page_trains_like_the_project(tmp_pat
     from algorithms.local import ClientData, ModelState
     from algorithms.registry import create_algorithm
 
-    port = _free_port()
+    port = free_port()
     params = {"model": "mlp_small", "batch_size": 4096, "local_steps": 2, "lr": 0.1, "optimizer": optimizer}
     scenario = parse_scenario({
         "name": "doc-agent", "seed": 5, "mode": "learning",

@@ -5,7 +5,6 @@ run nor reaches the model. The hub rejects each by reason, the run exits 0, and 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -17,15 +16,11 @@ import zmq
 from fleet import protocol
 from fleet.run import main
 from tests.fleet.accounting import assert_accounting
+from tests.fleet.ports import free_port
 
 HELLO = {"device_class": "rpi4_4gb", "free_memory_bytes": 2**31, "flops_per_s": 1e9, "agent_version": "hostile-1",
          "device_name": "hostile"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bad_updates(task: dict) -> list[dict]:
@@ -70,7 +65,7 @@ def _hostile_agent(endpoint: str, stop: threading.Event, sent: list) -> None:
 
 @pytest.mark.slow  # a learning run on digits with a real socket: ~10 s
 def test_wrong_and_poisoned_updates_are_rejected_through_the_cli(tmp_path):
-    port = _free_port()
+    port = free_port()
     scenario = {
         "name": "hostile", "seed": 3, "mode": "learning",
         "fleet": {"devices": 3, "mix": [{"device_class": "rpi4_4gb", "link_class": "ethernet", "fraction": 1.0}]},
