@@ -1,11 +1,11 @@
-"""Bridge throughput: task round trips per second through ``fleet.hub.Hub`` against raw pyzmq + msgpack.
+"""Bridge throughput: task round trips per second through ``fleet.bridge.hub.Hub`` against raw pyzmq + msgpack.
 
     .venv/bin/python benchmarks/bridge.py            # ~45 s
     .venv/bin/python benchmarks/bridge.py --quick    # ~8 s
 
 Everything below is measured in one run, on plain TCP over 127.0.0.1:
 
-1. Round trips per second with a tiny payload. The hub side is the real ``fleet.hub.Hub`` (its I/O thread
+1. Round trips per second with a tiny payload. The hub side is the real ``fleet.bridge.hub.Hub`` (its I/O thread
    reads, decodes every frame with ``protocol.decode``, heartbeats, keeps liveness): ``Hub.send(identity,
    "task", body)`` with a valid ``task`` body (16 float32 weights), ``Hub.poll``, then what
    ``BridgeTransport.pump`` does: the device by identity, the ``update`` matched to its pending task (else
@@ -16,7 +16,7 @@ Everything below is measured in one run, on plain TCP over 127.0.0.1:
    ``protocol.encode(..., self_check=False)``, as ``fleet.agent`` does. Next to it, the same exchange with a
    raw ROUTER/DEALER pair and plain msgpack dicts of the same content, without any validation. The agent
    runs in a thread of the hub's process and in a separate process (fairer on 2 cores: no shared GIL), with
-   1 and 8 tasks in flight. A third column runs the raw loop with ``fleet.protocol`` frames and checks but
+   1 and 8 tasks in flight. A third column runs the raw loop with ``fleet.bridge.protocol`` frames and checks but
    no ``Hub``, which splits the gap between the codec and the hub. Each figure is the best of ``--repeats``
    timed windows, the candidates alternating. Target: bridge/raw >= 0.5.
 2. 64 agents at once: ``--procs`` processes each host 64/procs DEALER sockets (each its own device with its
@@ -54,13 +54,13 @@ import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from fleet import payloads, protocol  # noqa: E402
+from fleet.bridge import payloads, protocol  # noqa: E402
 
 P = 16  # model parameters: the tiny payload
 WEIGHTS = np.linspace(-1.0, 1.0, P, dtype=np.float32)
 RAW_WEIGHTS = WEIGHTS.tobytes()
 # what ``BridgeTransport`` checks an update against (``expected(task)``): a delta of P entries, at most the
-# 4 samples of ``welcome_body``, the norm bound of ``fleet.bridge.UPDATE_NORM_RATIO``
+# 4 samples of ``welcome_body``, the norm bound of ``fleet.bridge.transport.UPDATE_NORM_RATIO``
 EXPECTED = {"n_params": P, "update_kind": "delta", "max_samples": 4,
             "max_norm": 10.0 * max(1.0, float(np.linalg.norm(WEIGHTS.astype(np.float64))))}
 IDLE_EXIT_S = 30.0  # an agent that hears nothing this long exits by itself
@@ -232,7 +232,7 @@ class BridgeSide:
     task id -> the device it was sent to."""
 
     def __init__(self) -> None:
-        from fleet.hub import Hub
+        from fleet.bridge.hub import Hub
 
         self.hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=1.0, liveness=60, flood_frames_per_s=1e7)
         self.endpoint = self.hub.endpoint
@@ -325,7 +325,7 @@ class BridgeSide:
 # --- the hub side: raw ROUTER + msgpack --------------------------------------------------------------------
 class RawSide:
     """A plain ROUTER loop. ``codec="msgpack"``: plain dicts, nothing checked (the baseline);
-    ``codec="protocol"``: the same loop with ``fleet.protocol`` frames and checks (encode, decode,
+    ``codec="protocol"``: the same loop with ``fleet.bridge.protocol`` frames and checks (encode, decode,
     ``payloads.result_from_update``) and no ``Hub``, to split the bridge's cost between codec and hub."""
 
     def __init__(self, codec: str = "msgpack") -> None:
@@ -477,7 +477,7 @@ def part_fleet(args) -> dict:
 
 
 def part_codec(args) -> dict:
-    """Part 3: what each message costs in fleet.protocol and in plain msgpack, microseconds."""
+    """Part 3: what each message costs in fleet.bridge.protocol and in plain msgpack, microseconds."""
     body = task_body(1)
     frame = protocol.encode("task", body)
     update = {"task_id": 1, "kind": "delta", "num_samples": 1, "compute_s": 0.0, "peak_memory_bytes": 0,
@@ -527,7 +527,7 @@ def main() -> int:
     rows, meta = part_round_trips(args)
     print(f"\n1. task round trips/s, {P} float32 weights, one agent (best of {args.repeats} x {args.window_s:g} s)")
     print(f"{'agent':>8} {'in flight':>9} {'bridge rt/s':>12} {'raw rt/s':>10} {'ratio':>6} "
-          f"{'raw loop + fleet.protocol rt/s':>31}")
+          f"{'raw loop + fleet.bridge.protocol rt/s':>31}")
     for r in rows:
         print(f"{r['agent']:>8} {r['in_flight']:>9} {r['bridge']:>12.0f} {r['raw']:>10.0f} {r['ratio']:>6.2f} "
               f"{r['codec']:>31.0f}")
@@ -552,7 +552,7 @@ def main() -> int:
         print(f"   {name:<26} {us:6.1f}")
     bridge_us = sum(v for k, v in codec.items() if not k.startswith("raw"))
     raw_us = sum(v for k, v in codec.items() if k.startswith("raw"))
-    print(f"   per round trip: fleet.protocol {bridge_us:.1f} us (of which the two decodes "
+    print(f"   per round trip: fleet.bridge.protocol {bridge_us:.1f} us (of which the two decodes "
           f"{codec['agent: decode task'] + codec['hub: decode update']:.1f} us), msgpack {raw_us:.1f} us")
 
     ok = (all(row["ratio"] >= 0.5 for row in rows) and not meta["rejected"] and not b["rejected"]

@@ -1,0 +1,393 @@
+"""Write what a run leaves behind: summary.json, events.csv, rounds.csv, figures/, report.md.
+
+Outputs are strict: JSON is written with ``allow_nan=False`` (a NaN or infinity is a bug and fails
+loudly) and a CSV cell never holds ``nan`` or ``inf`` (an empty cell means "no value": not measured,
+not finite, or the round unfinished; ``docs/study.md``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fleet.app.simulation import Simulation
+from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
+
+ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
+                 "aggregated", "model_version", "mean_staleness",
+                 *(f"dropouts_{c}" for c in DROPOUT_CAUSES), "accuracy", "loss")
+EVALUATION_COLUMNS = ("time_s", "model_version", "accuracy", "loss", "client_flops", "bytes_up",
+                      "bytes_down")
+
+
+def cell(value: float | None) -> str:
+    """A float CSV cell: ``repr`` (exact), or empty for None, NaN and infinities."""
+    return "" if value is None or not math.isfinite(value) else repr(value)
+
+
+def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
+    """One row per round (or aggregation), then the round open when the run stopped (``status``
+    ``unfinished``: ``end_s`` and ``round_time_s`` empty). ``accuracy`` and ``loss`` of the model the row
+    ends with are empty in timing mode, when the version was not evaluated, or when not finite."""
+    metrics = sim.learning.metrics_by_version if sim.learning is not None else {}
+    rows = list(sim.coordinator.rounds)
+    if sim.coordinator.unfinished_round is not None:
+        rows.append(sim.coordinator.unfinished_round)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ROUND_COLUMNS)
+        for r in rows:
+            m = metrics.get(r.model_version, {})
+            w.writerow([r.round_index, r.status, repr(r.start_s), cell(r.end_s),
+                        "" if r.end_s is None else repr(r.end_s - r.start_s),
+                        r.selected, r.accepted, int(r.aggregated), r.model_version,
+                        repr(r.mean_staleness),
+                        *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
+                          for c in DROPOUT_CAUSES),
+                        cell(m.get("accuracy")), cell(m.get("loss"))])
+
+
+def write_evaluations(sim: Simulation, path: Path) -> None:
+    """The global model on the test set at each evaluation time, with the work spent until then."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EVALUATION_COLUMNS)
+        for e in sim.learning.evaluations:
+            w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
+                        e.bytes_up, e.bytes_down])
+
+
+def _learning_figure(sim: Simulation, out: Path) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    evs = sim.learning.evaluations
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+    acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
+    for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
+                          (axes[1], [e.client_flops for e in evs], "client FLOPs spent"),
+                          (axes[2], [e.bytes_up + e.bytes_down for e in evs], "bytes sent (up + down)")):
+        ax.plot(xs, acc, marker=".")
+        ax.set(xlabel=label)
+    axes[0].set(ylabel="test accuracy")
+    fig.suptitle(f"{sim.scenario.algorithm.name}: global model on the held-out set")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+    return "accuracy.png", "Test accuracy against virtual time, client FLOPs and bytes"
+
+
+def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = sim.coordinator.rounds
+    made: list[tuple[str, str]] = []
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ends = [r.end_s for r in rounds]
+    ax.plot(ends, [r.selected for r in rounds], label="selected")
+    ax.plot(ends, [r.accepted for r in rounds], label="updates accepted")
+    ax.plot(ends, [sum(study.dropouts_by_round.get(r.round_index, {}).values()) for r in rounds],
+            label="dropouts")
+    ax.set(xlabel="virtual time (s)", ylabel="devices", title="Participation per round")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "participation.png", dpi=110)
+    plt.close(fig)
+    made.append(("participation.png", "Participation per round"))
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    idx = np.arange(len(rounds))
+    bottom = np.zeros(len(rounds))
+    for cause in DROPOUT_CAUSES:
+        counts = np.array([study.dropouts_by_round.get(r.round_index, {}).get(cause, 0)
+                           for r in rounds], dtype=float)
+        if counts.any():
+            ax.bar(idx, counts, bottom=bottom, label=cause)
+            bottom += counts
+    ax.set(xlabel="round", ylabel="dropouts", title="Dropouts by cause per round")
+    if bottom.any():
+        ax.set_ylim(0, bottom.max() * 1.05)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
+    fig.tight_layout()
+    fig.savefig(out / "dropouts.png", dpi=110)
+    plt.close(fig)
+    made.append(("dropouts.png", "Dropouts by cause per round"))
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for cls, times in sorted(study.completion_s_by_class.items()):
+        xs = np.sort(times)
+        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=cls)
+    ax.set(xscale="log", xlabel="task completion time (s)", ylabel="fraction of tasks",
+           title="Completion-time CDF by device class")
+    if study.completion_s_by_class:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "completion_cdf.png", dpi=110)
+    plt.close(fig)
+    made.append(("completion_cdf.png", "Completion-time CDF by device class"))
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    classes = sorted(study.devices_by_class)
+    free = {c: [] for c in classes}
+    for device, p in enumerate(sim.profiles):
+        if sim.bridge is not None and device >= sim.first_real:
+            free[p.device_class].append(max(1, sim.bridge.real[device].free_memory_bytes))
+        else:
+            free[p.device_class].append(max(1, sim.devices.free_memory_bytes(device, 0.0)))
+    ax.boxplot([free[c] for c in classes], tick_labels=classes)
+    for phase, demand in sim.demands.items():
+        ax.axhline(demand.peak_memory_bytes, linestyle="--", color="C3",
+                   label=f"{sim.scenario.algorithm.name} {phase} peak demand")
+    ax.set(yscale="log", ylabel="bytes", title="Free memory at t=0 against the task's demand")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=110)
+    plt.close(fig)
+    made.append(("memory.png", "Free memory against memory demand"))
+    if sim.learning is not None and sim.learning.evaluations:
+        made.insert(0, _learning_figure(sim, out))
+    return made
+
+
+STOP_REASONS = {
+    "completed": "every round ran",
+    "max_sim_time": "stopped at max_sim_time_s",
+    "no_eligible_devices": "no update could ever arrive: every device refused the task for a reason "
+                           "that cannot pass (see the dropouts)",
+    "no_progress": "nothing was aggregated for coordinator.max_idle_s",
+}
+
+
+def rounds_story(summ: dict) -> str:
+    """One sentence: how many rounds aggregated and why the others did not (printed and in report.md)."""
+    sync = summ["coordinator"] == "sync"
+    rounds, done, needed = summ["rounds"], summ["rounds_aggregated"], summ["updates_needed"]
+    parts = [f"{done} of {rounds} rounds aggregated" if sync else f"{done} aggregations"]
+    if summ["rounds_failed"]:
+        parts.append(f"{summ['rounds_failed']} failed with fewer than the {needed} updates needed "
+                     f"(at most {summ['most_updates_in_a_failed_round']})")
+    if summ["empty_rounds"]:
+        parts.append(f"{summ['empty_rounds']} selected nobody (every device busy or hopeless)")
+    if summ["rounds_unfinished"]:
+        what = "a round" if sync else f"a buffer of {needed}"
+        parts.append(f"{what} was unfinished when the run stopped ({summ['unfinished_round_updates']} "
+                     "updates in it)")
+    text = "; ".join(parts)
+    if done == 0:
+        text += ": the model never changed"
+    return f"{text} ({summ['stopped_by']}: {STOP_REASONS.get(summ['stopped_by'], summ['stopped_by'])})"
+
+
+def _accounting(summ: dict) -> str:
+    return (f"{summ['client_tasks']} tasks = {summ['updates_accepted']} accepted + "
+            f"{sum(summ['dropouts'].values())} dropouts + {sum(summ['discarded'].values())} discarded ("
+            + ", ".join(f"{c} {k}" for c, k in summ["discarded"].items())
+            + f") + {summ['in_flight_at_end']} in flight at the end")
+
+
+def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
+    lines = [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
+             f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
+             f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
+             f"{summ['sim_time_s']:.1f} s of virtual time ({summ['stopped_by']}).", "",
+             f"- rounds: {rounds_story(summ)}",
+             f"- client tasks dispatched: {summ['client_tasks']}; updates accepted: "
+             f"{summ['updates_accepted']}; devices that took part: {summ['participants']} "
+             f"({summ['participation_rate']:.1%})",
+             f"- outcomes: {_accounting(summ)}",
+             "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
+             "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
+                                               for q, v in summ["round_time_s"].items()),
+             f"- client FLOPs spent: {summ['client_flops']:.3g}; bytes up {summ['bytes_up']:,}, "
+             f"down {summ['bytes_down']:,}",
+             *([f"- test accuracy: final {summ['final_accuracy']:.4f}, best {summ['best_accuracy']:.4f}; "
+                f"time to {summ['target_accuracy']:.0%}: "
+                + ("not reached" if summ["time_to_target_s"] is None
+                   else f"{summ['time_to_target_s']:.0f} s virtual")]
+               if summ["final_accuracy"] is not None else []),
+             *([f"- the model {summ['diverged']}; non-finite metrics are null"]
+               if summ.get("diverged") else []),
+             f"- event log SHA-256: `{summ['event_log_sha256']}`", "",
+             "| class | devices | tasks | accepted | dropouts | discarded | in flight | p50 s | p90 s | tail cause |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cls, row in summ["by_class"].items():
+        comp = row["completion_s"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+        lines.append(f"| {cls} | {row['devices']} | {row['client_tasks']} | "
+                     f"{row['updates_accepted']} | "
+                     + (", ".join(f"{c} {k}" for c, k in row["dropouts"].items()) or "-")
+                     + " | " + (", ".join(f"{c} {k}" for c, k in row["discarded"].items() if k) or "-")
+                     + f" | {row['in_flight_at_end']} | {fmt(comp['p50'])} | {fmt(comp['p90'])} | "
+                     + (", ".join(f"{c} {k}" for c, k in row["tail_cause"].items()) or "-")
+                     + " |")
+    lines.append("")
+    for name, title in figures:
+        lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
+    """Write every output of ``sim`` under ``out``; return the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "events.csv").open("w", newline="") as f:
+        digest = sim.kernel.recorder.write_csv(f)
+    study = analyse(sim)
+    summ = summary(sim, study, digest)
+    write_rounds(sim, study, out / "rounds.csv")
+    if sim.learning is not None:
+        write_evaluations(sim, out / "evaluations.csv")
+    made = _figures(sim, study, out / "figures") if figures else []
+    (out / "report.md").write_text(_report_md(summ, made))
+    (out / "summary.json").write_text(json.dumps(summ, indent=2, allow_nan=False) + "\n")
+    return summ
+
+
+COMPARED = (("rounds", "rounds"), ("rounds_aggregated", "aggregated"), ("stopped_by", "stopped by"),
+            ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
+            ("updates_accepted", "accepted"), ("participation_rate", "participation"))
+LEARNING_COMPARED = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
+                     ("time_to_target_s", "time to target s"),
+                     ("memory_eligible", "devices whose memory fits"), ("participants", "devices took part"),
+                     ("participation_rate", "participation"), ("memory_dropouts", "memory dropouts"),
+                     ("client_flops", "client FLOPs"), ("bytes_up", "bytes up"),
+                     ("bytes_down", "bytes down"), ("peak_train_demand_bytes", "train peak B"))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+    if isinstance(v, int) and abs(v) >= 10**6:
+        return f"{v:.3e}"
+    return str(v)
+
+
+def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
+    """The learning study side by side, and which device classes each variant let take part."""
+    head = ["variant", *(label for _, label in LEARNING_COMPARED)]
+    lines = ["## Learning", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summaries:
+        row = {**s, "memory_dropouts": s["dropouts"]["memory"],
+               "peak_train_demand_bytes": s["demand"].get("train", {}).get("peak_memory_bytes")}
+        lines.append("| " + " | ".join([name, *(_fmt(row[key]) for key, _ in LEARNING_COMPARED)]) + " |")
+    classes = sorted({c for _, s in summaries for c in s["by_class"]})
+    lines += ["", "Devices that took part (of the class's devices), and the largest memory demand of a task "
+              "sent to the class:", "",
+              "| class | " + " | ".join(name for name, _ in summaries) + " |",
+              "|---|" + "---|" * len(summaries)]
+    for c in classes:
+        cells = []
+        for _, s in summaries:
+            row = s["by_class"].get(c)
+            cells.append("-" if row is None else
+                         f"{row['participants']}/{row['devices']} ({_fmt(row['peak_demand_bytes'])} B)")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6), width_ratios=(1.15, 1))
+    classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the catalog has 12 classes
+    bottom = np.zeros(len(runs))
+    for i, c in enumerate(classes):
+        counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
+        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=colours[i % 20])
+        bottom += counts
+    left.set(ylabel="devices that took part", title="Who can take part, by device class")
+    # outside the bars, largest class on top as in the stack
+    handles, labels = left.get_legend_handles_labels()
+    left.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                frameon=False)
+    for name, s, evs in runs:
+        right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
+                   label=f"{name} (final {s['final_accuracy']:.3f})")
+    right.set(xlabel="virtual time (s)", ylabel="test accuracy", title="What it costs or gains in accuracy")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "comparison.png", dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(summaries: list[tuple[str, dict]], out: Path,
+                     evaluations: dict[str, list] | None = None) -> str:
+    """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``; in learning
+    mode also the learning table and ``comparison.png`` (participation by class, accuracy curves)."""
+    out.mkdir(parents=True, exist_ok=True)
+    head = ["variant", *(label for _, label in COMPARED), "accepted per virtual hour",
+            "round p50 s", "round p90 s", "round p99 s", "dropouts"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summaries:
+        per_hour = s["updates_accepted"] / s["sim_time_s"] * 3600 if s["sim_time_s"] else None
+        cells = [name, *(_fmt(s[key]) for key, _ in COMPARED), _fmt(per_hour),
+                 *(_fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
+                 ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    parts = ["# Comparison", "", *lines, ""]
+    learning = [(n, s) for n, s in summaries if s.get("final_accuracy") is not None]
+    if learning:
+        parts += _learning_rows(learning)
+        if evaluations:
+            _comparison_figure([(n, s, evaluations[n]) for n, s in learning if n in evaluations], out)
+            parts += ["![participation and accuracy](comparison.png)", ""]
+    text = "\n".join(parts)
+    (out / "comparison.md").write_text(text)
+    (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2, allow_nan=False) + "\n")
+    return text
+
+
+def print_study(console, summ: dict, out: Path) -> None:
+    """Print the study of one run to a rich ``console`` (the CLI's view of ``summary.json``)."""
+    from rich.table import Table
+
+    console.print(f"[bold]{summ['scenario']}[/]: {summ['devices']} devices, "
+                  f"{summ['rounds']} rounds, {summ['sim_time_s']:.1f} s virtual "
+                  f"in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})")
+    console.print(f"rounds: {rounds_story(summ)}")
+    times = summ["round_time_s"]
+    console.print(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, "
+                  f"participation {summ['participation_rate']:.1%} of devices; round time "
+                  + (", ".join(f"{q} {v:.1f} s" for q, v in times.items()) if times["p50"] is not None
+                     else "n/a (no round ended with anyone selected)"))
+    console.print(f"outcomes: {_accounting(summ)}")
+    console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
+    table = Table(title="by device class (completion s; tail = tasks above overall p90)")
+    for col in ("class", "devices", "tasks", "accepted", "dropouts", "discarded", "in flight", "p50",
+                "p90", "p99", "tail cause"):
+        table.add_column(col, overflow="fold")
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for cls, row in summ["by_class"].items():
+        comp = row["completion_s"]
+        table.add_row(cls, str(row["devices"]), str(row["client_tasks"]),
+                      str(row["updates_accepted"]),
+                      " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
+                      " ".join(f"{c}:{k}" for c, k in row["discarded"].items() if k) or "-",
+                      str(row["in_flight_at_end"]),
+                      fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
+                      " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
+    console.print(table)
+    console.print(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
+                  f"down {summ['bytes_down']:,}")
+    if summ.get("final_accuracy") is not None:
+        ttt = summ["time_to_target_s"]
+        console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
+                      f"time to {summ['target_accuracy']:.0%}: "
+                      + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
+    if summ.get("diverged"):
+        console.print(f"[bold red]the model {summ['diverged']}[/]; non-finite metrics are null in summary.json")
+    console.print(f"event log sha256 {summ['event_log_sha256']}")
+    console.print(f"outputs in {out}")

@@ -1,0 +1,146 @@
+"""The command line: ``python -m fleet.run SCENARIO [--out DIR] [--seed N] [--set k=v ...]``.
+
+Exit status: 0 when the run finished; 2 for a bad scenario, bad arguments or an ``--out`` that is
+not a writable folder (checked before anything runs); 1 when writing fails mid-run (a full disk) or
+memory runs out; 130 on Ctrl-C. Every failure is one line on stderr naming the field or the path, no
+traceback; a learning run stopped by any of them resumes with ``--resume`` (its checkpoints stay).
+Warnings (``scenario_warnings``) are one line each on stderr; stdout stays as ``--quiet`` promises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+INTERRUPTED = "fleet.run: interrupted; resume with --resume"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fleet.run", description=(
+        "Simulate a heterogeneous AIoT fleet doing federated learning, in virtual time."))
+    p.add_argument("scenario", help="scenario YAML file (see scenarios/)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/<scenario>-<timestamp>)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a scenario key, e.g. --set coordinator.rounds=5 (repeatable)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed study")
+    p.add_argument("--resume", action="store_true", help=(
+        "learning mode: continue a crashed run in --out from its checkpoints (same scenario)"))
+    return p
+
+
+def _run_one(scenario, out: Path, args, console) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fleet.app.report import write_outputs
+    from fleet.app.scenario import ScenarioError
+    from fleet.app.simulation import build_simulation
+
+    checkpoints = None
+    if scenario.mode == "learning":
+        checkpoints = out / "checkpoints"
+        if checkpoints.exists() and not args.resume:
+            shutil.rmtree(checkpoints)  # a fresh run: never mix in another run's states
+    try:
+        sim = build_simulation(scenario, checkpoints)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=args.quiet) as progress:
+        bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
+        sim.run(on_round=lambda done: progress.update(bar, completed=done))
+    summ = write_outputs(sim, out, figures=not args.no_figures)
+    return summ, (sim.learning.evaluations if sim.learning is not None else None)
+
+
+class _OutputError(Exception):
+    """The output folder cannot be used: bad input, exit status 2."""
+
+
+def _check_out(out: Path) -> None:
+    """Make ``out`` if needed and prove it is a writable folder by writing (and removing) a file."""
+    if out.exists() and not out.is_dir():
+        raise _OutputError(f"--out {out}: not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise _OutputError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    from fleet.app.scenario import ScenarioError, echo, load_variants, scenario_warnings
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=args.quiet)
+    if args.resume and args.out is None:
+        print("fleet.run: --resume needs the --out folder of the run to continue", file=sys.stderr)
+        return 2
+    try:
+        variants = load_variants(args.scenario, overrides)
+        warned = set()
+        for name, scenario in variants:
+            for warning in scenario_warnings(scenario):
+                if warning not in warned:
+                    warned.add(warning)
+                    print(f"fleet.run: scenario warning: {args.scenario}: {warning}", file=sys.stderr)
+        base = Path(args.scenario).stem
+        out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _check_out(out)
+        summaries, evaluations = [], {}
+        for name, scenario in variants:
+            run_out = out if len(variants) == 1 else out / name
+            summ, evaluations[name] = _run_one(scenario, run_out, args, console)
+            summaries.append((name, summ))
+            if not args.quiet:
+                from fleet.app.report import print_study
+
+                # piped to a file, rich would wrap at 80 columns and fold the per-class table
+                print_study(Console(width=None if sys.stdout.isatty() else 160), summaries[-1][1], run_out)
+        if len(variants) > 1:
+            from fleet.app.report import write_comparison
+
+            text = write_comparison(summaries, out, None if args.no_figures else
+                                    {k: v for k, v in evaluations.items() if v})
+            if not args.quiet:
+                print(text)  # markdown, printed as is (rich would read its [..] as markup)
+    except ScenarioError as exc:
+        print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
+        return 2
+    except _OutputError as exc:
+        print(f"fleet.run: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder removed mid-run: the checkpoints so far stay
+        where = str(exc.filename)[:300] if exc.filename is not None else f"into {str(out)[:300]}"
+        print(f"fleet.run: cannot write {where}: {exc.strerror or echo(str(exc))}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("fleet.run: out of memory (fewer fleet.devices or a shorter run fits)", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

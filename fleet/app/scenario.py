@@ -1,0 +1,242 @@
+"""Scenarios: YAML → a validated, frozen ``Scenario``. The only module that parses YAML.
+
+The models, their defaults and bounds are ``fleet.app.schema``'s (re-exported here: ``Scenario``,
+``ScenarioError``). A file may add ``variants``: named lists of overrides, run side by side on the
+same fleet and seed.
+``load_scenario`` raises ``ScenarioError`` with one line (at most a few hundred characters) that
+names the field and the problem; the CLI prints it and exits with status 2. Reading refuses
+non-regular files, files over ``MAX_FILE_BYTES``, non-UTF-8 text, and YAML that nests deeper than
+``MAX_DEPTH`` or expands (aliases counted each time they are used) to more than ``MAX_NODES``
+nodes. ``scenario_warnings`` lists what is legal but probably not meant (one line each).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from algorithms.registry import check_params
+from fleet.app.schema import MAX_DEVICES, MAX_ECHO_CHARS, MAX_TIME_S, Scenario, ScenarioError, echo
+
+__all__ = ["Scenario", "ScenarioError", "echo", "MAX_DEVICES", "MAX_TIME_S", "MAX_FILE_BYTES", "MAX_NODES",
+           "MAX_DEPTH", "scenario_warnings", "apply_override", "parse_scenario", "load_scenario",
+           "load_variants"]
+
+MAX_FILE_BYTES = 1 << 20  # a scenario is a page of YAML; 1 MiB is far beyond any real one
+MAX_NODES = 100_000  # YAML nodes after expanding aliases (a shipped scenario has ~200)
+MAX_DEPTH = 32  # nesting levels of mappings and lists (a scenario uses 5)
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a folder name
+
+
+def _selection(scenario: Scenario) -> tuple[int, int, int]:
+    """(devices that can be selected, updates a sync round needs, devices a sync round selects)."""
+    c = scenario.coordinator
+    n = scenario.fleet.devices + (scenario.bridge.expect_devices if scenario.bridge else 0)
+    return n, math.ceil(c.quorum * c.clients_per_round), \
+        min(n, math.ceil(c.clients_per_round * (1.0 + c.over_selection)))
+
+
+def _cross_check(scenario: Scenario) -> None:
+    """Refuse what the fields allow one by one but the model cannot run (``ValueError`` naming the
+    field): algorithm parameters against the mode, a quorum no round can reach."""
+    a = scenario.algorithm
+    try:
+        check_params(a.name, a.params, learning=scenario.mode == "learning")
+    except ValueError as exc:
+        raise ValueError(f"algorithm.params: {exc}") from None
+    n, needed, _ = _selection(scenario)
+    if scenario.coordinator.mode == "sync" and needed > n:
+        raise ValueError(f"coordinator.quorum: a round needs ceil(quorum * K) = {needed} updates "
+                         f"but the fleet has {n} devices: no round could ever aggregate")
+
+
+def scenario_warnings(scenario: Scenario) -> list[str]:
+    """What the scenario allows but probably does not mean, one line each naming the field."""
+    c = scenario.coordinator
+    n, needed, selected = _selection(scenario)
+    out = []
+    if c.mode == "sync" and c.clients_per_round > n:
+        out.append(f"coordinator.clients_per_round: K = {c.clients_per_round} exceeds the {n} "
+                   f"devices: each round selects at most {n} and aggregates with {needed} updates")
+    elif c.mode == "sync" and math.ceil(c.clients_per_round * (1.0 + c.over_selection)) > n:
+        out.append(f"coordinator.over_selection: a round would select "
+                   f"{math.ceil(c.clients_per_round * (1.0 + c.over_selection))} devices, but the "
+                   f"fleet has only {n}: it selects {selected}")
+    if c.mode != "sync" and c.concurrency > n:
+        out.append(f"coordinator.concurrency: {c.concurrency} tasks in flight exceed the {n} "
+                   f"devices: at most {n} are")
+    return out
+
+
+def _format_error(err: ValidationError) -> str:
+    errors = err.errors(include_url=False, include_input=False)
+    first = errors[0]
+    where = ".".join(echo(p) if not isinstance(p, (str, int)) or len(str(p)) > 60 else str(p)
+                     for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = len(errors) - 1
+    text = f"{where}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    return text if len(text) <= 2 * MAX_ECHO_CHARS else text[:2 * MAX_ECHO_CHARS - 3] + "..."
+
+
+def _check_size(data: Any, what: str) -> None:
+    """Refuse ``data`` (parsed YAML) nesting deeper than ``MAX_DEPTH`` or expanding to more than
+    ``MAX_NODES`` nodes, counting a shared (aliased) node once per use; cycles are refused too.
+    Iterative, and each distinct node is visited once: bounded time whatever the expansion."""
+    size: dict[int, tuple[int, int]] = {}  # id -> (nodes, levels) of the expanded subtree
+    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
+    open_ids: set[int] = set()  # the containers on the path being walked
+    while stack:
+        node, depth, done = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        if done:
+            open_ids.discard(key)
+            below = [size.get(id(c), (1, 1)) for c in children]
+            size[key] = (1 + sum(b[0] for b in below), 1 + max((b[1] for b in below), default=0))
+            if size[key][0] > MAX_NODES:
+                raise ScenarioError(f"{what}: expands to more than {MAX_NODES:,} YAML nodes "
+                                    "(aliases count each time they are used)")
+            continue
+        if key in open_ids:
+            raise ScenarioError(f"{what}: a YAML alias refers to the node that contains it")
+        if depth + (size[key][1] - 1 if key in size else 0) > MAX_DEPTH:
+            raise ScenarioError(f"{what}: nested more than {MAX_DEPTH} levels deep")
+        if key in size:
+            continue
+        open_ids.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children)
+
+
+def _safe_yaml(text: str, what: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ScenarioError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``path.to.key=value`` (value parsed as YAML; list items by index) in place."""
+    path, sep, raw = assignment.partition("=")
+    if not sep or not path:
+        raise ScenarioError(f"--set {echo(assignment)}: expected path.to.key=value")
+    shown = echo(path)[1:-1]
+    try:
+        value = _safe_yaml(raw, f"--set {shown}")
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"--set {shown}: value is not valid YAML ({exc.problem})") from None
+    _check_size(value, f"--set {shown}")
+    keys = path.split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ScenarioError(f"--set {shown}: {echo(key)} is not an index of the list "
+                                    f"at {echo('.'.join(keys[:i]))[1:-1] or 'top level'}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ScenarioError(f"--set {shown}: {echo('.'.join(keys[:i]))[1:-1]} is not a mapping")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario") -> Scenario:
+    """Validate parsed YAML ``data`` after applying ``overrides``; ``ScenarioError`` names the field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    _check_size(data, source)
+    try:
+        scenario = Scenario.model_validate(data)
+        _cross_check(scenario)
+    except ValidationError as err:
+        raise ScenarioError(f"{source}: {_format_error(err)}") from None
+    except ValueError as err:
+        raise ScenarioError(f"{source}: {err}") from None
+    return scenario
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parsed YAML of a regular file of at most ``MAX_FILE_BYTES`` of UTF-8 (a FIFO would block)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ScenarioError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ScenarioError(f"{path}: not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ScenarioError(f"{path}: {info.st_size:,} bytes; a scenario has at most "
+                            f"{MAX_FILE_BYTES:,}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = _safe_yaml(text, str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ScenarioError(f"{path}: not valid YAML{where}") from None
+    _check_size(data, str(path))
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    """Load one scenario (a file with ``variants`` is an error here: use ``load_variants``)."""
+    path = Path(path)
+    return parse_scenario(_read_yaml(path), overrides, str(path))
+
+
+def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
+    """Load a scenario and its named ``variants`` (each a list of ``path=value`` overrides).
+
+    A file without ``variants`` gives one entry named after the scenario. Every variant is
+    validated in full (algorithm parameters included) before anything runs; the command-line
+    ``overrides`` apply to each, after the variant's own. Variant names are folder names
+    (``VARIANT_NAME``). Variants share everything else, seed included, so they differ only as stated.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or "variants" not in data:
+        scenario = parse_scenario(data, overrides, str(path))
+        return [(scenario.name, scenario)]
+    variants = data.pop("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ScenarioError(f"{path}: variants: must map variant names to lists of overrides")
+    out = []
+    for name, assignments in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ScenarioError(f"{path}: variants: name {echo(name)} must be 1 to 64 letters, "
+                                "digits, '_', '.' or '-' (it names a folder)")
+        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
+            raise ScenarioError(f"{path}: variants.{name}: must be a list of 'path=value' strings")
+        out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
+                                         f"{path} (variant {name})")))
+    return out

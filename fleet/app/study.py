@@ -1,0 +1,267 @@
+"""The study a run answers: participation, dropouts by cause, stragglers by class and by cause.
+
+Pure analysis of a finished ``Simulation``'s event log; ``report`` writes and draws it. Every field of
+``summary.json`` is described in ``docs/study.md``, with the accounting identity every run satisfies::
+
+    client_tasks = updates_accepted + sum(dropouts) + sum(discarded) + in_flight_at_end
+
+(also per device class). A task's one outcome is its first terminal row in the log.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import math
+
+import numpy as np
+
+from fleet.core.recorder import EVENT_COLUMNS
+from fleet.app.simulation import Simulation
+
+#: Every cause the summary reports, zero or not.
+DROPOUT_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
+#: Why an update that arrived was not used: ``late`` (the coordinator had stopped waiting for it: an
+#: over-selected straggler after the round closed, or a task past its timeout) or ``stale``.
+DISCARD_CAUSES = ("late", "stale")
+_TERMINAL = frozenset(("update", "refusal", "dropout", "discard"))
+_COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
+
+
+def percentiles(values, qs=(50, 90, 99)) -> dict[str, float | None]:
+    """``{"p50": ..., ...}``; ``None`` for each when there are no values."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return {f"p{q}": None for q in qs}
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+
+
+@dataclass
+class Study:
+    """What a run's event log says. A task's outcome is its *first* terminal event: an update, a
+    refusal/dropout with its cause, or a discarded update (late or stale); a task with none was in
+    flight at the end. A task the coordinator gave up on at the deadline but whose device had already
+    gone offline (or refused) counts as ``offline`` (the device's row comes first), not ``deadline``;
+    the coordinator's view is ``dropouts_seen_by_coordinator``."""
+
+    devices_by_class: dict[str, int]
+    tasks_by_class: Counter
+    accepted_by_class: Counter
+    dropouts_by_class: dict[str, Counter]  # class -> cause -> count (device-side and coordinator)
+    completion_s_by_class: dict[str, list[float]]
+    tail_cause_by_class: dict[str, Counter]  # class -> dominant component of tasks in the tail
+    tail_threshold_s: float | None
+    participants: int
+    round_time_s: list[float]
+    dropouts: Counter  # cause -> tasks
+    dropouts_by_round: dict[int, Counter]
+    peak_demand_by_class: dict[str, int]  # class -> largest memory demand of a task dispatched to it
+    participants_by_class: Counter  # class -> devices with at least one accepted update
+    discarded_by_class: dict[str, Counter]  # class -> discard cause -> count
+    in_flight_by_class: Counter  # class -> tasks with no outcome when the run stopped
+    empty_rounds: int  # rounds that ended having selected nobody (not in ``round_time_s``)
+
+
+def analyse(sim: Simulation) -> Study:
+    profiles = sim.profiles
+    cls_of = [p.device_class for p in profiles]
+    devices_by_class = dict(Counter(cls_of))
+    tasks, accepted = Counter(), Counter()
+    dropouts: dict[str, Counter] = defaultdict(Counter)
+    completion: dict[str, list[float]] = defaultdict(list)
+    parts: list[tuple[str, float, float, float, float]] = []
+    participants: set[int] = set()
+    ended: set[int] = set()
+    dispatched: dict[int, str] = {}  # task -> its device's class
+    discarded: dict[str, Counter] = defaultdict(Counter)
+    by_cause: Counter = Counter()
+    by_round: dict[int, Counter] = defaultdict(Counter)
+    peak_demand: dict[str, int] = {}
+    ev, dev_i, cause_i, task_i = _COL["event"], _COL["device"], _COL["cause"], _COL["task"]
+    demand_i = _COL["demand_bytes"]
+    for row in sim.kernel.recorder.rows:
+        kind = row[ev]
+        if kind == "dispatch":
+            c = cls_of[row[dev_i]]
+            tasks[c] += 1
+            dispatched[row[task_i]] = c
+            if row[demand_i] is not None and row[demand_i] > peak_demand.get(c, -1):
+                peak_demand[c] = row[demand_i]
+            continue
+        if kind not in _TERMINAL or row[task_i] in ended:
+            continue
+        ended.add(row[task_i])
+        if kind == "discard":
+            discarded[cls_of[row[dev_i]]][row[cause_i]] += 1
+        elif kind == "update":
+            c = cls_of[row[dev_i]]
+            accepted[c] += 1
+            participants.add(row[dev_i])
+            task_s = row[_COL["task_s"]]
+            completion[c].append(task_s)
+            parts.append((c, task_s, row[_COL["compute_s"]], row[_COL["link_s"]],
+                          row[_COL["queue_s"]]))
+        else:
+            dropouts[cls_of[row[dev_i]]][row[cause_i]] += 1
+            by_cause[row[cause_i]] += 1
+            by_round[row[_COL["round"]]][row[cause_i]] += 1
+    tail: dict[str, Counter] = defaultdict(Counter)
+    threshold = None
+    if parts:
+        threshold = float(np.percentile([p[1] for p in parts], 90))
+        for c, task_s, compute_s, link_s, queue_s in parts:
+            if task_s >= threshold:
+                shares = {"compute": compute_s, "link": link_s, "queueing": queue_s}
+                tail[c][max(shares, key=shares.get)] += 1
+    ended_rounds = sim.coordinator.rounds
+    round_time_s = [r.end_s - r.start_s for r in ended_rounds if r.status != "empty"]
+    in_flight = Counter(c for task, c in dispatched.items() if task not in ended)
+    return Study(devices_by_class, tasks, accepted, dict(dropouts), dict(completion), dict(tail),
+                 threshold, len(participants), round_time_s, by_cause, dict(by_round), peak_demand,
+                 Counter(cls_of[d] for d in participants), dict(discarded), in_flight,
+                 sum(r.status == "empty" for r in ended_rounds))
+
+
+def time_to_target_s(evaluations, target: float) -> float | None:
+    """The first evaluation time at which accuracy reached ``target`` (None if never)."""
+    return next((e.time_s for e in evaluations if e.accuracy >= target), None)
+
+
+def finite(value: float | None) -> float | None:
+    """``value``, or None when it is NaN or infinite (strict JSON has no such numbers)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def divergence(sim: Simulation) -> str | None:
+    """``"diverged at round r: loss became inf"`` for the first evaluated model whose loss (or accuracy)
+    is not finite, naming the round that aggregated it; None when every metric is finite."""
+    plane = sim.learning
+    if plane is None:
+        return None
+    produced = {r.model_version: r.round_index for r in sim.coordinator.rounds if r.aggregated}
+    for version, metrics in sorted(plane.metrics_by_version.items()):
+        for name in ("loss", "accuracy"):
+            value = metrics[name]
+            if not math.isfinite(value):
+                where = f"round {produced[version]}" if version in produced else f"model version {version}"
+                return f"diverged at {where}: {name} became {'nan' if math.isnan(value) else 'inf'}"
+    return None
+
+
+def learning_summary(sim: Simulation) -> dict:
+    """The learning figures of ``summary.json`` (None in timing mode); a metric that is not finite is
+    None, and ``diverged`` says where it went."""
+    plane = sim.learning
+    if plane is None or not plane.evaluations:
+        return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
+                "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0,
+                "versions_resumed": 0, "diverged": None}
+    last = plane.evaluations[-1]
+    target = sim.scenario.evaluation.target_accuracy
+    accuracies = [m["accuracy"] for m in plane.metrics_by_version.values() if math.isfinite(m["accuracy"])]
+    return {"final_accuracy": finite(last.accuracy), "final_loss": finite(last.loss),
+            "best_accuracy": max(accuracies, default=None),
+            "time_to_target_s": time_to_target_s(plane.evaluations, target), "target_accuracy": target,
+            "final_density": finite(plane.state.density), "local_updates_computed": plane.jobs_run,
+            "versions_resumed": plane.versions_resumed, "diverged": divergence(sim)}
+
+
+def memory_eligible(sim: Simulation) -> int:
+    """Devices whose free memory at t = 0 covers their own training task's peak demand: how many could
+    take part at all, before availability, links and deadlines have their say."""
+    free = sim.devices.free_memory_bytes
+    config = sim.task_configs.get("train")
+    if config is None:
+        return 0
+    if sim.learning is not None:  # each device's task is fitted to its data
+        algorithm, parts = sim.learning.algorithm, sim.learning.partitions
+        demand = lambda d: algorithm.demand(algorithm.client_task(config, len(parts[d]))).peak_memory_bytes  # noqa: E731
+    else:
+        demand = lambda d: sim.demands["train"].peak_memory_bytes  # noqa: E731
+    simulated = sim.first_real if sim.bridge is not None else len(sim.profiles)
+    eligible = sum(1 for d in range(simulated) if free(d, 0.0) >= demand(d))
+    if sim.bridge is not None:  # real devices: the free memory they reported when they attached
+        eligible += sum(1 for d, real in sim.bridge.real.items() if real.free_memory_bytes >= demand(d))
+    return eligible
+
+
+def rounds_summary(sim: Simulation, study: Study) -> dict:
+    """How the rounds (sync) or aggregation buffers (async) ended: ``rounds`` ended, of which
+    ``rounds_aggregated``, ``rounds_failed`` (fewer updates than ``updates_needed``) and ``empty_rounds``
+    (selected nobody); ``rounds_unfinished`` (0 or 1) was open when the run stopped and is no round."""
+    coord, c = sim.coordinator, sim.scenario.coordinator
+    rounds = coord.rounds
+    failed = [r for r in rounds if r.status == "failed"]
+    open_round = coord.unfinished_round
+    if c.mode == "sync":
+        needed = max(1, math.ceil(c.quorum * c.clients_per_round))
+    else:
+        needed = 1 if c.mode == "fedasync" else c.buffer_size
+    return {"rounds": len(rounds), "rounds_aggregated": sum(r.aggregated for r in rounds),
+            "rounds_failed": len(failed), "empty_rounds": study.empty_rounds,
+            "rounds_unfinished": int(open_round is not None), "updates_needed": needed,
+            "most_updates_in_a_failed_round": max((r.accepted for r in failed), default=None),
+            "unfinished_round_updates": None if open_round is None else open_round.accepted}
+
+
+def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
+    """The figures ``summary.json`` holds (contract: README, "Outputs")."""
+    coord = sim.coordinator
+    n = len(sim.profiles)
+    dropouts = {cause: study.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
+    seen = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
+    by_class = {}
+    for c, count in sorted(study.devices_by_class.items()):
+        by_class[c] = {
+            "devices": count,
+            "client_tasks": study.tasks_by_class.get(c, 0),
+            "updates_accepted": study.accepted_by_class.get(c, 0),
+            "dropouts": dict(sorted(study.dropouts_by_class.get(c, Counter()).items())),
+            "completion_s": percentiles(study.completion_s_by_class.get(c, [])),
+            "tail_cause": dict(sorted(study.tail_cause_by_class.get(c, Counter()).items())),
+            "discarded": {cause: study.discarded_by_class.get(c, Counter()).get(cause, 0)
+                          for cause in DISCARD_CAUSES},
+            "in_flight_at_end": study.in_flight_by_class.get(c, 0),
+            "participants": study.participants_by_class.get(c, 0),
+            "peak_demand_bytes": study.peak_demand_by_class.get(c),
+        }
+    return {
+        "scenario": sim.scenario.name,
+        "mode": sim.scenario.mode,
+        "coordinator": sim.scenario.coordinator.mode,
+        "algorithm": sim.scenario.algorithm.name,
+        "seed": sim.scenario.seed,
+        "devices": n,
+        **rounds_summary(sim, study),
+        "stopped_by": sim.stopped_by,
+        "sim_time_s": sim.sim_time_s,
+        "client_tasks": coord.client_tasks,
+        "updates_accepted": coord.updates_accepted,
+        "participants": study.participants,
+        "participation_rate": study.participants / n,
+        "memory_eligible": memory_eligible(sim),
+        "real_devices": 0 if sim.bridge is None else len(sim.bridge.real),
+        "real_updates_accepted": 0 if sim.bridge is None else sim.bridge.real_updates_accepted,
+        "bridge_rejected": {} if sim.bridge is None else dict(sorted(sim.bridge.rejected.items())),
+        "dropouts": dropouts,
+        "discarded": {cause: sum(c.get(cause, 0) for c in study.discarded_by_class.values())
+                      for cause in DISCARD_CAUSES},
+        "in_flight_at_end": sum(study.in_flight_by_class.values()),
+        "dropouts_seen_by_coordinator": seen,
+        "round_time_s": percentiles(study.round_time_s),
+        "straggler_tail_threshold_s": study.tail_threshold_s,
+        "demand": {phase: {"peak_memory_bytes": d.peak_memory_bytes, "flops": d.flops,
+                           "bytes_down": d.bytes_down, "bytes_up": d.bytes_up}
+                   for phase, d in sim.demands.items()},
+        "client_flops": sim.client_flops,
+        "bytes_up": sim.network.bytes_sent[True],
+        "bytes_down": sim.network.bytes_sent[False],
+        "server_demand": None if sim.server_demand is None else {
+            "peak_memory_bytes": sim.server_demand.peak_memory_bytes, "flops": sim.server_demand.flops},
+        **learning_summary(sim),
+        "by_class": by_class,
+        "event_log_sha256": event_log_sha256,
+        "events": len(sim.kernel.recorder.rows),
+        "wall_s": sim.wall_s,
+    }

@@ -1,0 +1,404 @@
+"""The agent a physical device runs to join a simulated fleet:
+
+    python -m fleet.agent --connect tcp://HOST:PORT [--profile NAME] [--keys DIR] [--data DIR] [--name NAME]
+                          [--threads N] [--max-reconnects N] [--heartbeat-interval-s S] [--liveness N]
+
+It says ``hello`` (its device class, measured free memory and a quick measured FLOP/s), receives a
+``welcome`` (its device index, the algorithm, its data partition and the hub's liveness settings), then runs
+every ``task`` it gets with the project's own algorithms (``Algorithm.local_update``) and replies with the
+update and what it measured: compute seconds and peak memory. A task whose demand exceeds its free memory is
+refused (cause ``memory``); a task it cannot run is refused (cause ``failure``).
+
+Liveness (docs/protocol.md section 6): once welcomed, the agent heartbeats every ``heartbeat_interval_s``
+*of the welcome* and counts the hub gone after ``liveness`` silent intervals *of the welcome*; its own
+settings (``--heartbeat-interval-s``, ``--liveness``) only bound the wait for a welcome. Only a frame that
+decodes counts as a sign of life.
+
+Reconnect: when the hub is silent (or never welcomes it) the agent **closes its socket first** (dropping a
+queued ``hello``, which the hub must never attach from), then sleeps 1, 2, 4 ... seconds (capped at
+``MAX_BACKOFF_S``, 32 s) and says ``hello`` again under the same name on a new socket. A task it is working
+on survives the reconnect: its answer goes out once the new ``welcome`` arrives. A task repeated on the same
+connection is ignored; one re-sent after a reconnect whose answer was already sent gets that answer again.
+
+Exit: status 0 on ``bye`` (the run finished) or Ctrl-C; status 1, with one line on stderr, after
+``--max-reconnects`` connections in a row brought no welcome (default 10, about 4 minutes with the default
+settings; 0 means try for ever); status 2, with one line, when the welcome asks for what it cannot run
+(an unknown algorithm, a dataset it does not hold).
+
+Threads: torch uses ``--threads`` if given, else what ``OMP_NUM_THREADS`` says (torch reads it), else
+torch's own default; the agent never raises it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import resource
+import sys
+import time
+from typing import Callable
+
+import zmq
+
+from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
+
+AGENT_VERSION = "fleet.agent 2"
+HEARTBEAT_INTERVAL_S = 2.0  # the agent's own settings, used until a welcome brings the hub's
+LIVENESS = 5  # silent intervals; 2 s x 5 = 10 s survives the TCP stalls of a lossy Wi-Fi link (docs/bridge.md)
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 32.0  # docs/protocol.md section 6 states the same cap
+MAX_RECONNECTS = 10  # connections in a row without a welcome before the agent gives up (0: never)
+POLL_S = 0.05  # the socket loop's longest wait: how soon a finished task's answer goes out
+ANSWERS_KEPT = 64  # answered task ids remembered, to ignore repeats
+
+Clock = Callable[[], float]
+
+
+class HubLiveness:
+    """The agent's view of the hub's liveness, on an injected clock (seconds).
+
+    ``heard()`` when a frame from the hub decodes; ``dead()`` once more than ``liveness * interval_s`` has
+    passed since (or since ``reset()``); ``beat_due()`` is True at most once per ``interval_s`` and says
+    when to send a heartbeat. ``adopt(interval_s, liveness)`` takes the welcome's settings."""
+
+    def __init__(self, interval_s: float, liveness: int, clock: Clock = time.monotonic) -> None:
+        self.interval_s, self.liveness, self.clock = float(interval_s), int(liveness), clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_heard_s = self.last_beat_s = self.clock()
+
+    def adopt(self, interval_s: float, liveness: int) -> None:
+        self.interval_s, self.liveness = float(interval_s), int(liveness)
+
+    def heard(self) -> None:
+        self.last_heard_s = self.clock()
+
+    @property
+    def limit_s(self) -> float:
+        """The silence after which the hub counts as gone, in seconds."""
+        return self.liveness * self.interval_s
+
+    def dead(self) -> bool:
+        return self.clock() - self.last_heard_s > self.limit_s
+
+    def beat_due(self) -> bool:
+        now = self.clock()
+        if now - self.last_beat_s >= self.interval_s:
+            self.last_beat_s = now
+            return True
+        return False
+
+
+class Backoff:
+    """Waits before reconnecting: ``first_s``, then doubling, capped at ``cap_s``; ``reset()`` after a
+    welcome."""
+
+    def __init__(self, first_s: float = FIRST_BACKOFF_S, cap_s: float = MAX_BACKOFF_S) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._next_s = self.first_s
+
+    def next_s(self) -> float:
+        wait_s = min(self._next_s, self.cap_s)
+        self._next_s = min(2 * self._next_s, self.cap_s)
+        return wait_s
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``threads`` when given; otherwise leave torch's choice (which honours
+    ``OMP_NUM_THREADS``). Returns the count torch uses."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def free_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else 0."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measured_flops_per_s(size: int = 256, repeats: int = 5) -> float:
+    """A quick float32 matmul throughput: 2 n^3 FLOPs per product, best of ``repeats``."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / max(best, 1e-9)
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class CannotJoin(Exception):
+    """The welcome asks for something this agent cannot run."""
+
+
+class Agent:
+    """One device's agent (module docstring). ``clock`` and ``sleep`` are injected for tests; so is
+    ``flops_per_s`` (measured with torch when None)."""
+
+    def __init__(self, connect: str, profile: str, name: str, data_dir: str | None = None,
+                 keys: str | None = None, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 liveness: int = LIVENESS, max_backoff_s: float = MAX_BACKOFF_S,
+                 max_reconnects: int = MAX_RECONNECTS, *, flops_per_s: float | None = None,
+                 clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.connect, self.profile, self.name = connect, profile, name
+        self.data_dir, self.keys = data_dir, keys
+        self.join_interval_s, self.join_liveness = heartbeat_interval_s, liveness
+        self.max_reconnects, self.clock, self.sleep = max_reconnects, clock, sleep
+        self.hub = HubLiveness(heartbeat_interval_s, liveness, clock)
+        self.backoff = Backoff(cap_s=max_backoff_s)
+        self.context = zmq.Context()
+        self.socket: zmq.Socket | None = None
+        self.connection = 0  # counts sockets opened; answers remember the one they went out on
+        self.welcomed = False  # on the current connection
+        self.algorithm = None
+        self.data = None
+        self.flops_per_s = measured_flops_per_s() if flops_per_s is None else flops_per_s
+        self.pending: dict[int, object] = {}  # task_id -> future of its answer, in arrival order
+        self.answered: collections.OrderedDict[int, tuple] = collections.OrderedDict()  # id -> (reply, conn)
+        self.welcome_job = None
+
+    # --- the socket -------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        from fleet.bridge import protocol
+
+        self._close()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        overhead = CURVE_OVERHEAD_BYTES if self.keys is not None else 0  # the frame limit is the protocol's
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + overhead)
+        if self.keys is not None:
+            from fleet.bridge.security import ClientSecurity
+
+            ClientSecurity(self.keys, self.name).apply(self.socket)
+        self.socket.connect(self.connect)
+        self.connection += 1
+        self.welcomed = False
+        self.hub.adopt(self.join_interval_s, self.join_liveness)
+        self.hub.reset()
+        self._send("hello", {"device_class": self.profile, "free_memory_bytes": free_memory_bytes(),
+                             "flops_per_s": self.flops_per_s, "agent_version": AGENT_VERSION,
+                             "device_name": self.name})
+
+    def _close(self) -> None:
+        """Close the socket at once (LINGER 0): what it still queued, a ``hello`` included, is dropped."""
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+
+    def _send(self, kind: str, body: dict) -> None:
+        from fleet.bridge import protocol
+
+        try:  # the hub checks every frame; a full queue means a dead link, which liveness will find
+            self.socket.send(protocol.encode(kind, body, self_check=False), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    # --- the work (on the worker thread) ------------------------------------------------------------------
+    def _welcome(self, body: dict) -> None:
+        import numpy as np
+        import torch
+
+        from algorithms.datasets import DATASETS, load_dataset
+        from algorithms.local import ClientData
+        from algorithms.registry import create_algorithm
+
+        try:
+            name = body["dataset"]["name"]
+            if name not in DATASETS:
+                raise ValueError(f"dataset {name!r} is unknown here (known: {', '.join(sorted(DATASETS))})")
+            spec = DATASETS[name]
+            params = dict(body["algorithm"]["params"])
+            params.update(input_shape=spec.input_shape, num_classes=spec.num_classes)
+            self.algorithm = create_algorithm(body["algorithm"]["name"], **params)
+            dataset = load_dataset(spec.name, self.data_dir)
+            idx = torch.from_numpy(np.asarray(body["dataset"]["partition"], dtype=np.int64))
+            self.data = ClientData(torch.from_numpy(np.array(dataset.train_x))[idx],
+                                   torch.from_numpy(np.array(dataset.train_y))[idx])
+        except Exception as error:  # noqa: BLE001  (whatever fails here, the welcome asks the impossible)
+            raise CannotJoin(f"{type(error).__name__}: {error}") from None
+
+    def _task(self, body: dict) -> tuple[str, dict]:
+        """Run one task; return the answer to send."""
+        from algorithms.base import TaskConfig
+        from algorithms.local import ModelState
+        from fleet.bridge import payloads
+
+        task_id = int(body["task_id"])
+        free = free_memory_bytes()
+        if int(body.get("peak_memory_bytes", 0)) > free > 0:
+            return "refusal", {"task_id": task_id, "cause": "memory", "free_memory_bytes": free}
+        try:
+            state = ModelState(payloads.to_torch(body["weights"]),
+                               None if body.get("mask") is None else payloads.to_torch(body["mask"]),
+                               int(body.get("prune_step", 0)))
+            config = TaskConfig(body["phase"], int(body["local_steps"]), int(body["batch_size"]))
+            before = _peak_rss_bytes()
+            start = time.perf_counter()
+            result = self.algorithm.local_update(state, config, self.data, int(body["seed"]))
+            compute_s = time.perf_counter() - start
+            if result.kind != body["update_kind"]:
+                raise ValueError(f"computed a {result.kind!r} update, the task asks for {body['update_kind']!r}")
+            return "update", payloads.update_body(task_id, result, compute_s, max(0, _peak_rss_bytes() - before))
+        except Exception as error:  # noqa: BLE001  (any fault in the task is the task's failure)
+            print(f"fleet.agent: task {task_id} failed ({type(error).__name__}: {error})", file=sys.stderr)
+            return "refusal", {"task_id": task_id, "cause": "failure", "free_memory_bytes": free}
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    def _on_task(self, worker, body: dict) -> None:
+        task_id = int(body["task_id"])
+        if task_id in self.pending:
+            return  # already working on it
+        if task_id in self.answered:
+            reply, connection = self.answered[task_id]
+            if connection != self.connection:  # re-sent after a reconnect: the answer may have been lost
+                self._send(*reply)
+                self.answered[task_id] = (reply, self.connection)
+            return
+        self.pending[task_id] = worker.submit(self._task, body)
+
+    def _flush(self) -> None:
+        """Send the answers that are ready, in arrival order, once this connection is welcomed."""
+        while self.welcomed and self.pending:
+            task_id, future = next(iter(self.pending.items()))
+            if not future.done():
+                return
+            del self.pending[task_id]
+            reply = future.result()
+            self._send(*reply)
+            self.answered[task_id] = (reply, self.connection)
+            while len(self.answered) > ANSWERS_KEPT:
+                self.answered.popitem(last=False)
+
+    def _session(self, worker) -> str:
+        """One connection: ``hello``, then frames until ``bye`` (returns "bye") or silence ("silent")."""
+        from fleet.bridge import protocol
+
+        self._open()
+        while True:
+            if self.welcome_job is not None and self.welcome_job.done():
+                job, self.welcome_job = self.welcome_job, None
+                job.result()  # raises CannotJoin
+            self._flush()
+            msg = None
+            if self.socket.poll(int(POLL_S * 1000)):
+                try:
+                    msg = protocol.decode(self.socket.recv())
+                except protocol.ProtocolError as error:  # not a sign of life (docs/protocol.md section 7)
+                    print(f"fleet.agent: rejected a frame from the hub ({error.reason})", file=sys.stderr)
+            if msg is not None:
+                self.hub.heard()
+                if msg.kind == "welcome":
+                    self.hub.adopt(msg.body["heartbeat_interval_s"], msg.body.get("liveness", 3))
+                    self.welcomed = True
+                    self.backoff.reset()
+                    self.welcome_job = worker.submit(self._welcome, msg.body)
+                    self.hub.last_beat_s = -float("inf")  # answer at once: confirms this connection
+                elif msg.kind == "task" and self.welcomed:
+                    self._on_task(worker, msg.body)
+                elif msg.kind == "bye":
+                    return "bye"
+            if self.welcomed and self.hub.beat_due():
+                self._send("heartbeat", {"sent_s": self.clock()})
+            if self.hub.dead():
+                self._close()
+                return "silent"
+
+    def run(self) -> int:
+        """Connect, work, reconnect; the exit status (module docstring). Work (loading the data, local
+        updates) runs on one worker thread, so heartbeats go on while the device computes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        worker = ThreadPoolExecutor(max_workers=1)
+        failed = 0  # connections in a row that brought no welcome
+        try:
+            while True:
+                try:
+                    outcome = self._session(worker)
+                except CannotJoin as error:
+                    print(f"fleet.agent: cannot run what {self.connect} asks: {error}", file=sys.stderr)
+                    return 2
+                if outcome == "bye":
+                    return 0
+                failed = 0 if self.welcomed else failed + 1
+                if self.max_reconnects and failed >= self.max_reconnects:
+                    print(f"fleet.agent: no welcome from {self.connect} on {failed} connections in a row; "
+                          f"giving up", file=sys.stderr)
+                    return 1
+                wait_s = self.backoff.next_s()
+                print(f"fleet.agent: the hub at {self.connect} is silent; reconnecting in {wait_s:g} s",
+                      file=sys.stderr)
+                self.sleep(wait_s)  # the socket is closed: nothing queued on it can reach the hub
+        finally:
+            self._close()
+            worker.shutdown(wait=False, cancel_futures=True)
+            self.context.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fleet.agent", description=__doc__.split("\n\n")[0])
+    p.add_argument("--connect", required=True, help="the hub's address, e.g. tcp://10.0.0.5:5555")
+    p.add_argument("--profile", default="rpi4_4gb", help="this device's class (devices/catalog.py)")
+    p.add_argument("--name", default=None, help="a stable name, so a restarted agent rejoins (default: host-pid)")
+    p.add_argument("--keys", default=None, help="folder with this device's CURVE keys and server.key "
+                   "(python -m fleet.keys); omit only for a plain loopback hub")
+    p.add_argument("--data", default=None, help="dataset folder (default: $FLEET_DATA_DIR or the Debian one)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default: $OMP_NUM_THREADS, else torch's default)")
+    p.add_argument("--heartbeat-interval-s", type=_positive_float, default=HEARTBEAT_INTERVAL_S,
+                   help="heartbeat interval until the hub's welcome gives its own (default %(default)s)")
+    p.add_argument("--liveness", type=_positive_int, default=LIVENESS,
+                   help="silent intervals before the hub counts as gone, until the welcome gives its own "
+                   "(default %(default)s)")
+    p.add_argument("--max-backoff-s", type=_positive_float, default=MAX_BACKOFF_S)
+    p.add_argument("--max-reconnects", type=int, default=MAX_RECONNECTS,
+                   help="give up (exit 1) after this many connections in a row without a welcome; 0: never "
+                   "(default %(default)s)")
+    args = p.parse_args(argv)
+    threads = configure_threads(args.threads)
+    name = args.name or f"{os.uname().nodename}-{os.getpid()}"
+    print(f"fleet.agent: {name} ({args.profile}) on {threads} torch thread(s), connecting to {args.connect}",
+          file=sys.stderr)
+    agent = Agent(args.connect, args.profile, name, args.data, args.keys, args.heartbeat_interval_s,
+                  args.liveness, args.max_backoff_s, max(0, args.max_reconnects))
+    try:
+        return agent.run()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The hub at its edges (issue 8): liveness and flood control on a fake clock, and a live hub on loopback
+against busy loops, floods, oversized frames, stale hellos, wrong or stale updates and reconnects."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import algorithms.local  # noqa: F401  (torch, imported once here rather than inside a timed wait)
+from fleet.bridge import payloads, protocol
+from fleet.bridge.transport import BridgeTransport
+from fleet.bridge.hub import FloodGuard, Hub, Liveness
+from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
+from fleet.core.messages import Task
+from tests.helpers import make_network, make_profiles
+
+P = 4  # parameters of the toy model
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+# --- liveness and flood control, on a fake clock ---------------------------------------------------------
+def test_liveness_expires_a_peer_after_exactly_liveness_silent_intervals():
+    clock = FakeClock()
+    live = Liveness(interval_s=1.0, liveness=3, clock=clock)
+    live.track(b"a")
+    live.track(b"b")
+    clock.now_s += 2.0
+    live.seen(b"b")
+    live.seen(b"stranger")  # untracked: ignored
+    clock.now_s += 1.0  # a silent for exactly 3 intervals: not yet
+    assert live.expired() == []
+    clock.now_s += 0.001
+    assert live.expired() == [b"a"]
+    assert live.expired() == []  # reported once
+    clock.now_s += 2.0
+    assert live.expired() == [b"b"] and live.last_seen_s == {}
+
+
+def test_heartbeats_are_due_every_interval_from_the_last_one():
+    clock = FakeClock()
+    live = Liveness(interval_s=0.5, liveness=3, clock=clock)
+    assert live.beat_due()
+    clock.now_s += 0.499
+    assert not live.beat_due()
+    clock.now_s += 0.001
+    assert live.beat_due()
+    assert not live.beat_due()
+
+
+def test_flood_guard_admits_its_rate_drops_the_excess_and_bans_a_persistent_flooder():
+    clock = FakeClock()
+    guard = FloodGuard(rate_per_s=8.0, ban_after=5, clock=clock)  # binary fractions: exact tokens
+    assert [guard.admit(b"f") for _ in range(8)] == ["ok"] * 8  # the burst
+    assert [guard.admit(b"f") for _ in range(4)] == ["drop"] * 4
+    clock.now_s += 0.125  # one token back, and one frame of debt (4) forgiven
+    assert guard.admit(b"f") == "ok"
+    assert [guard.admit(b"f") for _ in range(2)] == ["drop", "ban"]  # debt 3 + 2 = ban_after
+    clock.now_s += 100.0
+    assert guard.admit(b"f") == "drop"  # banned for good
+    assert guard.admit(b"honest") == "ok"  # another peer has its own bucket
+
+
+# --- a live hub --------------------------------------------------------------------------------------------
+def _dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def _until(condition, timeout_s: float = 5.0, step=lambda: time.sleep(0.01)) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        step()
+
+
+def _received(hub: Hub, count: int = 1, timeout_s: float = 10.0) -> list:
+    """The next ``count`` decoded frames the hub took in; ``receive`` also returns early, empty, when the
+    I/O thread only counted a rejection, so wait on the frames themselves."""
+    got: list = []
+    _until(lambda: len(got) >= count or got.extend(hub.receive(0.1)) or len(got) >= count, timeout_s,
+           step=lambda: None)
+    assert len(got) == count, got
+    return got
+
+
+def _frames(sock: zmq.Socket, kind: str, timeout_s: float = 5.0) -> protocol.Message:
+    """The next frame of ``kind`` on ``sock``, skipping others (heartbeats)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(50):
+            msg = protocol.decode(sock.recv())
+            if msg.kind == kind:
+                return msg
+    raise AssertionError(f"no {kind} frame within {timeout_s} s")
+
+
+HELLO = {"device_class": "rpi4_4gb", "free_memory_bytes": 2**30, "flops_per_s": 1e9, "agent_version": "1"}
+
+
+@pytest.fixture
+def ctx():
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def test_a_busy_loop_neither_silences_the_hub_nor_expires_its_peers(ctx):
+    """Defect 14: while the loop aggregates (here 2.5 s of torch work, as the learning plane's
+    aggregation is), the hub's thread keeps reading and heartbeating. Margins for a loaded 2-core
+    machine: the thread only has to beat within liveness x interval = 1 s, against 0.25 s nominal.
+    (A loop of pure Python would starve the thread: each of its socket calls waits for the GIL.)"""
+    import torch
+
+    a = torch.randn(384, 384)
+    interval_s, liveness = 0.25, 4
+    hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=interval_s, liveness=liveness)
+    agent = _dealer(ctx, hub.endpoint)
+    try:
+        agent.send(protocol.encode("hello", {**HELLO, "device_name": "pi"}))
+        (hello,) = hub.poll(5.0)
+        hub.track(hello.identity)
+        beat = protocol.encode("heartbeat", {"sent_s": 0.0})
+        heard, end, last_beat = [], time.monotonic() + 2.5, 0.0
+        while time.monotonic() < end:  # the "aggregation": never calls poll
+            a = torch.tanh(a @ a)  # one intra-op thread or several: torch drops the GIL while it computes
+            while agent.poll(0):
+                heard.append(time.monotonic())
+                agent.recv()
+            if time.monotonic() - last_beat >= interval_s:  # an honest agent beats at the interval: a frame
+                agent.send(beat)                     # every turn of this loop would be a flood
+                last_beat = time.monotonic()
+        events = hub.poll(0.0)
+        assert [e.event for e in events if e.event != "frame"] == []  # nobody expired
+        assert len(heard) >= 4 and max(np.diff(heard)) < liveness * interval_s  # never silent that long
+    finally:
+        hub.close()
+
+
+def test_a_flooding_peer_is_counted_and_disconnected_while_an_honest_one_keeps_its_heartbeats(ctx):
+    """Defect 22: a peer firing junk as fast as it can does not starve the hub: the honest agent keeps
+    getting heartbeats and is never expired; the flooder is counted, then disconnected."""
+    hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=0.1, liveness=5, flood_frames_per_s=200,
+              flood_ban_after=400, max_frames_per_turn=64)
+    honest, flooder = _dealer(ctx, hub.endpoint), _dealer(ctx, hub.endpoint)
+    flooder.setsockopt(zmq.SNDHWM, 100_000)
+    try:
+        honest.send(protocol.encode("hello", {**HELLO, "device_name": "honest"}))
+        (hello,) = hub.poll(5.0)
+        hub.track(hello.identity)
+        beat = protocol.encode("heartbeat", {"sent_s": 0.0})
+        events, heard, end = [], 0, time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for _ in range(200):
+                try:
+                    flooder.send(b"\xc1junk", zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            honest.send(beat)
+            while honest.poll(0):
+                honest.recv()
+                heard += 1
+            events += hub.poll(0.01)
+        flooded = [e for e in events if e.event == "flooded"]
+        assert [e.event for e in events if e.event not in ("frame", "flooded")] == []
+        assert len(flooded) >= 1 and hello.identity not in {e.identity for e in flooded}
+        assert hub.rejected["flooding"] >= 400 and heard >= 4
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize("curve", [False, True])
+def test_the_frame_limit_is_the_same_with_curve_and_oversized_frames_are_counted(ctx, tmp_path, curve):
+    """Defect 24: a frame of exactly ``max_message_bytes`` arrives in both modes; one byte more is
+    counted as ``oversized`` and the connection stays up."""
+    from fleet.bridge.keys import create_keys
+    from fleet.bridge.security import ClientSecurity, ServerSecurity
+
+    limit = 2000
+    security = None
+    if curve:
+        create_keys(tmp_path, server=True, devices=["pi"])
+        security = ServerSecurity(tmp_path)
+    hub = Hub("tcp://127.0.0.1:*", heartbeat_interval_s=60, max_message_bytes=limit, security=security)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve:
+        ClientSecurity(tmp_path, "pi").apply(sock)
+    sock.connect(hub.endpoint)
+    try:
+        short = protocol.encode("bye", {"reason": ""})
+        exact = protocol.encode("bye", {"reason": "x" * (limit - len(short) - 2)})  # str8 -> str16: 2 bytes
+        assert len(exact) == limit
+        sock.send(exact)
+        (got,) = _received(hub)
+        assert got[1]["reason"] == "x" * (limit - len(short) - 2)
+        sock.send(exact + b"\x00")  # one byte over: counted, not a dropped connection
+        sock.send(short)
+        _until(lambda: hub.rejected["oversized"] == 1)
+        (after,) = _received(hub)
+        assert after[1].kind == "bye" and sum(hub.rejected.values()) == 1
+        assert CURVE_OVERHEAD_BYTES == 33
+    finally:
+        sock.close(0)
+        hub.close()
+
+
+# --- the transport: what a device may send, and when ---------------------------------------------------------
+class Harness:
+    """A ``BridgeTransport`` (one simulated device, real ones from index 1) with a toy learning plane."""
+
+    def __init__(self, kernel, uplink="delta", partition=10, **hub_kw) -> None:
+        hub_kw.setdefault("heartbeat_interval_s", 0.1)
+        hub_kw.setdefault("liveness", 50)
+        self.hub = Hub("tcp://127.0.0.1:*", **hub_kw)
+        self.kernel = kernel
+        self.results, self.server, self.lost = {}, [], []
+        self.uplink, self.partition = uplink, partition
+        self.bodies = []
+        self.transport = BridgeTransport(kernel, make_network(kernel, make_profiles(1)), self.hub, 1, {},
+                                         self._task_body, self.results.__setitem__, self._expected)
+        self.transport.attach_server(lambda msg, d: self.server.append(msg),
+                                     lambda msg, device: self.lost.append(msg))
+        self.slots = [1, 2]
+        self.transport.welcome = self._welcome
+
+    def _welcome(self, device) -> dict:
+        return {"device": device.index, "heartbeat_interval_s": 0.1, "liveness": 50,
+                "algorithm": {"name": "fedavg", "params": {}},
+                "dataset": {"name": "digits", "partition": list(range(self.partition))}}
+
+    def _task_body(self, task, deadline_s):
+        body = {"task_id": task.task_id, "round_index": task.round_index, "model_version": 0,
+                "phase": task.phase, "local_steps": 1, "batch_size": 1, "seed": 7,
+                "weights": np.zeros(P, np.float32), "prune_step": 0,
+                "update_kind": "scores" if task.phase == "prune" else self.uplink}
+        if deadline_s is not None:
+            body["deadline_s"] = deadline_s
+        self.bodies.append(body)
+        return body
+
+    def _expected(self, task) -> dict:
+        return {"n_params": P, "update_kind": "scores" if task.phase == "prune" else self.uplink,
+                "max_samples": self.partition, "max_norm": 10.0}
+
+    def pump_until(self, condition, timeout_s=5.0):
+        _until(condition, timeout_s, step=lambda: self.transport.pump(0.02, self._index, self._welcome))
+
+    def _index(self, _name):
+        return self.slots.pop(0) if self.slots else None
+
+    def attach(self, sock, name="pi"):
+        sock.send(protocol.encode("hello", {**HELLO, "device_name": name}))
+        self.pump_until(lambda: any(d.name == name and d.alive for d in self.transport.real.values()))
+        return _frames(sock, "welcome")
+
+    def dispatch(self, task_id, device=1, phase="train", deadline_s=None):
+        task = Task(task_id, device, 0, 0, phase, 1, 1, 100, 1000, 64, deadline_s, 64)
+        self.transport.send(task, device, to_server=False)
+        return task
+
+
+def _update(task_id, kind="delta", num_samples=5, value=0.1):
+    body = {"task_id": task_id, "kind": kind, "num_samples": num_samples, "compute_s": 0.01,
+            "peak_memory_bytes": 1}
+    if kind == "delta":
+        body["delta"] = np.full(P, value, np.float32)
+    elif kind == "scores":
+        body["scores"] = np.full(P, value, np.float32)
+    else:
+        body["seeds"] = np.arange(2, dtype=np.int64)
+        body["coefficients"] = np.full(2, value, np.float32)
+    return protocol.encode("update", body)
+
+
+@pytest.fixture
+def harness(kernel):
+    made = []
+
+    def make(**kw):
+        made.append(Harness(kernel, **kw))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.transport.close()
+
+
+def test_an_update_of_another_kind_than_the_task_named_is_rejected_and_counted(harness, ctx):
+    """Defect 20: a ``seeds`` update for a FedAvg task and a ``scores`` update for a training task never
+    reach the learning plane; the task stays pending, and the right kind is then accepted."""
+    h = harness()
+    sock = _dealer(ctx, h.hub.endpoint)
+    h.attach(sock)
+    h.dispatch(1)
+    task = _frames(sock, "task")
+    assert task["update_kind"] == "delta" and "deadline_s" not in task.body
+    sock.send(_update(1, "seeds"))
+    sock.send(_update(1, "scores"))
+    h.pump_until(lambda: h.transport.rejected["wrong_update_kind"] == 2)
+    assert h.results == {} and 1 in h.transport.pending
+    sock.send(_update(1))
+    h.pump_until(lambda: 1 in h.results)
+    assert h.results[1].kind == "delta" and 1 not in h.transport.pending
+    assert sum(h.transport.rejected.values()) == 2
+
+
+@pytest.mark.parametrize("num_samples, value, reason", [
+    (2**63 - 1, 0.1, "sample_count"), (11, 0.1, "sample_count"), (0, 0.1, "sample_count"),
+    (5, 3e38, "update_norm"), (5, 5.01, "update_norm")])  # norm of 4 x 5.01 = 10.02 > 10
+def test_an_update_that_claims_too_much_is_rejected(harness, ctx, num_samples, value, reason):
+    """Defect 21: at most the partition's samples (10 here), and a delta within the norm bound."""
+    h = harness()
+    sock = _dealer(ctx, h.hub.endpoint)
+    h.attach(sock)
+    h.dispatch(1)
+    _frames(sock, "task")
+    sock.send(_update(1, num_samples=num_samples, value=value))
+    h.pump_until(lambda: h.transport.rejected[reason] == 1)
+    sock.send(_update(1, num_samples=10, value=4.99))  # the most a device may claim: accepted
+    h.pump_until(lambda: 1 in h.results)
+    assert h.results[1].num_samples == 10 and sum(h.transport.rejected.values()) == 1
+
+
+def test_no_single_device_can_make_the_aggregate_non_finite():
+    """Defect 21: the largest delta the bound lets through, averaged with any sample shares over many
+    rounds, keeps the model finite; the largest scores summed over 2^32 devices stay finite."""
+    import torch
+
+    from algorithms.learner import FlatLearner
+    from algorithms.local import ClientResult, ModelState
+    from fleet.bridge.transport import UPDATE_NORM_RATIO
+
+    w = ModelState(torch.full((P,), 0.25), None, 0)  # norm 0.5: the bound is 10 x max(1, 0.5) = 10
+    bound = UPDATE_NORM_RATIO * 1.0
+    worst = torch.full((P,), np.float32(bound / 2))  # norm exactly 10
+    msg = protocol.decode(_update(1, value=float(bound / 2)))
+    payloads.validate_update(msg, max_norm=bound)  # accepted
+    honest = ClientResult("delta", 1, delta=torch.full((P,), 1e-3))
+    for _ in range(1000):
+        w = FlatLearner.average_deltas(w, [worst, honest.delta], [ClientResult("delta", 10), honest], [1.0, 1.0])
+    assert bool(torch.isfinite(w.weights).all())
+    scores = np.full(1, protocol.MAX_SCORE_NORM, np.float32)
+    assert np.isfinite(scores * np.float32(2**32)).all()
+
+
+def test_a_reply_to_a_task_that_is_not_pending_is_stale(harness, ctx):
+    """Decision d: answered twice, or another device's task: ``stale_task``, never aggregated twice."""
+    h = harness()
+    a, b = _dealer(ctx, h.hub.endpoint), _dealer(ctx, h.hub.endpoint)
+    h.attach(a, "pi-a")
+    h.attach(b, "pi-b")
+    h.dispatch(1, device=1)
+    _frames(a, "task")
+    b.send(_update(1))  # not b's task
+    a.send(_update(1))
+    a.send(_update(1))  # a duplicate
+    a.send(_update(99))  # never sent
+    h.pump_until(lambda: h.transport.rejected["stale_task"] == 3)
+    assert list(h.results) == [1] and h.transport.real_updates_accepted == 1
+
+
+def test_a_repeated_hello_keeps_the_index_and_resends_the_pending_task(harness, ctx):
+    """Defect 23 / decision c: a reconnect gets a welcome with ``liveness``, then the same task again
+    (same task_id, the deadline budget left), and may answer it."""
+    h = harness()
+    old = _dealer(ctx, h.hub.endpoint)
+    h.attach(old)
+    h.kernel.env.run(until=2.0)
+    h.dispatch(5, deadline_s=32.0)
+    first = _frames(old, "task")
+    assert first["deadline_s"] == pytest.approx(30.0, abs=0.5)
+    old.close(0)
+    new = _dealer(ctx, h.hub.endpoint)
+    new.send(protocol.encode("hello", {**HELLO, "device_name": "pi"}))
+    h.pump_until(lambda: h.transport.real[1].rejoined == 1)
+    welcome = _frames(new, "welcome")
+    again = _frames(new, "task")
+    assert welcome["device"] == 1 and welcome["liveness"] == 50
+    assert again["task_id"] == 5 and 0 < again["deadline_s"] <= first["deadline_s"]
+    new.send(_update(5))
+    h.pump_until(lambda: 5 in h.results)
+    assert h.lost == [] and sum(h.transport.rejected.values()) == 0
+
+
+def test_a_hello_from_a_socket_that_then_falls_silent_never_confirms_the_device(harness, ctx):
+    """Defect 13: a hello left queued on an abandoned socket gets an index but not trust; the device is
+    confirmed by the first frame after a hello on the same connection, and the abandoned one expires."""
+    h = harness(liveness=3)
+    stale = _dealer(ctx, h.hub.endpoint)
+    stale.send(protocol.encode("hello", {**HELLO, "device_name": "pi"}))
+    h.pump_until(lambda: 1 in h.transport.real)
+    stale.close(0)  # its agent moved on (to a new socket) before the welcome came
+    device = h.transport.real[1]
+    assert not device.confirmed
+    h.pump_until(lambda: not device.alive)  # silent past liveness: purged (it held nothing)
+    fresh = _dealer(ctx, h.hub.endpoint)
+    h.attach(fresh)
+    assert device.alive and not device.confirmed and device.index == 1
+    fresh.send(protocol.encode("heartbeat", {"sent_s": 0.0}))
+    h.pump_until(lambda: device.confirmed)
+    assert h.lost == []
