@@ -39,7 +39,7 @@ def _run_one(scenario, out: Path, args, console) -> dict:
 
     from fleet.app.report import write_outputs
     from fleet.app.scenario import ScenarioError
-    from fleet.app.simulation import build_simulation
+    from fleet.app.build import build_simulation
 
     checkpoints = None
     if scenario.mode == "learning":

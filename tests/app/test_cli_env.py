@@ -84,7 +84,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("fleet.app.simulation.build_simulation", interrupted)
+    monkeypatch.setattr("fleet.app.build.build_simulation", interrupted)
     status, line = _main(capsys, SMOKE, "--out", tmp_path / "out", *QUICK)
     assert status == 130 and line == INTERRUPTED == "fleet.run: interrupted; resume with --resume"
 

@@ -23,7 +23,7 @@ import yaml
 
 from fleet.app.scenario import parse_scenario
 from fleet.app.schema import BridgeConfig
-from fleet.app.simulation import build_simulation
+from fleet.app.build import build_simulation
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import fleet.learning.checkpoints
 from fleet.learning.checkpoints import CheckpointStore, CheckpointWriteError
 from fleet.app.run import main
 from fleet.app.scenario import parse_scenario
-from fleet.app.simulation import build_simulation
+from fleet.app.build import build_simulation
 from fleet.app.study import learning_summary
 from tests.learning.test_learning import _tiny
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fleet.app.scenario import load_variants, parse_scenario
-from fleet.app.simulation import build_simulation
+from fleet.app.build import build_simulation
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "scenarios/digits_20.yaml"

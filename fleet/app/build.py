@@ -1,0 +1,317 @@
+"""Assemble a run from a validated ``Scenario``.
+
+The one place that wires the layers together: devices sampled from the mix, their availability
+timelines and batteries, the topology and simulated network, the device processes, the algorithm's
+cost model (the task plan), and the coordinator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.datasets import DATASETS
+from algorithms.registry import create_algorithm
+from devices import (
+    DEVICE_CLASSES,
+    LINK_CLASSES,
+    AllOf,
+    AlwaysOn,
+    Availability,
+    Diurnal,
+    MixEntry,
+    RandomFailure,
+    largest_remainder_counts,
+    sample_fleet,
+)
+from fleet.app.scenario import Scenario, ScenarioError
+from fleet.app.simulation import Simulation
+from fleet.coordinator.asynchronous import AsyncConfig, AsyncCoordinator
+from fleet.coordinator.base import Coordinator
+from fleet.coordinator.sync import SyncConfig, SyncCoordinator
+from fleet.core.kernel import Kernel
+from fleet.learning.plane import (
+    CheckpointStore,
+    ClientDataSource,
+    LearningPlane,
+    make_backend,
+)
+from fleet.sim.devices import DeviceRules, SimulatedDevices
+from fleet.sim.network import SimulatedNetwork
+from fleet.sim.topology import GatewaySpec, build_topology
+
+
+def _availability(scenario: Scenario, kernel: Kernel, entry_of: np.ndarray) -> list[Availability]:
+    rng = kernel.rng.stream("availability")
+    n = len(entry_of)
+    phases = rng.random(n)  # one draw per device, used when its entry is diurnal
+    out: list[Availability] = []
+    always = AlwaysOn()
+    for device in range(n):
+        cfg = scenario.fleet.mix[entry_of[device]].availability
+        parts: list[Availability] = []
+        if cfg.diurnal is not None:
+            d = cfg.diurnal
+            parts.append(Diurnal(d.period_s, d.on_fraction, float(phases[device]) * d.period_s))
+        if cfg.failure is not None:
+            f = cfg.failure
+            parts.append(RandomFailure(f.mtbf_s, f.mttr_s, kernel.rng.stream("failure", device)))
+        out.append(always if not parts else parts[0] if len(parts) == 1 else AllOf(tuple(parts)))
+    return out
+
+
+def _initial_battery(scenario: Scenario, kernel: Kernel, profiles, entry_of) -> list[float | None]:
+    draws = kernel.rng.stream("availability").random(len(profiles))
+    out: list[float | None] = []
+    for p, u, e in zip(profiles, draws.tolist(), entry_of.tolist()):
+        if p.battery_j is None:
+            out.append(None)
+        else:
+            charge = scenario.fleet.mix[e].battery_charge
+            out.append(p.battery_j * (charge.low + (charge.high - charge.low) * u))
+    return out
+
+
+def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, ResourceDemand]]:
+    """Timing mode: (round, device) → (what the round asks of a client, its resource demand), the same for
+    every device of a round; cost model cached."""
+    demand = lru_cache(maxsize=None)(algorithm.demand)
+
+    @lru_cache(maxsize=8)  # every dispatch of a round asks: configure once per round
+    def per_round(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
+        config = algorithm.configure_task(round_index)
+        return config, demand(config)
+
+    def plan(round_index: int, device: int) -> tuple[TaskConfig, ResourceDemand]:
+        return per_round(round_index)
+
+    return plan
+
+
+def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
+                    params: dict, checkpoint_dir: Path | None, n_devices: int) -> LearningPlane:
+    """Load the data, give each device its partition, build the backend and the initial global state."""
+    import torch
+
+    from algorithms.datasets import DatasetMissing, load_dataset
+    from algorithms.partition import partition
+
+    d = scenario.data
+    try:
+        dataset = load_dataset(d.dataset, d.dir)
+    except DatasetMissing as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    except ValueError as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    n_train = len(dataset.train_y) if d.max_train_samples is None else min(d.max_train_samples,
+                                                                           len(dataset.train_y))
+    n_test = len(dataset.test_y) if d.max_test_samples is None else min(d.max_test_samples,
+                                                                        len(dataset.test_y))
+    try:
+        parts = partition(np.asarray(dataset.train_y[:n_train]), n_devices, d.partition,
+                          kernel.rng.stream("partition"), alpha=d.alpha, min_size=d.min_samples,
+                          shards_per_client=d.shards_per_client)
+    except ValueError as exc:
+        raise ScenarioError(f"data: {exc}") from None
+    e = scenario.executor
+    source = ClientDataSource(d.dataset, d.dir, tuple(parts))
+    backend = make_backend(e.backend, scenario.algorithm.name, params, source, e.workers)
+    with warnings.catch_warnings():  # the cached arrays are read-only; nothing here writes to them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = [torch.from_numpy(np.asarray(a)) for a in
+                   (dataset.train_x, dataset.train_y, dataset.test_x[:n_test], dataset.test_y[:n_test])]
+    store = None
+    if checkpoint_dir is not None:
+        fingerprint = hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()
+        try:
+            store = CheckpointStore(checkpoint_dir, fingerprint)
+        except ValueError as exc:
+            backend.close()
+            raise ScenarioError(f"--resume: {exc}") from None
+    try:
+        return LearningPlane(algorithm, backend, scenario.seed, *tensors, parts,
+                             scenario.evaluation.every_round, store)
+    except ValueError as exc:
+        backend.close()
+        raise ScenarioError(f"algorithm.params: {exc}") from None
+
+
+def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork, learning: LearningPlane,
+                   first_real: int):
+    """Bind the hub, wait for the real devices, and return the mixed transport and their profiles.
+
+    The wait ends when ``bridge.expect_devices`` devices are attached and confirmed (a frame after their
+    hello, ``fleet.bridge.transport``), or after ``bridge.wait_s`` with at least one. Every device that said hello
+    keeps its index; one not confirmed by then starts the run purged (its tasks are ``link`` dropouts
+    until it reconnects under its name)."""
+    import dataclasses
+
+    from fleet.bridge import payloads
+    from fleet.bridge.transport import UPDATE_NORM_RATIO, BridgeTransport, Hub
+
+    b = scenario.bridge
+    security = None
+    try:
+        if b.keys_dir is not None:
+            from fleet.bridge.security import ServerSecurity
+
+            security = ServerSecurity(b.keys_dir)
+        else:
+            from fleet.bridge.security import check_plain_allowed
+
+            check_plain_allowed(b.bind, b.allow_plain)
+    except (ValueError, OSError) as exc:
+        raise ScenarioError(f"bridge: {exc}") from None
+    try:
+        hub = Hub(b.bind, b.heartbeat_interval_s, b.liveness, security=security)
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        raise ScenarioError(f"bridge.bind: cannot bind {b.bind!r} ({exc})") from None
+    free_slots = list(range(first_real, first_real + b.expect_devices))
+
+    def index_for(_name: str) -> int | None:
+        return free_slots.pop(0) if free_slots else None
+
+    def welcome(device) -> dict:
+        return {"device": device.index, "heartbeat_interval_s": b.heartbeat_interval_s, "liveness": b.liveness,
+                "algorithm": {"name": scenario.algorithm.name, "params": dict(scenario.algorithm.params)},
+                "dataset": {"name": scenario.data.dataset,
+                            "partition": [int(i) for i in learning.partitions[device.index]]}}
+
+    algorithm = learning.algorithm
+    uplink = getattr(algorithm, "uplink", "delta")
+    n_params = int(learning.state.weights.numel())
+    max_norm = UPDATE_NORM_RATIO * max(1.0, float(learning.state.weights.double().norm()))
+
+    def update_kind(task) -> str:
+        return "scores" if task.phase == "prune" else uplink
+
+    def task_body(task, deadline_s):
+        job, state = learning.job(task.task_id)
+        return payloads.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
+
+    def expected(task) -> dict:
+        kind = update_kind(task)
+        out = {"n_params": n_params, "update_kind": kind,
+               "max_samples": len(learning.partitions[task.device]), "max_norm": max_norm}
+        if kind == "seeds":
+            out["n_directions"] = task.local_steps * int(algorithm.queries)
+        return out
+
+    transport = BridgeTransport(kernel, network, hub, first_real, {}, task_body, learning.provide, expected)
+    transport.welcome = welcome
+
+    def confirmed() -> int:
+        return sum(d.alive and d.confirmed for d in transport.real.values())
+
+    deadline = time.monotonic() + b.wait_s
+    while confirmed() < b.expect_devices and time.monotonic() < deadline:
+        transport.pump(min(0.1, max(0.0, deadline - time.monotonic())), index_for, welcome)
+    attached = sorted(transport.real.values(), key=lambda d: d.index)
+    if not confirmed():
+        hub.close()
+        raise ScenarioError(f"bridge: no real device attached to {hub.endpoint} within {b.wait_s:g} s")
+    for device in attached:
+        if device.alive and not device.confirmed:  # a hello nobody followed up: trust it no further
+            transport.purge(device)
+    transport.first_real = first_real
+    real_profiles = []
+    rng = kernel.rng.stream("fleet", first_real)
+    for device in attached:
+        cls = device.device_class if device.device_class in DEVICE_CLASSES else "rpi4_4gb"
+        (p,) = sample_fleet([MixEntry(cls, "ethernet", 1.0)], 1, rng)
+        real_profiles.append(dataclasses.replace(p, device_id=device.index,
+                                                 device_class=f"real:{device.device_class}"))
+    return transport, real_profiles
+
+
+def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:
+    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here.
+
+    In learning mode, ``checkpoint_dir`` keeps every aggregated global state; the same scenario run again
+    with the same folder resumes from them (``executor.CheckpointStore``)."""
+    kernel = Kernel(scenario.seed)
+    fleet_cfg = scenario.fleet
+    mix = [MixEntry(e.device_class, e.link_class, e.fraction, e.link.figures()) for e in fleet_cfg.mix]
+    profiles = sample_fleet(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
+                            background_period_s=fleet_cfg.background_period_s)
+    entry_of = np.repeat(np.arange(len(mix)), largest_remainder_counts([e.fraction for e in mix],
+                                                         fleet_cfg.devices))
+    availability = _availability(scenario, kernel, entry_of)
+    battery = _initial_battery(scenario, kernel, profiles, entry_of)
+
+    net_cfg = scenario.network
+    specs = {kind: GatewaySpec(g.devices_per_gateway, g.channels, g.backhaul_latency_s,
+                               g.backhaul_bit_per_s) for kind, g in net_cfg.gateways.items()}
+    kinds = [LINK_CLASSES[p.link_class].gateway_kind for p in profiles]
+    try:
+        topology = build_topology(kinds, specs, kernel.rng.stream("topology"))
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    network = SimulatedNetwork(kernel, profiles, topology, specs, net_cfg.max_attempts,
+                               net_cfg.retry_backoff_s)
+    d = scenario.devices
+    devices = SimulatedDevices(kernel, network, profiles, availability, battery,
+                               DeviceRules(d.slowdown_sigma, d.flop_budget_flops,
+                                           d.failure_detection_s, d.refuse_hopeless))
+    params = dict(scenario.algorithm.params)
+    spec = DATASETS[scenario.data.dataset]
+    for key, value in (("input_shape", spec.input_shape), ("num_classes", spec.num_classes)):
+        if key in params:
+            raise ScenarioError(f"algorithm.params.{key}: set by the dataset ({scenario.data.dataset}), "
+                                "not by the scenario")
+        params[key] = value
+    try:
+        algorithm = create_algorithm(scenario.algorithm.name, **params)
+    except ValueError as exc:
+        raise ScenarioError(f"algorithm.params: {exc}") from None
+    learning = None
+    n = fleet_cfg.devices
+    slots = n + (scenario.bridge.expect_devices if scenario.bridge is not None else 0)
+    if scenario.mode == "learning":
+        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir, slots)
+        plan = learning.plan
+    else:
+        plan = make_plan(algorithm)
+    transport = network
+    if scenario.bridge is not None:
+        transport, real_profiles = _attach_bridge(scenario, kernel, network, learning, n)
+        profiles = [*profiles, *real_profiles]
+        n = len(profiles)
+
+    c = scenario.coordinator
+    first_real = fleet_cfg.devices
+
+    def can_ever_complete(task, dispatched_s: float) -> bool:  # a real device's limits are its own to tell
+        return task.device >= first_real or devices.can_ever_complete(task, dispatched_s)
+
+    if c.mode == "sync":
+        coordinator: Coordinator = SyncCoordinator(
+            kernel, transport, n, plan,
+            SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum,
+                       c.max_idle_s),
+            learning, can_ever_complete)
+    else:
+        buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
+        coordinator = AsyncCoordinator(
+            kernel, transport, n, plan,
+            AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
+                        c.max_staleness, c.task_timeout_s, c.max_idle_s), learning, can_ever_complete)
+    sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
+                     coordinator, learning=learning, first_real=fleet_cfg.devices,
+                     bridge=transport if transport is not network else None)
+    nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
+    sim.demands, sim.task_configs = {}, {}
+    for r in range(min(c.rounds, 64)):  # the distinct phases of the opening rounds (pruning, training)
+        config, demand = nominal(r, 0)
+        sim.demands.setdefault(config.phase, demand)
+        sim.task_configs.setdefault(config.phase, config)
+    server_demand = getattr(algorithm, "server_prune_demand", None)
+    sim.server_demand = server_demand() if server_demand is not None else None
+    return sim
