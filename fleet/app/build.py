@@ -8,7 +8,6 @@ cost model (the task plan), and the coordinator.
 from __future__ import annotations
 
 import hashlib
-import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +19,6 @@ from algorithms.base import Algorithm, ResourceDemand, TaskConfig
 from algorithms.datasets import DATASETS
 from algorithms.registry import create_algorithm
 from devices import (
-    DEVICE_CLASSES,
     LINK_CLASSES,
     AllOf,
     AlwaysOn,
@@ -37,6 +35,8 @@ from fleet.coordinator.asynchronous import AsyncConfig, AsyncCoordinator
 from fleet.coordinator.base import Coordinator
 from fleet.coordinator.sync import SyncConfig, SyncCoordinator
 from fleet.core.kernel import Kernel
+from fleet.core.paced import PacedEnvironment
+from fleet.core.transport import Transport
 from fleet.learning.plane import (
     CheckpointStore,
     ClientDataSource,
@@ -143,109 +143,21 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
         raise ScenarioError(f"algorithm.params: {exc}") from None
 
 
-def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork, learning: LearningPlane,
-                   first_real: int):
-    """Bind the hub, wait for the real devices, and return the mixed transport and their profiles.
-
-    The wait ends when ``bridge.expect_devices`` devices are attached and confirmed (a frame after their
-    hello, ``fleet.bridge.transport``), or after ``bridge.wait_s`` with at least one. Every device that said hello
-    keeps its index; one not confirmed by then starts the run purged (its tasks are ``link`` dropouts
-    until it reconnects under its name)."""
-    import dataclasses
-
-    from fleet.bridge import payloads
-    from fleet.bridge.transport import UPDATE_NORM_RATIO, BridgeTransport, Hub
-
-    b = scenario.bridge
-    security = None
-    try:
-        if b.keys_dir is not None:
-            from fleet.bridge.security import ServerSecurity
-
-            security = ServerSecurity(b.keys_dir)
-        else:
-            from fleet.bridge.security import check_plain_allowed
-
-            check_plain_allowed(b.bind, b.allow_plain)
-    except (ValueError, OSError) as exc:
-        raise ScenarioError(f"bridge: {exc}") from None
-    try:
-        hub = Hub(b.bind, b.heartbeat_interval_s, b.liveness, security=security)
-    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
-        raise ScenarioError(f"bridge.bind: cannot bind {b.bind!r} ({exc})") from None
-    free_slots = list(range(first_real, first_real + b.expect_devices))
-
-    def index_for(_name: str) -> int | None:
-        return free_slots.pop(0) if free_slots else None
-
-    def welcome(device) -> dict:
-        return {"device": device.index, "heartbeat_interval_s": b.heartbeat_interval_s, "liveness": b.liveness,
-                "algorithm": {"name": scenario.algorithm.name, "params": dict(scenario.algorithm.params)},
-                "dataset": {"name": scenario.data.dataset,
-                            "partition": [int(i) for i in learning.partitions[device.index]]}}
-
-    algorithm = learning.algorithm
-    uplink = getattr(algorithm, "uplink", "delta")
-    n_params = int(learning.state.weights.numel())
-    max_norm = UPDATE_NORM_RATIO * max(1.0, float(learning.state.weights.double().norm()))
-
-    def update_kind(task) -> str:
-        return "scores" if task.phase == "prune" else uplink
-
-    def task_body(task, deadline_s):
-        job, state = learning.job(task.task_id)
-        return payloads.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
-
-    def expected(task) -> dict:
-        kind = update_kind(task)
-        out = {"n_params": n_params, "update_kind": kind,
-               "max_samples": len(learning.partitions[task.device]), "max_norm": max_norm}
-        if kind == "seeds":
-            out["n_directions"] = task.local_steps * int(algorithm.queries)
-        return out
-
-    transport = BridgeTransport(kernel, network, hub, first_real, {}, task_body, learning.provide, expected)
-    transport.welcome = welcome
-
-    def confirmed() -> int:
-        return sum(d.alive and d.confirmed for d in transport.real.values())
-
-    deadline = time.monotonic() + b.wait_s
-    while confirmed() < b.expect_devices and time.monotonic() < deadline:
-        transport.pump(min(0.1, max(0.0, deadline - time.monotonic())), index_for, welcome)
-    attached = sorted(transport.real.values(), key=lambda d: d.index)
-    if not confirmed():
-        hub.close()
-        raise ScenarioError(f"bridge: no real device attached to {hub.endpoint} within {b.wait_s:g} s")
-    for device in attached:
-        if device.alive and not device.confirmed:  # a hello nobody followed up: trust it no further
-            transport.purge(device)
-    transport.first_real = first_real
-    real_profiles = []
-    rng = kernel.rng.stream("fleet", first_real)
-    for device in attached:
-        cls = device.device_class if device.device_class in DEVICE_CLASSES else "rpi4_4gb"
-        (p,) = sample_fleet([MixEntry(cls, "ethernet", 1.0)], 1, rng)
-        real_profiles.append(dataclasses.replace(p, device_id=device.index,
-                                                 device_class=f"real:{device.device_class}"))
-    return transport, real_profiles
-
-
-def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:
-    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here.
-
-    In learning mode, ``checkpoint_dir`` keeps every aggregated global state; the same scenario run again
-    with the same folder resumes from them (``executor.CheckpointStore``)."""
-    kernel = Kernel(scenario.seed)
+def _fleet(scenario: Scenario, kernel: Kernel) -> tuple[list, list[Availability], list[float | None]]:
+    """The simulated devices' profiles sampled from the mix, their availability and initial charge."""
     fleet_cfg = scenario.fleet
     mix = [MixEntry(e.device_class, e.link_class, e.fraction, e.link.figures()) for e in fleet_cfg.mix]
     profiles = sample_fleet(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
                             background_period_s=fleet_cfg.background_period_s)
     entry_of = np.repeat(np.arange(len(mix)), largest_remainder_counts([e.fraction for e in mix],
-                                                         fleet_cfg.devices))
+                                                                       fleet_cfg.devices))
     availability = _availability(scenario, kernel, entry_of)
-    battery = _initial_battery(scenario, kernel, profiles, entry_of)
+    return profiles, availability, _initial_battery(scenario, kernel, profiles, entry_of)
 
+
+def _simulated_world(scenario: Scenario, kernel: Kernel, profiles, availability,
+                     battery) -> tuple[SimulatedNetwork, SimulatedDevices]:
+    """The topology, the simulated network and the device processes attached to it."""
     net_cfg = scenario.network
     specs = {kind: GatewaySpec(g.devices_per_gateway, g.channels, g.backhaul_latency_s,
                                g.backhaul_bit_per_s) for kind, g in net_cfg.gateways.items()}
@@ -260,6 +172,11 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     devices = SimulatedDevices(kernel, network, profiles, availability, battery,
                                DeviceRules(d.slowdown_sigma, d.flop_budget_flops,
                                            d.failure_detection_s, d.refuse_hopeless))
+    return network, devices
+
+
+def _algorithm(scenario: Scenario) -> tuple[Algorithm, dict]:
+    """The scenario's algorithm, with the dataset's input shape and class count added to its params."""
     params = dict(scenario.algorithm.params)
     spec = DATASETS[scenario.data.dataset]
     for key, value in (("input_shape", spec.input_shape), ("num_classes", spec.num_classes)):
@@ -268,50 +185,85 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
                                 "not by the scenario")
         params[key] = value
     try:
-        algorithm = create_algorithm(scenario.algorithm.name, **params)
+        return create_algorithm(scenario.algorithm.name, **params), params
     except ValueError as exc:
         raise ScenarioError(f"algorithm.params: {exc}") from None
-    learning = None
-    n = fleet_cfg.devices
-    slots = n + (scenario.bridge.expect_devices if scenario.bridge is not None else 0)
-    if scenario.mode == "learning":
-        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir, slots)
-        plan = learning.plan
-    else:
-        plan = make_plan(algorithm)
-    transport = network
-    if scenario.bridge is not None:
-        transport, real_profiles = _attach_bridge(scenario, kernel, network, learning, n)
-        profiles = [*profiles, *real_profiles]
-        n = len(profiles)
 
+
+def _attach_bridge(scenario: Scenario, kernel: Kernel, network: SimulatedNetwork, learning: LearningPlane,
+                   first_real: int):
+    """The bridge session (``fleet.bridge.session.attach``): the mixed transport and the real profiles."""
+    from fleet.bridge import session
+
+    b = scenario.bridge
+    welcome = session.welcome_for(b, scenario.algorithm.name, scenario.algorithm.params,
+                                  scenario.data.dataset, learning.partitions)
+    try:
+        return session.attach(b, kernel, network, learning, first_real, welcome)
+    except session.SessionError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def _coordinator(scenario: Scenario, kernel: Kernel, transport: Transport, n: int, plan, learning,
+                 can_ever_complete) -> Coordinator:
+    """The scenario's coordinator discipline (sync rounds, FedBuff or FedAsync) over ``n`` devices."""
     c = scenario.coordinator
-    first_real = fleet_cfg.devices
-
-    def can_ever_complete(task, dispatched_s: float) -> bool:  # a real device's limits are its own to tell
-        return task.device >= first_real or devices.can_ever_complete(task, dispatched_s)
-
     if c.mode == "sync":
-        coordinator: Coordinator = SyncCoordinator(
+        return SyncCoordinator(
             kernel, transport, n, plan,
             SyncConfig(c.rounds, c.clients_per_round, c.over_selection, c.deadline_s, c.quorum,
                        c.max_idle_s),
             learning, can_ever_complete)
-    else:
-        buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
-        coordinator = AsyncCoordinator(
-            kernel, transport, n, plan,
-            AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
-                        c.max_staleness, c.task_timeout_s, c.max_idle_s), learning, can_ever_complete)
-    sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm,
-                     coordinator, learning=learning, first_real=fleet_cfg.devices,
-                     bridge=transport if transport is not network else None)
+    buffer_size = 1 if c.mode == "fedasync" else c.buffer_size
+    return AsyncCoordinator(
+        kernel, transport, n, plan,
+        AsyncConfig(c.rounds, c.concurrency, buffer_size, c.staleness_exponent,
+                    c.max_staleness, c.task_timeout_s, c.max_idle_s), learning, can_ever_complete)
+
+
+def _describe_demands(sim: Simulation) -> None:
+    """The nominal task and demand of each phase of the opening rounds, and the server's own demand."""
+    algorithm = sim.algorithm
     nominal = make_plan(algorithm)  # the round's task before fitting it to each device's data
     sim.demands, sim.task_configs = {}, {}
-    for r in range(min(c.rounds, 64)):  # the distinct phases of the opening rounds (pruning, training)
+    for r in range(min(sim.scenario.coordinator.rounds, 64)):  # the distinct phases (pruning, training)
         config, demand = nominal(r, 0)
         sim.demands.setdefault(config.phase, demand)
         sim.task_configs.setdefault(config.phase, config)
     server_demand = getattr(algorithm, "server_prune_demand", None)
     sim.server_demand = server_demand() if server_demand is not None else None
+
+
+def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:
+    """Wire every layer for ``scenario``. Raises ``ScenarioError`` for values only found here.
+
+    In learning mode, ``checkpoint_dir`` keeps every aggregated global state; the same scenario run again
+    with the same folder resumes from them (``fleet.learning.checkpoints.CheckpointStore``). With a
+    ``bridge`` section the run's clock is a ``PacedEnvironment`` and the real devices attach here."""
+    kernel = Kernel(scenario.seed, PacedEnvironment() if scenario.bridge is not None else None)
+    profiles, availability, battery = _fleet(scenario, kernel)
+    network, devices = _simulated_world(scenario, kernel, profiles, availability, battery)
+    algorithm, params = _algorithm(scenario)
+    first_real = n = scenario.fleet.devices
+    learning = None
+    if scenario.mode == "learning":
+        slots = n + (scenario.bridge.expect_devices if scenario.bridge is not None else 0)
+        learning = _learning_plane(scenario, kernel, algorithm, params, checkpoint_dir, slots)
+        plan = learning.plan
+    else:
+        plan = make_plan(algorithm)
+    transport: Transport = network
+    if scenario.bridge is not None:
+        transport, real_profiles = _attach_bridge(scenario, kernel, network, learning, first_real)
+        profiles = [*profiles, *real_profiles]
+        n = len(profiles)
+
+    def can_ever_complete(task, dispatched_s: float) -> bool:  # a real device's limits are its own to tell
+        return task.device >= first_real or devices.can_ever_complete(task, dispatched_s)
+
+    coordinator = _coordinator(scenario, kernel, transport, n, plan, learning, can_ever_complete)
+    sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm, coordinator,
+                     transport, learning=learning, first_real=first_real,
+                     bridge=transport if transport is not network else None)
+    _describe_demands(sim)
     return sim

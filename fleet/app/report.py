@@ -11,10 +11,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
+from fleet.app.figures import comparison_figure, draw_figures
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
+from fleet.app.view import record_of
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
@@ -32,7 +32,7 @@ def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
     """One row per round (or aggregation), then the round open when the run stopped (``status``
     ``unfinished``: ``end_s`` and ``round_time_s`` empty). ``accuracy`` and ``loss`` of the model the row
     ends with are empty in timing mode, when the version was not evaluated, or when not finite."""
-    metrics = sim.learning.metrics_by_version if sim.learning is not None else {}
+    metrics = record_of(sim).metrics_by_version
     rows = list(sim.coordinator.rounds)
     if sim.coordinator.unfinished_round is not None:
         rows.append(sim.coordinator.unfinished_round)
@@ -55,106 +55,9 @@ def write_evaluations(sim: Simulation, path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(EVALUATION_COLUMNS)
-        for e in sim.learning.evaluations:
+        for e in record_of(sim).evaluations:
             w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
                         e.bytes_up, e.bytes_down])
-
-
-def _learning_figure(sim: Simulation, out: Path) -> tuple[str, str]:
-    import matplotlib.pyplot as plt
-
-    evs = sim.learning.evaluations
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
-    acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
-    for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
-                          (axes[1], [e.client_flops for e in evs], "client FLOPs spent"),
-                          (axes[2], [e.bytes_up + e.bytes_down for e in evs], "bytes sent (up + down)")):
-        ax.plot(xs, acc, marker=".")
-        ax.set(xlabel=label)
-    axes[0].set(ylabel="test accuracy")
-    fig.suptitle(f"{sim.scenario.algorithm.name}: global model on the held-out set")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-    return "accuracy.png", "Test accuracy against virtual time, client FLOPs and bytes"
-
-
-def _figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    rounds = sim.coordinator.rounds
-    made: list[tuple[str, str]] = []
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ends = [r.end_s for r in rounds]
-    ax.plot(ends, [r.selected for r in rounds], label="selected")
-    ax.plot(ends, [r.accepted for r in rounds], label="updates accepted")
-    ax.plot(ends, [sum(study.dropouts_by_round.get(r.round_index, {}).values()) for r in rounds],
-            label="dropouts")
-    ax.set(xlabel="virtual time (s)", ylabel="devices", title="Participation per round")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "participation.png", dpi=110)
-    plt.close(fig)
-    made.append(("participation.png", "Participation per round"))
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    idx = np.arange(len(rounds))
-    bottom = np.zeros(len(rounds))
-    for cause in DROPOUT_CAUSES:
-        counts = np.array([study.dropouts_by_round.get(r.round_index, {}).get(cause, 0)
-                           for r in rounds], dtype=float)
-        if counts.any():
-            ax.bar(idx, counts, bottom=bottom, label=cause)
-            bottom += counts
-    ax.set(xlabel="round", ylabel="dropouts", title="Dropouts by cause per round")
-    if bottom.any():
-        ax.set_ylim(0, bottom.max() * 1.05)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
-    fig.tight_layout()
-    fig.savefig(out / "dropouts.png", dpi=110)
-    plt.close(fig)
-    made.append(("dropouts.png", "Dropouts by cause per round"))
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for cls, times in sorted(study.completion_s_by_class.items()):
-        xs = np.sort(times)
-        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=cls)
-    ax.set(xscale="log", xlabel="task completion time (s)", ylabel="fraction of tasks",
-           title="Completion-time CDF by device class")
-    if study.completion_s_by_class:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "completion_cdf.png", dpi=110)
-    plt.close(fig)
-    made.append(("completion_cdf.png", "Completion-time CDF by device class"))
-
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    classes = sorted(study.devices_by_class)
-    free = {c: [] for c in classes}
-    for device, p in enumerate(sim.profiles):
-        if sim.bridge is not None and device >= sim.first_real:
-            free[p.device_class].append(max(1, sim.bridge.real[device].free_memory_bytes))
-        else:
-            free[p.device_class].append(max(1, sim.devices.free_memory_bytes(device, 0.0)))
-    ax.boxplot([free[c] for c in classes], tick_labels=classes)
-    for phase, demand in sim.demands.items():
-        ax.axhline(demand.peak_memory_bytes, linestyle="--", color="C3",
-                   label=f"{sim.scenario.algorithm.name} {phase} peak demand")
-    ax.set(yscale="log", ylabel="bytes", title="Free memory at t=0 against the task's demand")
-    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "memory.png", dpi=110)
-    plt.close(fig)
-    made.append(("memory.png", "Free memory against memory demand"))
-    if sim.learning is not None and sim.learning.evaluations:
-        made.insert(0, _learning_figure(sim, out))
-    return made
 
 
 STOP_REASONS = {
@@ -242,9 +145,9 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     study = analyse(sim)
     summ = summary(sim, study, digest)
     write_rounds(sim, study, out / "rounds.csv")
-    if sim.learning is not None:
+    if record_of(sim).evaluations:  # a run that learned: evaluated at least at its start and end
         write_evaluations(sim, out / "evaluations.csv")
-    made = _figures(sim, study, out / "figures") if figures else []
+    made = draw_figures(sim, study, out / "figures") if figures else []
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2, allow_nan=False) + "\n")
     return summ
@@ -294,35 +197,6 @@ def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
     return lines + [""]
 
 
-def _comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6), width_ratios=(1.15, 1))
-    classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
-    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the catalog has 12 classes
-    bottom = np.zeros(len(runs))
-    for i, c in enumerate(classes):
-        counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
-        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=colours[i % 20])
-        bottom += counts
-    left.set(ylabel="devices that took part", title="Who can take part, by device class")
-    # outside the bars, largest class on top as in the stack
-    handles, labels = left.get_legend_handles_labels()
-    left.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                frameon=False)
-    for name, s, evs in runs:
-        right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
-                   label=f"{name} (final {s['final_accuracy']:.3f})")
-    right.set(xlabel="virtual time (s)", ylabel="test accuracy", title="What it costs or gains in accuracy")
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "comparison.png", dpi=110)
-    plt.close(fig)
-
-
 def write_comparison(summaries: list[tuple[str, dict]], out: Path,
                      evaluations: dict[str, list] | None = None) -> str:
     """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``; in learning
@@ -342,7 +216,7 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
     if learning:
         parts += _learning_rows(learning)
         if evaluations:
-            _comparison_figure([(n, s, evaluations[n]) for n, s in learning if n in evaluations], out)
+            comparison_figure([(n, s, evaluations[n]) for n, s in learning if n in evaluations], out)
             parts += ["![participation and accuracy](comparison.png)", ""]
     text = "\n".join(parts)
     (out / "comparison.md").write_text(text)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 INTERRUPTED = "fleet.run: interrupted; resume with --resume"
 
@@ -34,12 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_one(scenario, out: Path, args, console) -> dict:
+def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
+    """Build, run and write one scenario; its summary and its evaluations (none in timing mode)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from fleet.app.build import build_simulation
     from fleet.app.report import write_outputs
     from fleet.app.scenario import ScenarioError
-    from fleet.app.build import build_simulation
+    from fleet.app.view import record_of
 
     checkpoints = None
     if scenario.mode == "learning":
@@ -56,7 +59,7 @@ def _run_one(scenario, out: Path, args, console) -> dict:
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
         sim.run(on_round=lambda done: progress.update(bar, completed=done))
     summ = write_outputs(sim, out, figures=not args.no_figures)
-    return summ, (sim.learning.evaluations if sim.learning is not None else None)
+    return summ, record_of(sim).evaluations
 
 
 class _OutputError(Exception):

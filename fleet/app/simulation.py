@@ -1,4 +1,9 @@
-"""A wired run (``Simulation``) and how it is driven to the end; ``fleet.app.build`` wires it."""
+"""A wired run (``Simulation``) and how it is driven to the end; ``fleet.app.build`` wires it.
+
+A run is driven the same way whoever takes part: ``env.run`` until the coordinator is done or
+``max_sim_time_s``. With real devices the clock is a ``fleet.core.paced.PacedEnvironment``, which holds
+virtual time back for them; nothing here needs to know.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from devices import (
 from fleet.app.scenario import Scenario
 from fleet.coordinator.base import Coordinator
 from fleet.core.kernel import Kernel
+from fleet.core.transport import Transport
 from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
@@ -21,7 +27,10 @@ from fleet.sim.network import SimulatedNetwork
 
 @dataclass
 class Simulation:
-    """A wired run. ``run()`` advances virtual time until the coordinator is done."""
+    """A wired run. ``run()`` advances virtual time until the coordinator is done.
+
+    ``transport`` is the coordinator's (the simulated network, or the bridge wrapping it); ``run`` closes
+    it at the end."""
 
     scenario: Scenario
     kernel: Kernel
@@ -31,6 +40,7 @@ class Simulation:
     devices: SimulatedDevices
     algorithm: Algorithm
     coordinator: Coordinator
+    transport: Transport
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
@@ -58,17 +68,13 @@ class Simulation:
             env.process(self._evaluations())
         limit = env.timeout(self.scenario.max_sim_time_s)
         try:
-            if self.bridge is not None:
-                self.bridge.run_until(coord.finished | limit)
-            else:
-                env.run(until=coord.finished | limit)
+            env.run(until=coord.finished | limit)
             if self.learning is not None:
                 self._evaluate_now()
         finally:
             if self.learning is not None:
                 self.learning.close()
-            if self.bridge is not None:
-                self.bridge.close()
+            self.transport.close()
         self.stopped_by = coord.stopped_by if coord.finished.triggered else "max_sim_time"
         self.wall_s = time.perf_counter() - started
         return self

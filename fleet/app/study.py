@@ -10,15 +10,15 @@ Pure analysis of a finished ``Simulation``'s event log; ``report`` writes and dr
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-import math
-
 import numpy as np
 
-from fleet.core.recorder import EVENT_COLUMNS
 from fleet.app.simulation import Simulation
+from fleet.app.view import record_of, task_peak_bytes, view_of
+from fleet.core.recorder import EVENT_COLUMNS
 
 #: Every cause the summary reports, zero or not.
 DROPOUT_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
@@ -64,8 +64,8 @@ class Study:
 
 
 def analyse(sim: Simulation) -> Study:
-    profiles = sim.profiles
-    cls_of = [p.device_class for p in profiles]
+    fleet = view_of(sim)
+    cls_of = [fleet.device_class(d) for d in fleet.devices]
     devices_by_class = dict(Counter(cls_of))
     tasks, accepted = Counter(), Counter()
     dropouts: dict[str, Counter] = defaultdict(Counter)
@@ -136,11 +136,8 @@ def finite(value: float | None) -> float | None:
 def divergence(sim: Simulation) -> str | None:
     """``"diverged at round r: loss became inf"`` for the first evaluated model whose loss (or accuracy)
     is not finite, naming the round that aggregated it; None when every metric is finite."""
-    plane = sim.learning
-    if plane is None:
-        return None
     produced = {r.model_version: r.round_index for r in sim.coordinator.rounds if r.aggregated}
-    for version, metrics in sorted(plane.metrics_by_version.items()):
+    for version, metrics in sorted(record_of(sim).metrics_by_version.items()):
         for name in ("loss", "accuracy"):
             value = metrics[name]
             if not math.isfinite(value):
@@ -152,8 +149,8 @@ def divergence(sim: Simulation) -> str | None:
 def learning_summary(sim: Simulation) -> dict:
     """The learning figures of ``summary.json`` (None in timing mode); a metric that is not finite is
     None, and ``diverged`` says where it went."""
-    plane = sim.learning
-    if plane is None or not plane.evaluations:
+    plane = record_of(sim)
+    if not plane.evaluations:
         return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
                 "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0,
                 "versions_resumed": 0, "diverged": None}
@@ -169,21 +166,13 @@ def learning_summary(sim: Simulation) -> dict:
 
 def memory_eligible(sim: Simulation) -> int:
     """Devices whose free memory at t = 0 covers their own training task's peak demand: how many could
-    take part at all, before availability, links and deadlines have their say."""
-    free = sim.devices.free_memory_bytes
-    config = sim.task_configs.get("train")
-    if config is None:
+    take part at all, before availability, links and deadlines have their say (a real device: the free
+    memory it reported when it attached)."""
+    demand = task_peak_bytes(sim, "train")
+    if demand is None:
         return 0
-    if sim.learning is not None:  # each device's task is fitted to its data
-        algorithm, parts = sim.learning.algorithm, sim.learning.partitions
-        demand = lambda d: algorithm.demand(algorithm.client_task(config, len(parts[d]))).peak_memory_bytes  # noqa: E731
-    else:
-        demand = lambda d: sim.demands["train"].peak_memory_bytes  # noqa: E731
-    simulated = sim.first_real if sim.bridge is not None else len(sim.profiles)
-    eligible = sum(1 for d in range(simulated) if free(d, 0.0) >= demand(d))
-    if sim.bridge is not None:  # real devices: the free memory they reported when they attached
-        eligible += sum(1 for d, real in sim.bridge.real.items() if real.free_memory_bytes >= demand(d))
-    return eligible
+    fleet = view_of(sim)
+    return sum(1 for d in fleet.devices if fleet.free_bytes_at(d, 0.0) >= demand(d))
 
 
 def rounds_summary(sim: Simulation, study: Study) -> dict:
@@ -207,8 +196,8 @@ def rounds_summary(sim: Simulation, study: Study) -> dict:
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
     """The figures ``summary.json`` holds (contract: README, "Outputs")."""
-    coord = sim.coordinator
-    n = len(sim.profiles)
+    coord, fleet = sim.coordinator, view_of(sim)
+    n = len(fleet.devices)
     dropouts = {cause: study.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     seen = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     by_class = {}
@@ -241,9 +230,9 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "participants": study.participants,
         "participation_rate": study.participants / n,
         "memory_eligible": memory_eligible(sim),
-        "real_devices": 0 if sim.bridge is None else len(sim.bridge.real),
-        "real_updates_accepted": 0 if sim.bridge is None else sim.bridge.real_updates_accepted,
-        "bridge_rejected": {} if sim.bridge is None else dict(sorted(sim.bridge.rejected.items())),
+        "real_devices": sum(map(fleet.is_real, fleet.devices)),
+        "real_updates_accepted": fleet.real_updates_accepted,
+        "bridge_rejected": dict(sorted(fleet.rejected.items())),
         "dropouts": dropouts,
         "discarded": {cause: sum(c.get(cause, 0) for c in study.discarded_by_class.values())
                       for cause in DISCARD_CAUSES},
@@ -254,7 +243,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "demand": {phase: {"peak_memory_bytes": d.peak_memory_bytes, "flops": d.flops,
                            "bytes_down": d.bytes_down, "bytes_up": d.bytes_up}
                    for phase, d in sim.demands.items()},
-        "client_flops": sim.client_flops,
+        "client_flops": fleet.flops_spent,
         "bytes_up": sim.network.bytes_sent[True],
         "bytes_down": sim.network.bytes_sent[False],
         "server_demand": None if sim.server_demand is None else {

@@ -9,8 +9,10 @@ tell them apart.
 Time (docs/bridge.md): a task sent to a real device at virtual time ``t0`` (wall time ``w0``) comes
 back stamped ``t0 + (w1 - w0)``, ``w1`` being when the hub's I/O thread received the reply (the agent's
 own compute time is reported inside it). Until it arrives, that stamp can be no earlier than
-``t0 + (now_wall - w0)``, so the event loop never processes an event past the smallest such bound over
-the pending real tasks (``safe_until_s``), and runs at full speed when none is pending.
+``t0 + (now_wall - w0)``: the smallest such bound over the pending real tasks is ``horizon_s()``, and the
+run's ``fleet.core.paced.PacedEnvironment`` never processes an event past it, taking in the hub's events
+with ``pump`` while it waits (``fleet.bridge.session`` wires the two). With nothing pending the horizon is
+unbounded and the simulation runs at full speed.
 
 The rules at the edge (issue 8), each counted in ``rejected`` under its reason:
 
@@ -39,22 +41,19 @@ lost (cause ``link``), stamped at the moment of expiry. A purged device whose co
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Protocol
 
 import simpy
 
 from fleet.bridge import payloads, protocol
 from fleet.bridge.hub import Hub, Incoming
 from fleet.core.kernel import Kernel
-from fleet.core.messages import Message, Task, Update, Refusal
+from fleet.core.messages import Message, Refusal, Task, Update
 from fleet.core.transport import Delivery, Transport
 
-__all__ = ["RealDevice", "Hub", "BridgeTransport", "UPDATE_NORM_RATIO"]
-
-PROTOCOL_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
+__all__ = ["RealDevice", "Hub", "HubPort", "BridgeTransport", "UPDATE_NORM_RATIO"]
 
 # The largest L2 norm of a real device's delta, in units of max(1, the initial global model's norm). The
 # largest honest delta we measured is 0.9 of it (fedavg, mlp_small, lr 0.5, 5 local epochs; 0.02 at the
@@ -87,54 +86,78 @@ class _Pending:
     dispatch_wall_s: float  # hub clock
 
 
+class HubPort(Protocol):
+    """What ``BridgeTransport`` uses of ``fleet.bridge.hub.Hub`` (a test may pass a fake): its clock (wall
+    seconds), frames out (``send``), liveness (``track``, ``forget``), events in (``poll``), the rejection
+    counts, and ``close``."""
+
+    clock: Callable[[], float]
+    endpoint: str
+    security: object | None
+
+    def send(self, identity: bytes, kind: str, body: dict) -> None: ...
+    def track(self, identity: bytes) -> None: ...
+    def forget(self, identity: bytes) -> None: ...
+    def poll(self, timeout_s: float) -> list[Incoming]: ...
+    def reject(self, reason: str, detail: str = "") -> None: ...
+    @property
+    def rejected(self) -> Counter: ...
+    def close(self, goodbye: Iterable[bytes] = ()) -> None: ...
+
+
 class BridgeTransport(Transport):
-    """Simulated devices (``0 .. first_real-1``) through ``simulated``, real ones through ``hub``.
+    """The coordinator's ``Transport`` for a mixed fleet: devices ``0 .. first_real-1`` through ``inner``
+    (the simulated network, or any ``Transport``), devices from ``first_real`` on through ``hub``.
 
     ``task_body(task, deadline_s)`` gives the body of a ``task`` frame (weights, seed, update kind ...; the
     learning plane knows them), ``deadline_s`` being the budget left in seconds or None;
-    ``expected(task)`` the keyword checks of ``payloads.validate_update`` for its answer;
-    ``on_result(task_id, result)`` hands a real device's accepted update to the learning plane.
+    ``on_result(task_id, result)`` hands a real device's accepted update to the learning plane;
+    ``expected(task)`` gives the keyword checks of ``payloads.validate_update`` for its answer;
+    ``welcome(device)`` the body of the ``welcome`` a device gets on each hello. ``admit(name)`` gives a new
+    device its fleet index (None: no slot); it is None once the run started, when no new device may join.
+
+    Beyond ``Transport``: ``horizon_s()`` and ``pump(timeout_s)`` are the ``PacedEnvironment``'s horizon and
+    poll; ``clock`` and ``endpoint`` are the hub's; ``real`` (fleet index -> ``RealDevice``),
+    ``real_updates_accepted``, ``real_flops`` and ``rejected`` are the run's figures for the real devices.
     """
 
-    def __init__(self, kernel: Kernel, simulated: Transport, hub: Hub, first_real: int,
-                 real: dict[int, RealDevice], task_body: Callable[[Task, float | None], dict],
-                 on_result: Callable[[int, object], None], expected: Callable[[Task], dict]) -> None:
-        super().__init__()
+    def __init__(self, kernel: Kernel, inner: Transport, hub: HubPort, first_real: int,
+                 task_body: Callable[[Task, float | None], dict], on_result: Callable[[int, object], None],
+                 expected: Callable[[Task], dict], welcome: Callable[[RealDevice], dict]) -> None:
         self._env = kernel.env
         self._record = kernel.recorder.record
-        self._sim = simulated
+        self._inner = inner
         self._hub = hub
-        self._clock = hub.clock
+        self.clock = self._clock = hub.clock
+        self.endpoint = hub.endpoint
         self.first_real = first_real
-        self.real = real  # fleet index -> device
-        self._by_identity: dict[bytes, RealDevice] = {d.identity: d for d in real.values()}
-        self._by_name: dict[str, RealDevice] = {d.name: d for d in real.values()}
+        self.real: dict[int, RealDevice] = {}
+        self._by_identity: dict[bytes, RealDevice] = {}
+        self._by_name: dict[str, RealDevice] = {}
         self._task_body = task_body
         self._on_result = on_result
         self._expected = expected
+        self._welcome = welcome
+        self.admit: Callable[[str], int | None] | None = None
         self.pending: dict[int, _Pending] = {}
-        self.welcome: Callable[[RealDevice], dict] | None = None  # the welcome of a rejoining device
         self.real_updates_accepted = 0
         self.real_flops = 0  # the cost model's FLOPs of the real devices' accepted updates
         self.late_replies = 0
+        self._closed = False
 
-    def attach_server(self, handler, on_lost) -> None:
-        super().attach_server(handler, on_lost)
-        self._sim.attach_server(handler, on_lost)
+    def attach_server(self, on_message, on_lost) -> None:
+        super().attach_server(on_message, on_lost)
+        self._inner.attach_server(on_message, on_lost)
 
-    def attach_devices(self, handler) -> None:
-        super().attach_devices(handler)
-        self._sim.attach_devices(handler)
-
-    def send(self, msg: Message, device: int, to_server: bool) -> simpy.Event:
+    def send(self, msg: Task) -> simpy.Event:
+        device = msg.device
         if device < self.first_real:
-            return self._sim.send(msg, device, to_server)
+            return self._inner.send(msg)
         done = self._env.event()
         done.succeed()
         real = self.real.get(device)
-        if not isinstance(msg, Task) or real is None or not real.alive:
-            if isinstance(msg, Task):  # a purged device: the task is lost at once
-                self._env.timeout(0).callbacks.append(lambda _e: self._loss_handler(msg, device))
+        if real is None or not real.alive:  # a purged device: the task is lost at once
+            self._env.timeout(0).callbacks.append(lambda _e: self._loss_handler(msg, device))
             return done
         pending = self.pending[msg.task_id] = _Pending(msg, self._env.now, self._clock())
         self._send_task(real, pending)
@@ -148,30 +171,29 @@ class BridgeTransport(Transport):
             budget_s = max(0.0, task.deadline_s - now_s)
         self._hub.send(real.identity, "task", self._task_body(task, budget_s))
 
-    # --- the time bound -------------------------------------------------------------------------------
-    def safe_until_s(self) -> float:
-        """The latest virtual time the loop may reach now without overtaking a pending real reply."""
+    # --- pacing -----------------------------------------------------------------------------------
+    def horizon_s(self) -> float:
+        """The latest virtual time the loop may reach now without overtaking a pending real reply: the
+        smallest ``dispatch_s + (now_wall - dispatch_wall_s)`` over the pending real tasks, inf if none."""
         if not self.pending:
             return float("inf")
         now = self._clock()
         return min(p.dispatch_s + (now - p.dispatch_wall_s) for p in self.pending.values())
 
-    # --- incoming events ------------------------------------------------------------------------------
-    def pump(self, timeout_s: float, index_for: Callable[[str], int | None] | None = None,
-             welcome: Callable[[RealDevice], dict] | None = None) -> None:
+    def pump(self, timeout_s: float) -> None:
         """Handle the hub's events (frames, expiries, flood bans), waiting up to ``timeout_s`` of wall
-        time for the first. ``index_for`` and ``welcome`` are given while devices may still join."""
+        time for the first. Replies are scheduled at their stamped virtual time, never before now."""
         for event in self._hub.poll(timeout_s):
             device = self._by_identity.get(event.identity)
             if event.event == "frame":
-                self._handle(event, device, index_for, welcome)
+                self._handle(event, device)
             elif device is not None and device.alive:  # expired, or flooded: the connection is gone
                 self.purge(device, event.received_s)
 
-    def _handle(self, event: Incoming, device: RealDevice | None, index_for, welcome) -> None:
+    def _handle(self, event: Incoming, device: RealDevice | None) -> None:
         msg, hub = event.message, self._hub
         if msg.kind == "hello":
-            self._hello(event, welcome, index_for)
+            self._hello(event)
             return
         if device is None:
             hub.reject("unknown_peer")
@@ -211,25 +233,25 @@ class BridgeTransport(Transport):
             link_s = max(0.0, round_trip_s - compute_s) / 2
             reply: Message = Update(task_id, task.device, task.round_index, task.model_version, compute_s,
                                     link_s, 0.0, task.bytes_up)
-            delivery = Delivery(arrival_s, link_s, 0.0, 0)
+            delivery = Delivery(arrival_s - link_s, link_s, 0.0, msg.size_bytes)
         else:
             cause = str(msg.body["cause"])
             reply = Refusal(task_id, task.device, task.round_index, cause, task.peak_memory_bytes,
                             int(msg.body.get("free_memory_bytes", 0)))
-            delivery = Delivery(arrival_s, 0.0, 0.0, 0)
+            delivery = Delivery(arrival_s, 0.0, 0.0, msg.size_bytes)
             self._record(arrival_s, "refusal", task.round_index, task.device, task_id, cause,
                          demand_bytes=task.peak_memory_bytes, free_bytes=reply.free_bytes)
         self._env.timeout(arrival_s - self._env.now).callbacks.append(
             lambda _e: self._server_handler(reply, delivery))
 
-    def _hello(self, event: Incoming, welcome, index_for) -> None:
+    def _hello(self, event: Incoming) -> None:
         """Attach (or re-attach) the sender of a ``hello``; see the module docstring."""
         hub, identity, hello = self._hub, event.identity, event.message.body
         # With CURVE the name is the authenticated certificate's, so a device cannot claim another's slot.
         name = event.user_id or hello.get("device_name") or identity.hex()
         device = self._by_name.get(name)
         if device is None:
-            index = None if welcome is None or index_for is None else index_for(name)
+            index = None if self.admit is None else self.admit(name)
             if index is None:  # no slot left, or the run started: no new devices
                 hub.reject("fleet_full")
                 return
@@ -246,7 +268,7 @@ class BridgeTransport(Transport):
         device.alive, device.confirmed = True, False
         self._by_identity[identity] = device
         hub.track(identity)
-        hub.send(identity, "welcome", (welcome or self.welcome)(device))
+        hub.send(identity, "welcome", self._welcome(device))
         for pending in list(self.pending.values()):  # what it was working on is still its task
             if pending.task.device == device.index:
                 self._send_task(device, pending)
@@ -266,7 +288,10 @@ class BridgeTransport(Transport):
                     lambda _e, t=pending.task: self._loss_handler(t, t.device))
 
     def close(self) -> None:
-        self._hub.close(goodbye=[d.identity for d in self.real.values() if d.alive])
+        """Say ``bye`` to the devices still alive and close the hub (once)."""
+        if not self._closed:
+            self._closed = True
+            self._hub.close(goodbye=[d.identity for d in self.real.values() if d.alive])
 
     @property
     def rejected(self) -> Counter:
@@ -278,24 +303,3 @@ class BridgeTransport(Transport):
             for cause, count in security.rejected_by_cause.items():
                 out[f"auth_{cause}"] += count
         return out
-
-    def run_until(self, until: simpy.Event, service_every_s: float = 0.05) -> None:
-        """Advance the event loop until ``until`` fires, never past ``safe_until_s``; the hub's events are
-        handled while waiting and at least every ``service_every_s`` of wall time (the socket itself is
-        serviced by the hub's thread all along)."""
-        env = self._env
-        last_service = time.monotonic()
-        while not until.triggered:
-            next_s = env.peek()
-            bound = self.safe_until_s()
-            if next_s == float("inf") and not self.pending:
-                return  # nothing scheduled and nothing to wait for: the run cannot go on
-            if next_s <= bound and next_s != float("inf"):
-                env.step()
-                if time.monotonic() - last_service >= service_every_s:
-                    self.pump(0.0)
-                    last_service = time.monotonic()
-                continue
-            wait = service_every_s if next_s == float("inf") else min(service_every_s, next_s - bound)
-            self.pump(max(0.0, wait))
-            last_service = time.monotonic()

@@ -1,10 +1,11 @@
 """Asynchronous aggregation: FedBuff (Nguyen et al. 2022) and FedAsync (Xie et al. 2019).
 
 ``AsyncCoordinator`` keeps ``concurrency`` tasks in flight and aggregates every ``buffer_size``
-updates, each weighted ``(1 + staleness) ** -staleness_exponent``; FedAsync is the same with a buffer of
-one. Staleness is the number of aggregations since the version the client *downloaded* (carried in its
-task), not since receipt. A slot is refilled whatever the outcome of its task, late reports included.
-The bookkeeping shared with synchronous rounds, and how a run stops, are ``fleet.coordinator.base``'s.
+updates, each weighted ``staleness_weight(staleness, staleness_exponent)``; FedAsync is the same with a
+buffer of one. Staleness is the number of aggregations since the version the client *downloaded*
+(carried in its task), not since receipt. A slot is refilled whatever the outcome of its task, late
+reports included. The bookkeeping shared with synchronous rounds, and how a run stops, are
+``fleet.coordinator.base``'s.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.coordinator.base import CanEverComplete, Coordinator, RoundRecord
+
+__all__ = ["AsyncConfig", "AsyncCoordinator", "staleness_weight"]
+
+
+def staleness_weight(staleness: int, exponent: float) -> float:
+    """FedBuff's polynomial discount of an update ``staleness`` aggregations old: ``(1 + staleness) **
+    -exponent``; 1 for a fresh update (``staleness`` 0), or for every update when ``exponent`` is 0."""
+    return (1.0 + staleness) ** -exponent
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +52,8 @@ class AsyncCoordinator(Coordinator):
         self._open: RoundRecord | None = None
 
     def staleness_weight(self, staleness: int) -> float:
-        """FedBuff's polynomial discount ``(1 + staleness) ** -a``."""
-        return (1.0 + staleness) ** -self.config.staleness_exponent
+        """This coordinator's discount: ``staleness_weight(staleness, config.staleness_exponent)``."""
+        return staleness_weight(staleness, self.config.staleness_exponent)
 
     def process(self):
         env = self._env
@@ -95,7 +104,7 @@ class AsyncCoordinator(Coordinator):
         staleness = self.version - msg.model_version
         cap = self.config.max_staleness
         if cap is not None and staleness > cap:
-            self._cancel(msg.task_id)
+            self._work.cancel(msg.task_id)
             self._record(self._env.now, "discard", entry.task.round_index, msg.device, msg.task_id,
                          "stale",
                          msg.model_version, staleness=staleness)
@@ -111,8 +120,7 @@ class AsyncCoordinator(Coordinator):
     def _aggregate(self) -> None:
         rec, now = self._open, self._env.now
         accepted, self._accepted = self._accepted, []
-        if self._work is not None:
-            self._work.aggregate(accepted, self._buffer_weights)
+        self._work.aggregate(accepted, self._buffer_weights)
         self._buffer_weights = []
         self.version += 1
         self._progress_s = now

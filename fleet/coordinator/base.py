@@ -8,10 +8,11 @@ disciplines share the bookkeeping in ``Coordinator``:
   Tasks still out at the deadline are ``deadline`` dropouts (stragglers); tasks still out when
   ``K`` arrived are over-selected stragglers, discarded. The round aggregates when at least
   ``ceil(quorum * K)`` updates arrived, otherwise it fails and the model version stays.
-* ``AsyncCoordinator`` (``fleet.coordinator.asynchronous``): FedBuff (Nguyen et al. 2022) keeps ``concurrency`` tasks in flight and
-  aggregates every ``buffer_size`` updates, each weighted ``(1 + staleness) ** -staleness_exponent``;
-  FedAsync (Xie et al. 2019) is the same with a buffer of one. Staleness is the number of
-  aggregations since the version the client *downloaded* (carried in its task), not since receipt.
+* ``AsyncCoordinator`` (``fleet.coordinator.asynchronous``): FedBuff (Nguyen et al. 2022) keeps
+  ``concurrency`` tasks in flight and aggregates every ``buffer_size`` updates, each weighted
+  ``(1 + staleness) ** -staleness_exponent`` (``staleness_weight``); FedAsync (Xie et al. 2019) is
+  the same with a buffer of one. Staleness is the number of aggregations since the version the client
+  *downloaded* (carried in its task), not since receipt.
 
 A device is busy from dispatch until the coordinator hears back from it (an update, a refusal, a
 leave notice or a link loss), even if the coordinator stopped waiting for it.
@@ -35,7 +36,7 @@ from algorithms.base import ResourceDemand, TaskConfig
 from fleet.core.kernel import Kernel
 from fleet.core.messages import Leave, Message, Refusal, Task, Update
 from fleet.core.transport import Delivery, Transport
-from fleet.core.work import LocalWork
+from fleet.core.work import LocalWork, NullWork
 
 TaskPlan = Callable[[int, int], tuple[TaskConfig, ResourceDemand]]  # (round, device) -> task, demand
 #: (task, virtual time it was dispatched) -> could its device ever complete a task like it (same demand,
@@ -78,7 +79,9 @@ class _Outstanding:
 
 
 class Coordinator:
-    """Bookkeeping shared by both disciplines: dispatch, busy devices, dropout counts."""
+    """Bookkeeping shared by both disciplines: dispatch, busy devices, dropout counts.
+
+    ``work`` is told of every task's fate (``LocalWork``'s contract); None is timing mode, ``NullWork``."""
 
     def __init__(self, kernel: Kernel, transport: Transport, n_devices: int, plan: TaskPlan,
                  work: LocalWork | None = None, can_ever_complete: CanEverComplete | None = None,
@@ -88,7 +91,7 @@ class Coordinator:
         self._record = kernel.recorder.record
         self._transport = transport
         self._plan = plan
-        self._work = work
+        self._work: LocalWork = work if work is not None else NullWork()
         self._rng = kernel.rng.stream("selection")
         self.n_devices = n_devices
         self.busy = np.zeros(n_devices, dtype=bool)
@@ -122,9 +125,8 @@ class Coordinator:
         self.client_tasks += 1
         self._record(self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
                      demand.peak_memory_bytes)
-        if self._work is not None:
-            self._work.submit(task)
-        self._transport.send(task, device, False)
+        self._work.submit(task)
+        self._transport.send(task)
         return task
 
     def _select_idle(self, count: int, round_index: int) -> np.ndarray:
@@ -179,10 +181,6 @@ class Coordinator:
     def _count_dropout(self, cause: str) -> None:
         self.dropouts[cause] = self.dropouts.get(cause, 0) + 1
 
-    def _cancel(self, task_id: int) -> None:
-        if self._work is not None:
-            self._work.cancel(task_id)
-
     # --- receiving ------------------------------------------------------------------------
     def _resolve(self, task_id: int) -> _Outstanding | None:
         entry = self.outstanding.pop(task_id, None)
@@ -193,7 +191,7 @@ class Coordinator:
     def _resolve_failed(self, task_id: int) -> _Outstanding | None:
         entry = self._resolve(task_id)
         if entry is not None:
-            self._cancel(task_id)
+            self._work.cancel(task_id)
         return entry
 
     def _on_message(self, msg: Message, delivery: Delivery) -> None:
@@ -203,7 +201,7 @@ class Coordinator:
                 return
             now = self._env.now
             if not entry.waiting:
-                self._cancel(msg.task_id)
+                self._work.cancel(msg.task_id)
                 self._record(now, "discard", entry.task.round_index, msg.device, msg.task_id, "late",
                              msg.model_version)
                 self._on_freed()
@@ -240,8 +238,7 @@ class Coordinator:
         self._record(self._env.now, "update", entry.task.round_index, msg.device, msg.task_id, None,
                      msg.model_version, None, None, msg.compute_s, link_s, queue_s, task_s,
                      staleness)
-        if self._work is not None:
-            self._work.collect(entry.task)
+        self._work.collect(entry.task)
         self._accepted.append(entry.task.task_id)
 
     # --- hooks for the disciplines ------------------------------------------------------------

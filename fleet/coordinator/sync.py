@@ -80,15 +80,13 @@ class SyncCoordinator(Coordinator):
         needed = math.ceil(self.config.quorum * self.config.clients_per_round)
         rec.aggregated = rec.accepted >= max(1, needed)
         accepted, self._accepted = self._accepted, []
-        if self._work is not None:
-            if rec.aggregated:
-                self._work.aggregate(accepted, [1.0] * len(accepted))
-            else:
-                for task_id in accepted:
-                    self._work.cancel(task_id)
         if rec.aggregated:
+            self._work.aggregate(accepted, [1.0] * len(accepted))
             self.version += 1
             self._progress_s = self._env.now
+        else:
+            for task_id in accepted:
+                self._work.cancel(task_id)
         rec.model_version = self.version
         self._record(now, "round_end", rec.round_index, None, None,
                      None if rec.aggregated else "quorum", self.version)

@@ -12,9 +12,12 @@ __all__ = ["Kernel", "EVENT_COLUMNS", "EventRecorder", "FLEET_WIDE", "PURPOSES",
 
 
 class Kernel:
-    """The run's clock and its sources of randomness and record: one per simulation."""
+    """The run's clock and its sources of randomness and record: one per simulation.
 
-    def __init__(self, seed: int) -> None:
-        self.env = simpy.Environment()
+    ``env`` is the clock: a plain ``simpy.Environment`` by default, or one that paces virtual time
+    (``fleet.core.paced.PacedEnvironment``) when real devices take part."""
+
+    def __init__(self, seed: int, env: simpy.Environment | None = None) -> None:
+        self.env = simpy.Environment() if env is None else env
         self.rng = RngStreams(seed)
         self.recorder = EventRecorder()

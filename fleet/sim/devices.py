@@ -11,7 +11,7 @@ A task that reaches a device runs as one SimPy process (``SimulatedDevices._run`
    window is found analytically, not by polling: the availability timeline going down
    (``offline`` / ``failure``) or background memory rising past what the task leaves free (an
    OOM, cause ``memory``).
-3. **Upload** the update through the transport.
+3. **Upload** the update through the ``DeviceLink``, in the same process.
 
 A device that can still talk (memory, FLOP, battery, deadline gates; an OOM) sends a ``Refusal``.
 A device that went silent (offline, failed) cannot: the server learns of it from missed heartbeats,
@@ -27,8 +27,8 @@ from typing import Sequence
 from devices import (
     AllOf,
     Availability,
-    Diurnal,
     DeviceProfile,
+    Diurnal,
     battery_level_j,
     energy_j,
     framed_transfer_time_scalar_s,
@@ -36,8 +36,8 @@ from devices import (
 )
 from fleet.core.kernel import Kernel
 from fleet.core.messages import Leave, Refusal, Task, Update
-from fleet.core.transport import Delivery
-from fleet.sim.network import SimulatedNetwork
+from fleet.core.transport import Delivery, DeviceLink
+from fleet.sim.twins import compute_time_scalar_s, free_memory_scalar_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,14 @@ class _DeviceState:
 
 
 class SimulatedDevices:
-    """All simulated devices of a run, attached to a ``SimulatedNetwork``."""
+    """All simulated devices of a run, attached to a ``DeviceLink`` (the simulated network).
+
+    ``flops_spent_total`` counts the FLOPs devices computed, fleet-wide (interrupted work pro rata)."""
 
     def __init__(
         self,
         kernel: Kernel,
-        network: SimulatedNetwork,
+        link: DeviceLink,
         profiles: Sequence[DeviceProfile],
         availability: Sequence[Availability],
         initial_battery_j: Sequence[float | None],
@@ -75,15 +77,15 @@ class SimulatedDevices:
     ) -> None:
         self._env = kernel.env
         self._record = kernel.recorder.record
-        self._net = network
+        self._link = link
         self._profiles = profiles
         self._availability = availability
         self._rules = rules
         self._state = [_DeviceState(b) for b in initial_battery_j]
         self._j_per_flop = [joules_per_flop(p.compute_power_w, p.flops_per_s) for p in profiles]
         self._slowdown_draws = kernel.rng.device_draws("slowdown", "normal", len(profiles))
-        self.flops_spent_total = 0  # FLOPs devices computed, fleet-wide (interrupted work pro rata)
-        network.attach_devices(self._on_message)
+        self.flops_spent_total = 0
+        link.attach_devices(self._on_message)
 
     def _on_message(self, msg, delivery: Delivery):
         """A task continues, in the delivering process, as the device's work on it."""
@@ -93,7 +95,7 @@ class SimulatedDevices:
 
     def free_memory_bytes(self, device: int, t_s: float) -> int:
         p = self._profiles[device]
-        return max(0, int(p.trainable_bytes - p.background.at(t_s)))
+        return free_memory_scalar_bytes(p.trainable_bytes, p.background.at(t_s))
 
     def battery_j(self, device: int, t_s: float) -> float | None:
         state, p = self._state[device], self._profiles[device]
@@ -130,10 +132,11 @@ class SimulatedDevices:
                               p.tx_j_per_byte)
             if joules > p.battery_j or (p.recharge_w == 0 and self.battery_j(dev, self._env.now) < joules):
                 return False
-        if task.flops / p.flops_per_s > _longest_up_s(self._availability[dev]):
+        if compute_time_scalar_s(task.flops, p.flops_per_s) > _longest_up_s(self._availability[dev]):
             return False
         if rules.refuse_hopeless and task.deadline_s is not None:
-            expected_s = task.flops / p.flops_per_s + self._expected_upload_s(p, task.bytes_up)
+            expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
+                          + self._expected_upload_s(p, task.bytes_up))
             if dispatched_s + p.latency_s + expected_s > task.deadline_s:
                 return False
         return True
@@ -163,7 +166,8 @@ class SimulatedDevices:
             if self.battery_j(dev, now) < joules:
                 return "battery", joules
         if rules.refuse_hopeless and task.deadline_s is not None:
-            expected_s = task.flops / p.flops_per_s + self._expected_upload_s(p, task.bytes_up)
+            expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
+                          + self._expected_upload_s(p, task.bytes_up))
             if now + expected_s > task.deadline_s:
                 return "deadline", joules
         return None, joules
@@ -178,16 +182,16 @@ class SimulatedDevices:
             self._record(now, "refusal", task.round_index, dev, task.task_id, cause,
                          demand_bytes=task.peak_memory_bytes, free_bytes=free)
             if cause in ("offline", "failure"):
-                self._net.notify_server_after(Leave(dev, task.task_id, task.round_index, cause),
-                                              self._rules.failure_detection_s)
+                self._link.report_silence(Leave(dev, task.task_id, task.round_index, cause),
+                                          self._rules.failure_detection_s)
             else:
-                yield from self._net.carry(Refusal(task.task_id, dev, task.round_index, cause,
-                                                   task.peak_memory_bytes, free), dev, True)
+                yield from self._link.upload(Refusal(task.task_id, dev, task.round_index, cause,
+                                                     task.peak_memory_bytes, free))
             return
 
         sigma = self._rules.slowdown_sigma
         slowdown = math.exp(abs(sigma * self._slowdown_draws.next(dev))) if sigma > 0 else 1.0
-        compute_s = task.flops * slowdown / p.flops_per_s
+        compute_s = compute_time_scalar_s(task.flops, p.flops_per_s, slowdown)
         end_s = now + compute_s
         stop = self._availability[dev].next_interruption(now, end_s)
         oom_s = p.background.first_exceeding(now, end_s,
@@ -204,11 +208,11 @@ class SimulatedDevices:
                          free_bytes=self.free_memory_bytes(dev, stop_s),
                          compute_s=stop_s - now)
             if cause == "memory":
-                yield from self._net.carry(Refusal(task.task_id, dev, task.round_index, cause,
-                                                   task.peak_memory_bytes, 0), dev, True)
+                yield from self._link.upload(Refusal(task.task_id, dev, task.round_index, cause,
+                                                     task.peak_memory_bytes, 0))
             else:
-                self._net.notify_server_after(Leave(dev, task.task_id, task.round_index, cause),
-                                              self._rules.failure_detection_s)
+                self._link.report_silence(Leave(dev, task.task_id, task.round_index, cause),
+                                          self._rules.failure_detection_s)
             return
 
         yield env.timeout(compute_s)
@@ -217,7 +221,7 @@ class SimulatedDevices:
         self.flops_spent_total += task.flops
         update = Update(task.task_id, dev, task.round_index, task.model_version, compute_s,
                         down.link_s, down.queue_s, task.bytes_up)
-        yield from self._net.carry(update, dev, True)
+        yield from self._link.upload(update)
 
 
 def _longest_up_s(availability: Availability) -> float:

@@ -1,4 +1,5 @@
-"""The simulated network: the ``Transport`` (``fleet.core.transport``) of simulated devices.
+"""The simulated network: both ports of ``fleet.core.transport`` for simulated devices, the server's
+``Transport`` and the devices' ``DeviceLink``.
 
 The simulated path of a message between a device and the server:
 
@@ -21,13 +22,17 @@ import simpy
 
 from devices import DeviceProfile, framed_transfer_time_scalar_s
 from fleet.core.kernel import Kernel
-from fleet.core.transport import Delivery, Transport
-from fleet.core.messages import Message, encoded_size_bytes
+from fleet.core.messages import Leave, Message, Task, encoded_size_bytes
+from fleet.core.transport import Delivery, DeviceLink, Transport
 from fleet.sim.topology import GatewaySpec, Topology
+from fleet.sim.twins import serialization_time_scalar_s
 
 
-class SimulatedNetwork(Transport):
-    """The simulated network: routes on ``topology`` with per-device links from ``profiles``."""
+class SimulatedNetwork(Transport, DeviceLink):
+    """The simulated network: routes on ``topology`` with per-device links from ``profiles``.
+
+    ``bytes_sent[to_server]`` counts the bytes put on links in each direction, retransmissions
+    included."""
 
     def __init__(
         self,
@@ -38,7 +43,6 @@ class SimulatedNetwork(Transport):
         max_attempts: int = 4,
         retry_backoff_s: float = 1.0,
     ) -> None:
-        super().__init__()
         if max_attempts < 1:
             raise ValueError(f"network.max_attempts must be >= 1, got {max_attempts}")
         self._kernel = kernel
@@ -49,7 +53,7 @@ class SimulatedNetwork(Transport):
         self._retry_backoff_s = retry_backoff_s
         self._loss_draws = kernel.rng.device_draws("link", "uniform", len(profiles))
         self._medium: dict[int, simpy.Resource | None] = {}
-        self.bytes_sent = {True: 0, False: 0}  # to_server -> bytes put on links, retransmissions included
+        self.bytes_sent = {True: 0, False: 0}
         self._backhaul: dict[int, tuple[float, float]] = {}
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
@@ -61,8 +65,17 @@ class SimulatedNetwork(Transport):
     def gateway_count(self) -> int:
         return len(self._medium)
 
-    def send(self, msg: Message, device: int, to_server: bool) -> simpy.Process:
-        return self._env.process(self.carry(msg, device, to_server))
+    def send(self, msg: Task) -> simpy.Process:
+        return self._env.process(self._carry(msg, msg.device, False))
+
+    def upload(self, msg: Message):
+        return self._carry(msg, msg.device, True)
+
+    def report_silence(self, msg: Leave, after_s: float) -> None:
+        def deliver(_event):
+            self._server_handler(msg, Delivery(self._env.now, 0.0, 0.0, 0))
+
+        self._env.timeout(after_s).callbacks.append(deliver)
 
     def _attempts(self, device: int, loss_prob: float) -> tuple[int, bool]:
         """Transmissions needed (geometric, from one uniform draw) and whether all were lost."""
@@ -74,8 +87,8 @@ class SimulatedNetwork(Transport):
             return self._max_attempts, True
         return attempts, False
 
-    def carry(self, msg: Message, device: int, to_server: bool):
-        """The transfer as a generator, for a sender that wants to ``yield from`` it inline."""
+    def _carry(self, msg: Message, device: int, to_server: bool):
+        """The transfer as a generator (module docstring); returns the ``Delivery``, None if lost."""
         env = self._env
         p = self._profiles[device]
         gw = self._gateway_of[device]
@@ -101,7 +114,8 @@ class SimulatedNetwork(Transport):
             yield env.timeout(attempts * airtime_s)
         backhaul_latency_s, backhaul_bit_per_s = self._backhaul[gw]
         rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s
-                  + p.latency_s + backhaul_latency_s + 8.0 * size_bytes / backhaul_bit_per_s)
+                  + p.latency_s + backhaul_latency_s
+                  + serialization_time_scalar_s(size_bytes, backhaul_bit_per_s))
         yield env.timeout(rest_s)
         if lost:
             self._loss_handler(msg, device)
@@ -114,14 +128,3 @@ class SimulatedNetwork(Transport):
             if continuation is not None:
                 yield from continuation
         return delivery
-
-    def notify_server_after(self, msg: Message, delay_s: float) -> None:
-        """Hand ``msg`` to the server after ``delay_s`` without using a link.
-
-        This is how the server hears of a device that went silent: in the bridge it is the
-        liveness counter expiring; here it is modelled as a fixed detection delay.
-        """
-        def deliver(_event):
-            self._server_handler(msg, Delivery(self._env.now, 0.0, 0.0, 0))
-
-        self._env.timeout(delay_s).callbacks.append(deliver)

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import yaml
 
+from fleet.app.build import build_simulation
 from fleet.app.scenario import parse_scenario
 from fleet.app.schema import BridgeConfig
-from fleet.app.build import build_simulation
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +246,8 @@ def test_hub_rejects_and_counts_every_malformed_frame():
     """Hypothesis throws arbitrary frames at a live hub over a real socket: nothing crashes, nothing
     reaches a device, and each bad frame is counted once under a reason."""
     import zmq
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from fleet.bridge import protocol
     from fleet.bridge.transport import Hub

@@ -11,10 +11,10 @@ import zmq
 
 import algorithms.local  # noqa: F401  (torch, imported once here rather than inside a timed wait)
 from fleet.bridge import payloads, protocol
-from fleet.bridge.transport import BridgeTransport
 from fleet.bridge.hub import FloodGuard, Hub, Liveness
 from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
-from fleet.core.messages import Task
+from fleet.bridge.transport import BridgeTransport
+from fleet.core.messages import Refusal, Task
 from tests.helpers import make_network, make_profiles
 
 P = 4  # parameters of the toy model
@@ -228,12 +228,13 @@ class Harness:
         self.results, self.server, self.lost = {}, [], []
         self.uplink, self.partition = uplink, partition
         self.bodies = []
-        self.transport = BridgeTransport(kernel, make_network(kernel, make_profiles(1)), self.hub, 1, {},
-                                         self._task_body, self.results.__setitem__, self._expected)
+        self.transport = BridgeTransport(kernel, make_network(kernel, make_profiles(1)), self.hub, 1,
+                                         self._task_body, self.results.__setitem__, self._expected,
+                                         self._welcome)
         self.transport.attach_server(lambda msg, d: self.server.append(msg),
                                      lambda msg, device: self.lost.append(msg))
         self.slots = [1, 2]
-        self.transport.welcome = self._welcome
+        self.transport.admit = self._index
 
     def _welcome(self, device) -> dict:
         return {"device": device.index, "heartbeat_interval_s": 0.1, "liveness": 50,
@@ -255,7 +256,7 @@ class Harness:
                 "max_samples": self.partition, "max_norm": 10.0}
 
     def pump_until(self, condition, timeout_s=5.0):
-        _until(condition, timeout_s, step=lambda: self.transport.pump(0.02, self._index, self._welcome))
+        _until(condition, timeout_s, step=lambda: self.transport.pump(0.02))
 
     def _index(self, _name):
         return self.slots.pop(0) if self.slots else None
@@ -267,7 +268,7 @@ class Harness:
 
     def dispatch(self, task_id, device=1, phase="train", deadline_s=None):
         task = Task(task_id, device, 0, 0, phase, 1, 1, 100, 1000, 64, deadline_s, 64)
-        self.transport.send(task, device, to_server=False)
+        self.transport.send(task)
         return task
 
 
@@ -411,3 +412,54 @@ def test_a_hello_from_a_socket_that_then_falls_silent_never_confirms_the_device(
     fresh.send(protocol.encode("heartbeat", {"sent_s": 0.0}))
     h.pump_until(lambda: device.confirmed)
     assert h.lost == []
+
+
+# --- the transport's pacing and routing, on a fake hub and a fake clock ------------------------------------
+def _fake_bridge(kernel, first_real=1):
+    """A ``BridgeTransport`` over ``tests.core.test_transport_contract.FakeHub`` (devices pi-0, pi-1, pi-2
+    answer as scripted there), devices below ``first_real`` through a ``FunctionTransport``."""
+    from fleet.bridge.session import wait_for_devices
+    from fleet.core.transport import FunctionTransport, Reply
+    from tests.core.test_transport_contract import FakeHub
+
+    hub = FakeHub()
+    inner = FunctionTransport(kernel.env, lambda task: Reply(0.5, None))
+    transport = BridgeTransport(kernel, inner, hub, first_real, lambda task, deadline_s: {"task_id": task.task_id},
+                                lambda task_id, result: None, lambda task: {}, lambda device: {})
+    wait_for_devices(transport, 3, wait_s=1.0)
+    lost, heard = [], []
+    transport.attach_server(lambda msg, d: heard.append((kernel.env.now, msg)),
+                            lambda msg, device: lost.append((kernel.env.now, msg.task_id, device)))
+    return transport, hub, inner, heard, lost
+
+
+def _task(task_id, device):
+    return Task(task_id, device, 0, 0, "train", 1, 1, 100, 1000, 64, None, 64)
+
+
+def test_the_horizon_is_the_earliest_stamp_a_pending_reply_can_still_get(kernel):
+    transport, hub, _, heard, _ = _fake_bridge(kernel, first_real=0)
+    assert transport.horizon_s() == float("inf")  # nothing pending: full speed
+    kernel.env.run(until=2.0)
+    hub.now_s = 128.0
+    transport.send(_task(1, 1))  # virtual 2 s, wall 128 s (pi-1 refuses 0.25 s later)
+    hub.now_s = 128.5
+    kernel.env.run(until=2.25)
+    transport.send(_task(2, 2))  # virtual 2.25 s, wall 128.5 s (pi-2 never answers)
+    hub.now_s = 128.625  # task 1 may still be stamped 2.625 s, task 2 2.375 s
+    assert transport.horizon_s() == 2.375
+    transport.pump(0.0)  # the refusal (received at wall 128.25 s) is taken in, stamped 2.25 s
+    assert transport.horizon_s() == 2.375 and list(transport.pending) == [2]
+    kernel.env.run(until=2.375)
+    assert heard == [(2.25, Refusal(1, 1, 0, "memory", 100, 7))]
+
+
+def test_simulated_devices_go_through_the_inner_transport_and_a_purged_device_loses_its_task(kernel):
+    transport, hub, inner, _, lost = _fake_bridge(kernel, first_real=1)
+    assert sorted(transport.real) == [1, 2, 3]
+    transport.send(_task(1, 0))  # simulated: the inner transport, whose device loses it after 0.5 s
+    assert [t.task_id for t in inner.sent] == [1] and transport.pending == {}
+    transport.purge(transport.real[2])
+    transport.send(_task(2, 2))  # purged: lost at once, never sent to the hub
+    kernel.env.run(until=1.0)
+    assert lost == [(0.0, 2, 2), (0.5, 1, 0)] and transport.pending == {}

@@ -9,14 +9,14 @@ import pytest
 
 from algorithms.base import ResourceDemand, TaskConfig
 from devices import DEVICE_CLASSES, AlwaysOn
-from fleet.coordinator.asynchronous import AsyncConfig, AsyncCoordinator
+from fleet.coordinator.asynchronous import AsyncConfig, AsyncCoordinator, staleness_weight
 from fleet.coordinator.sync import SyncConfig, SyncCoordinator
-from fleet.sim.devices import DeviceRules, SimulatedDevices
 from fleet.core.kernel import EVENT_COLUMNS, Kernel
-
-COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
+from fleet.core.work import NullWork
+from fleet.sim.devices import DeviceRules, SimulatedDevices
 from tests.helpers import FAST_BIT_PER_S, make_network, make_profiles
 
+COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
 FLOPS = 4 * 10**9
 LATENCY_S = 0.05
 
@@ -153,3 +153,93 @@ def test_fedasync_aggregates_every_update():
     kernel.env.run(until=coord.finished)
     assert coord.version == 10 and len(coord.rounds) == 10
     assert all(r.accepted == 1 for r in coord.rounds)
+
+
+def test_staleness_weight_is_fedbuffs_polynomial_discount():
+    assert staleness_weight(0, 0.5) == 1.0  # a fresh update counts in full
+    assert staleness_weight(3, 0.5) == 0.5
+    assert staleness_weight(1, 1.0) == 0.5
+    assert staleness_weight(3, 2.0) == 0.0625
+    assert staleness_weight(9, 0.0) == 1.0  # exponent 0: no discount
+    weights = [staleness_weight(s, 0.5) for s in range(10)]
+    assert all(a > b for a, b in zip(weights, weights[1:]))
+
+
+class _Spy:
+    """A ``LocalWork`` that records every call the coordinator makes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def submit(self, task):
+        self.calls.append(("submit", task.task_id))
+
+    def cancel(self, task_id):
+        self.calls.append(("cancel", task_id))
+
+    def collect(self, task):
+        self.calls.append(("collect", task.task_id))
+
+    def aggregate(self, task_ids, weights):
+        self.calls.append(("aggregate", list(task_ids), list(weights)))
+
+
+# Deadlines and timeouts that some tasks miss: failed rounds, late and stale updates all occur.
+_SYNC = SyncConfig(rounds=6, clients_per_round=4, over_selection=0.5, deadline_s=0.3, quorum=1.0)
+_ASYNC = AsyncConfig(aggregations=6, concurrency=6, buffer_size=3, staleness_exponent=0.5,
+                     max_staleness=1, task_timeout_s=0.35)
+
+
+def _run_with(config, work):
+    """Twelve devices, of which 0 and 1 refuse every task (it does not fit their memory)."""
+    kernel, net, profiles = _fleet(7, 12)
+    fits, too_big = _plan(flops=10**9), _plan(flops=10**9, peak=profiles[0].ram_bytes)
+    plan = lambda r, device: (too_big if device < 2 else fits)(r, device)  # noqa: E731
+    cls = SyncCoordinator if isinstance(config, SyncConfig) else AsyncCoordinator
+    coord = cls(kernel, net, 12, plan, config, work)
+    kernel.env.process(coord.process())
+    kernel.env.run(until=coord.finished)
+    return kernel.recorder.rows, coord
+
+
+@pytest.mark.parametrize("config", [_SYNC, _ASYNC], ids=["sync", "fedbuff"])
+def test_the_work_never_changes_the_run_and_hears_each_tasks_fate_once(config):
+    """Timing mode (no work, or ``NullWork``) and a recording work give the same event log; the work is
+    told of every task at dispatch, of every accepted update, and then of its one fate: aggregated (with
+    weight 1 in sync rounds, the staleness discount in FedBuff) or cancelled; or nothing, if it was still
+    out when the run stopped."""
+    rows, coord = _run_with(config, None)
+    assert _run_with(config, NullWork())[0] == rows
+    spy = _Spy()
+    spied, spied_coord = _run_with(config, spy)
+    assert spied == rows and spied_coord.version == coord.version
+    of = lambda kind: [r[COL["task"]] for r in rows if r[COL["event"]] == kind]  # noqa: E731
+    calls = spy.calls
+    assert [c[1] for c in calls if c[0] == "submit"] == of("dispatch")
+    assert [c[1] for c in calls if c[0] == "collect"] == of("update")
+    aggregations = [c for c in calls if c[0] == "aggregate"]
+    assert len(aggregations) == coord.version > 0
+    staleness = {r[COL["task"]]: r[COL["staleness"]] for r in rows if r[COL["event"]] == "update"}
+    for _, ids, weights in aggregations:
+        discount = (lambda s: 1.0) if isinstance(config, SyncConfig) else (
+            lambda s: staleness_weight(s, config.staleness_exponent))
+        assert weights == [discount(staleness[t]) for t in ids]
+    aggregated = [t for _, ids, _ in aggregations for t in ids]
+    cancelled = [c[1] for c in calls if c[0] == "cancel"]
+    fates = aggregated + cancelled
+    assert len(fates) == len(set(fates))  # one fate per task
+    assert coord.stopped_by == "completed" and coord.unfinished_round is None
+    assert set(of("update")) <= set(fates)  # nothing accepted is left without a fate after the last round
+    out = set(coord.outstanding)  # still with their devices when the run stopped
+    assert set(fates) | out == set(of("dispatch")) and not set(fates) & out
+    assert set(of("discard")) <= set(cancelled) and of("discard")  # late or stale updates
+    assert set(of("refusal")) <= set(cancelled) and of("refusal")
+    if isinstance(config, SyncConfig):  # a failed round cancels the updates it accepted
+        assert set(cancelled) & set(of("update"))
+
+
+def test_null_work_records_nothing():
+    work = NullWork()
+    _run_with(_SYNC, work)
+    assert (work.evaluations, dict(work.metrics_by_version), work.jobs_run, work.versions_resumed) == (
+        (), {}, 0, 0)

@@ -1,4 +1,5 @@
-"""The simulated network: exact link times, loss, duty cycle, and M/M/1 queueing at a gateway."""
+"""The simulated network: exact link times, loss, duty cycle, M/M/1 queueing at a gateway, and the
+device side (``DeviceLink``): one process per task, lost uploads, silences."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_one_message_takes_latency_plus_serialization_plus_backhaul(kernel):
     got = []
     net.attach_server(lambda m, d: got.append((kernel.env.now, d)), lambda m, d: None)
     msg = _update(0, 100_000)
-    net.send(msg, 0, to_server=True)
+    kernel.env.process(net.upload(msg))
     kernel.env.run()
     size = encoded_size_bytes(msg)
     expected = 8 * size / 1e6 + 0.02 + 0.01 + 8 * size / 1e8
@@ -39,7 +40,7 @@ def test_duty_cycle_stretches_a_lorawan_transfer():
     got = []
     net.attach_server(lambda m, d: got.append(kernel.env.now), lambda m, d: None)
     msg = _update(0, 10_000)
-    net.send(msg, 0, to_server=True)
+    kernel.env.process(net.upload(msg))
     kernel.env.run()
     p = profiles[0]
     frames = -(-encoded_size_bytes(msg) // p.max_frame_payload_bytes)
@@ -56,7 +57,7 @@ def test_a_message_lost_beyond_max_attempts_reaches_the_loss_handler():
     delivered, lost = [], []
     net.attach_server(lambda m, d: delivered.append(m), lambda m, dev: lost.append(dev))
     for device in range(200):
-        net.send(_update(device, 10), device, to_server=True)
+        kernel.env.process(net.upload(_update(device, 10)))
     kernel.env.run()
     assert len(delivered) + len(lost) == 200
     # P(lost) = 0.5 ** 2 = 0.25; binomial sd with n=200 is ~6
@@ -83,7 +84,7 @@ def _gateway_run(lam, n, seed, mean_service_s=1.0):
     def source(env):
         for gap, msg in zip(gaps.tolist(), msgs):
             yield env.timeout(gap)
-            net.send(msg, 0, to_server=True)
+            env.process(net.upload(msg))
 
     kernel.env.process(source(kernel.env))
     kernel.env.run()
@@ -112,3 +113,59 @@ def test_gateway_queue_reproduces_mm1_mean_sojourn():
     _, service, sojourn = _gateway_run(lam=lam, n=1_000_000, seed=5)
     assert float(np.mean(service)) == pytest.approx(1 / mu, rel=0.005)
     assert float(np.mean(sojourn)) == pytest.approx(1 / (mu - lam), rel=0.02)
+
+
+# --- the device side: ``DeviceLink`` ---------------------------------------------------------------------
+def _task(device, task_id=0):
+    from fleet.core.messages import Task
+
+    return Task(task_id, device, 0, 0, "train", 1, 1, 100, 1000, 64, None, 10)
+
+
+def test_a_task_continues_as_the_devices_work_in_the_process_that_delivered_it(kernel):
+    """One SimPy process per task: the download, the device's work and its upload."""
+    profiles = make_profiles(1, latency_s=0.5, loss_prob=0.0)
+    net = make_network(kernel, profiles)
+    env, seen = kernel.env, []
+    net.attach_server(lambda m, d: seen.append(("server", env.now, env.active_process)), lambda m, d: None)
+
+    def device(task, delivery):
+        seen.append(("device", env.now, env.active_process))
+        yield env.timeout(2.0)
+        up = yield from net.upload(_update(task.device, 10, task.task_id))
+        seen.append(("uploaded", env.now, up))
+
+    net.attach_devices(device)
+    process = net.send(_task(0))
+    env.run()
+    (_, down_s, p1), (_, server_s, p2), (_, up_s, delivery) = seen
+    assert p1 is p2 is process and process.value.sent_s == 0.0  # the process returns the download's
+    assert down_s > 0.5 and server_s == up_s > down_s + 2.5
+    assert delivery.sent_s == down_s + 2.0 and delivery.queue_s == 0.0
+
+
+def test_an_upload_lost_beyond_max_attempts_returns_none_and_tells_the_server(kernel):
+    profiles = make_profiles(1, latency_s=0.0, loss_prob=0.999)
+    net = make_network(kernel, profiles, max_attempts=1)
+    lost, got = [], []
+    net.attach_server(lambda m, d: None, lambda m, dev: lost.append((m.task_id, dev)))
+
+    def device():
+        got.append((yield from net.upload(_update(0, 10, task_id=7))))
+
+    kernel.env.process(device())
+    kernel.env.run()
+    assert got == [None] and lost == [(7, 0)]
+
+
+def test_a_silence_reaches_the_server_after_exactly_the_delay_over_no_link(kernel):
+    from fleet.core.messages import Leave
+
+    net = make_network(kernel, make_profiles(1))
+    heard = []
+    net.attach_server(lambda m, d: heard.append((kernel.env.now, m, d)), lambda m, d: None)
+    kernel.env.timeout(1.5).callbacks.append(lambda _e: net.report_silence(Leave(0, 3, 0, "offline"), 30.0))
+    kernel.env.run()
+    ((t, msg, delivery),) = heard
+    assert t == 31.5 and msg == Leave(0, 3, 0, "offline")
+    assert tuple(delivery) == (31.5, 0.0, 0.0, 0)

@@ -1,0 +1,158 @@
+"""The figures of a run (``figures/*.png``) and of a comparison of variants (``comparison.png``).
+
+One function per figure, each drawing from the study and the run's read sides only (``fleet.app.view``);
+matplotlib is imported when a figure is drawn, never at import.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fleet.app.simulation import Simulation
+from fleet.app.study import DROPOUT_CAUSES, Study
+from fleet.app.view import record_of, view_of
+
+__all__ = ["comparison_figure", "draw_figures"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def draw_figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, str]]:
+    """Draw every figure of ``sim`` into ``out`` (made if missing); return (file name, title) pairs in
+    the order report.md shows them (accuracy first, when the run evaluated a model)."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = [participation(sim, study, out), dropouts(sim, study, out), completion_cdf(study, out),
+            memory(sim, study, out)]
+    if record_of(sim).evaluations:
+        made.insert(0, accuracy(sim, out))
+    return made
+
+
+def accuracy(sim: Simulation, out: Path) -> tuple[str, str]:
+    """Test accuracy against virtual time, client FLOPs and bytes sent, one panel each."""
+    plt = _pyplot()
+    evs = record_of(sim).evaluations
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+    acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
+    for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
+                          (axes[1], [e.client_flops for e in evs], "client FLOPs spent"),
+                          (axes[2], [e.bytes_up + e.bytes_down for e in evs], "bytes sent (up + down)")):
+        ax.plot(xs, acc, marker=".")
+        ax.set(xlabel=label)
+    axes[0].set(ylabel="test accuracy")
+    fig.suptitle(f"{sim.scenario.algorithm.name}: global model on the held-out set")
+    _save(fig, out / "accuracy.png")
+    return "accuracy.png", "Test accuracy against virtual time, client FLOPs and bytes"
+
+
+def participation(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
+    """Selected devices, accepted updates and dropouts of each round, at the round's end."""
+    plt = _pyplot()
+    rounds = sim.coordinator.rounds
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ends = [r.end_s for r in rounds]
+    ax.plot(ends, [r.selected for r in rounds], label="selected")
+    ax.plot(ends, [r.accepted for r in rounds], label="updates accepted")
+    ax.plot(ends, [sum(study.dropouts_by_round.get(r.round_index, {}).values()) for r in rounds],
+            label="dropouts")
+    ax.set(xlabel="virtual time (s)", ylabel="devices", title="Participation per round")
+    ax.legend()
+    _save(fig, out / "participation.png")
+    return "participation.png", "Participation per round"
+
+
+def dropouts(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
+    """Dropouts of each round stacked by cause (causes that never occurred left out)."""
+    plt = _pyplot()
+    rounds = sim.coordinator.rounds
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    idx = np.arange(len(rounds))
+    bottom = np.zeros(len(rounds))
+    for cause in DROPOUT_CAUSES:
+        counts = np.array([study.dropouts_by_round.get(r.round_index, {}).get(cause, 0)
+                           for r in rounds], dtype=float)
+        if counts.any():
+            ax.bar(idx, counts, bottom=bottom, label=cause)
+            bottom += counts
+    ax.set(xlabel="round", ylabel="dropouts", title="Dropouts by cause per round")
+    if bottom.any():
+        ax.set_ylim(0, bottom.max() * 1.05)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
+    _save(fig, out / "dropouts.png")
+    return "dropouts.png", "Dropouts by cause per round"
+
+
+def completion_cdf(study: Study, out: Path) -> tuple[str, str]:
+    """The empirical CDF of accepted tasks' completion times, one step curve per device class."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for cls, times in sorted(study.completion_s_by_class.items()):
+        xs = np.sort(times)
+        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=cls)
+    ax.set(xscale="log", xlabel="task completion time (s)", ylabel="fraction of tasks",
+           title="Completion-time CDF by device class")
+    if study.completion_s_by_class:
+        ax.legend(fontsize=7)
+    _save(fig, out / "completion_cdf.png")
+    return "completion_cdf.png", "Completion-time CDF by device class"
+
+
+def memory(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
+    """Free memory at t = 0 by device class (box plots, log scale) against each phase's peak demand."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    classes = sorted(study.devices_by_class)
+    free: dict[str, list[int]] = {c: [] for c in classes}
+    fleet = view_of(sim)
+    for device in fleet.devices:
+        free[fleet.device_class(device)].append(max(1, fleet.free_bytes_at(device, 0.0)))
+    ax.boxplot([free[c] for c in classes], tick_labels=classes)
+    for phase, demand in sim.demands.items():
+        ax.axhline(demand.peak_memory_bytes, linestyle="--", color="C3",
+                   label=f"{sim.scenario.algorithm.name} {phase} peak demand")
+    ax.set(yscale="log", ylabel="bytes", title="Free memory at t=0 against the task's demand")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.legend(fontsize=7)
+    _save(fig, out / "memory.png")
+    return "memory.png", "Free memory against memory demand"
+
+
+def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
+    """``comparison.png``: devices that took part by class (stacked bars) and accuracy curves, one per
+    variant; ``runs`` holds (name, summary, evaluations)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6), width_ratios=(1.15, 1))
+    classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the catalog has 12 classes
+    bottom = np.zeros(len(runs))
+    for i, c in enumerate(classes):
+        counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
+        left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=colours[i % 20])
+        bottom += counts
+    left.set(ylabel="devices that took part", title="Who can take part, by device class")
+    # outside the bars, largest class on top as in the stack
+    handles, labels = left.get_legend_handles_labels()
+    left.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                frameon=False)
+    for name, s, evs in runs:
+        right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
+                   label=f"{name} (final {s['final_accuracy']:.3f})")
+    right.set(xlabel="virtual time (s)", ylabel="test accuracy", title="What it costs or gains in accuracy")
+    right.legend(fontsize=7)
+    _save(fig, out / "comparison.png")
