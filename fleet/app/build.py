@@ -31,12 +31,15 @@ from devices import (
 )
 from fleet.app.scenario import Scenario, ScenarioError
 from fleet.app.simulation import Simulation
+from fleet.bridge.view import RealView
 from fleet.coordinator.asynchronous import AsyncConfig, AsyncCoordinator
 from fleet.coordinator.base import Coordinator
 from fleet.coordinator.sync import SyncConfig, SyncCoordinator
 from fleet.core.kernel import Kernel
 from fleet.core.paced import PacedEnvironment
 from fleet.core.transport import Transport
+from fleet.core.view import FleetView, JoinedView
+from fleet.core.work import NullWork
 from fleet.learning.plane import (
     CheckpointStore,
     ClientDataSource,
@@ -46,6 +49,7 @@ from fleet.learning.plane import (
 from fleet.sim.devices import DeviceRules, SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
 from fleet.sim.topology import GatewaySpec, build_topology
+from fleet.sim.view import SimulatedView
 
 
 def _availability(scenario: Scenario, kernel: Kernel, entry_of: np.ndarray) -> list[Availability]:
@@ -261,9 +265,13 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     def can_ever_complete(task, dispatched_s: float) -> bool:  # a real device's limits are its own to tell
         return task.device >= first_real or devices.can_ever_complete(task, dispatched_s)
 
-    coordinator = _coordinator(scenario, kernel, transport, n, plan, learning, can_ever_complete)
+    work = learning if learning is not None else NullWork()
+    coordinator = _coordinator(scenario, kernel, transport, n, plan, work, can_ever_complete)
+    bridge = transport if transport is not network else None
+    fleet_view: FleetView = SimulatedView(devices, profiles[:first_real])
+    if bridge is not None:
+        fleet_view = JoinedView([fleet_view, RealView(bridge)])
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm, coordinator,
-                     transport, learning=learning, first_real=first_real,
-                     bridge=transport if transport is not network else None)
+                     transport, fleet_view, work, learning=learning, first_real=first_real, bridge=bridge)
     _describe_demands(sim)
     return sim

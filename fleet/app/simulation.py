@@ -20,6 +20,8 @@ from fleet.app.scenario import Scenario
 from fleet.coordinator.base import Coordinator
 from fleet.core.kernel import Kernel
 from fleet.core.transport import Transport
+from fleet.core.view import FleetView
+from fleet.core.work import LearningRecord
 from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
@@ -41,6 +43,8 @@ class Simulation:
     algorithm: Algorithm
     coordinator: Coordinator
     transport: Transport
+    fleet: FleetView  # every device, simulated then real, as the study reads them
+    record: LearningRecord  # the learning plane's read side (NullWork's empty one in timing mode)
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
@@ -72,8 +76,7 @@ class Simulation:
             if self.learning is not None:
                 self._evaluate_now()
         finally:
-            if self.learning is not None:
-                self.learning.close()
+            self.record.close()
             self.transport.close()
         self.stopped_by = coord.stopped_by if coord.finished.triggered else "max_sim_time"
         self.wall_s = time.perf_counter() - started
@@ -97,8 +100,7 @@ class Simulation:
     @property
     def client_flops(self) -> int:
         """FLOPs the clients spent: simulated devices' computed work, plus real devices' accepted tasks."""
-        real = self.bridge.real_flops if self.bridge is not None else 0
-        return self.devices.flops_spent_total + real
+        return self.fleet.flops_spent
 
     @property
     def sim_time_s(self) -> float:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from fleet.bridge.view import RealView
-from fleet.core.view import FleetView, JoinedView
-from fleet.core.work import LearningRecord, NullWork
-from fleet.sim.view import SimulatedView
+from fleet.core.view import FleetView
+from fleet.core.work import LearningRecord
 
 if TYPE_CHECKING:
     from fleet.app.simulation import Simulation
@@ -22,15 +20,14 @@ __all__ = ["record_of", "task_peak_bytes", "view_of"]
 
 
 def view_of(sim: Simulation) -> FleetView:
-    """Every device of ``sim``: the simulated ones (``0 .. first_real - 1``), then the real ones."""
-    if sim.bridge is None:
-        return SimulatedView(sim.devices, sim.profiles)
-    return JoinedView([SimulatedView(sim.devices, sim.profiles[:sim.first_real]), RealView(sim.bridge)])
+    """Every device of ``sim``: the simulated ones (``0 .. first_real - 1``), then the real ones (the build
+    joins the two views, ``fleet.app.build``)."""
+    return sim.fleet
 
 
 def record_of(sim: Simulation) -> LearningRecord:
-    """What ``sim``'s learning left to read: the learning plane, or an empty record in timing mode."""
-    return sim.learning if sim.learning is not None else NullWork()
+    """What ``sim``'s learning left to read: the learning plane, or NullWork's empty record in timing mode."""
+    return sim.record
 
 
 def task_peak_bytes(sim: Simulation, phase: str) -> Callable[[int], int] | None:

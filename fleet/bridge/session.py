@@ -19,6 +19,7 @@ from devices import DEVICE_CLASSES, DeviceProfile, MixEntry, sample_fleet
 from fleet.bridge import payloads
 from fleet.bridge.hub import Hub
 from fleet.bridge.transport import UPDATE_NORM_RATIO, BridgeTransport, RealDevice
+from fleet.bridge.view import real_class
 from fleet.core.kernel import Kernel
 from fleet.core.paced import PacedEnvironment
 from fleet.core.transport import Transport
@@ -149,7 +150,7 @@ def real_profiles(attached: Sequence[RealDevice], rng: np.random.Generator) -> l
     for device in attached:
         cls = device.device_class if device.device_class in DEVICE_CLASSES else FALLBACK_CLASS
         (p,) = sample_fleet([MixEntry(cls, "ethernet", 1.0)], 1, rng)
-        out.append(dataclasses.replace(p, device_id=device.index, device_class=f"real:{device.device_class}"))
+        out.append(dataclasses.replace(p, device_id=device.index, device_class=real_class(device.device_class)))
     return out
 
 

@@ -39,6 +39,7 @@ class LearningRecord(Protocol):
     ``fleet.learning.plane.Evaluation``); ``metrics_by_version``: model version -> ``{"accuracy", "loss"}``
     of every version evaluated; ``jobs_run``: local updates computed in this process; ``versions_resumed``:
     versions loaded from checkpoints instead of computed. All empty or zero when nothing was learned.
+    ``close`` releases what the learning held (a process pool); the run calls it once, at the end.
     """
 
     @property
@@ -49,6 +50,7 @@ class LearningRecord(Protocol):
     def jobs_run(self) -> int: ...
     @property
     def versions_resumed(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class NullWork:

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from algorithms.base import ResourceDemand, TaskConfig
 from devices import AlwaysOn, BackgroundMemory
+from fleet.app.build import build_simulation
+from fleet.app.scenario import load_scenario
 from fleet.app.study import memory_eligible
 from fleet.app.view import record_of, task_peak_bytes, view_of
 from fleet.bridge.view import RealView
 from fleet.coordinator.sync import SyncConfig, SyncCoordinator
 from fleet.core.view import JoinedView
+from fleet.core.work import NullWork
 from fleet.sim.devices import DeviceRules, SimulatedDevices
 from fleet.sim.view import SimulatedView
 from tests.helpers import make_network, make_profiles
+
+SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 
 MEAN_B, AMPLITUDE_B, PERIOD_S = 10**8, 5 * 10**7, 100.0
 CLASSES = ["rpi4_4gb", "rpi4_4gb", "jetson_nano"]
@@ -110,12 +116,11 @@ def test_joined_views_answer_by_id_range_and_sum_the_fleet(kernel):
 
 def test_the_run_is_read_through_one_view_whatever_it_ran_on(kernel):
     _, profiles, _, devices = _simulated(kernel)
-    alone = view_of(SimpleNamespace(bridge=None, devices=devices, profiles=profiles, first_real=-1))
+    alone = SimulatedView(devices, profiles)
     assert [alone.device_class(d) for d in alone.devices] == CLASSES
     real_profiles = [dataclasses.replace(profiles[0], device_id=3 + i, device_class=c)
                      for i, c in enumerate(("real:rpi4_4gb", "real:phone_mid"))]
-    mixed = view_of(SimpleNamespace(bridge=_bridge(), devices=devices, profiles=[*profiles, *real_profiles],
-                                    first_real=3))
+    mixed = JoinedView([alone, RealView(_bridge())])  # as fleet.app.build joins them
     assert [mixed.device_class(d) for d in mixed.devices] == [p.device_class for p in
                                                                [*profiles, *real_profiles]]
     assert mixed.flops_spent == 7 * 10**9 and sum(map(mixed.is_real, mixed.devices)) == 2
@@ -140,9 +145,17 @@ def test_a_task_is_fitted_to_each_devices_data_only_when_it_learns():
     plane = SimpleNamespace(algorithm=_Algorithm(), partitions=[range(50), range(8), range(1)])
     learning = SimpleNamespace(learning=plane, task_configs={"train": train}, demands={"train": nominal})
     assert [task_peak_bytes(learning, "train")(d) for d in range(3)] == [32_000, 8_000, 1_000]
-    assert record_of(learning) is plane
-    empty = record_of(timing)
+    assert record_of(SimpleNamespace(record=plane)) is plane
+
+
+def test_a_timing_run_reads_an_empty_record_and_its_simulated_fleet():
+    sim = build_simulation(load_scenario(SMOKE))
+    assert isinstance(sim.record, NullWork) and view_of(sim) is sim.fleet
+    sim.run()
+    empty = record_of(sim)
     assert (tuple(empty.evaluations), dict(empty.metrics_by_version), empty.jobs_run) == ((), {}, 0)
+    assert [sim.fleet.device_class(d) for d in sim.fleet.devices] == [p.device_class for p in sim.profiles]
+    assert sim.fleet.flops_spent == sim.devices.flops_spent_total > 0
 
 
 @pytest.mark.parametrize(("peak_bytes", "eligible"), [(0, 5), (100, 3), (124, 2)])
@@ -152,6 +165,6 @@ def test_memory_eligible_counts_simulated_and_real_devices_alike(kernel, peak_by
     _, profiles, _, devices = _simulated(kernel)
     train = TaskConfig("train", 1, 1)
     demand = ResourceDemand(peak_memory_bytes=peak_bytes, flops=1, bytes_down=1, bytes_up=1)
-    sim = SimpleNamespace(bridge=_bridge(), devices=devices, profiles=[*profiles, *profiles[:2]], first_real=3,
-                          learning=None, task_configs={"train": train}, demands={"train": demand})
+    fleet = JoinedView([SimulatedView(devices, profiles), RealView(_bridge())])
+    sim = SimpleNamespace(fleet=fleet, learning=None, task_configs={"train": train}, demands={"train": demand})
     assert memory_eligible(sim) == eligible
