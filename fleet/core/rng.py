@@ -7,7 +7,6 @@ draws do not depend on how many other devices exist or in which order their proc
 
 from __future__ import annotations
 
-
 import numpy as np
 
 __all__ = ["PURPOSES", "FLEET_WIDE", "RngStreams", "DeviceDraws"]
