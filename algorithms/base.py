@@ -1,30 +1,46 @@
-"""The narrow interface every federated learning algorithm offers the coordinator (torch-free).
+"""The two sides of a federated learning algorithm, as small abstract classes (torch-free).
 
-A coordinator round asks the algorithm two questions before dispatching work:
+**The cost side** (:class:`CostModel`), all the coordinator and timing mode ever see:
 
-* ``configure_task(round_index)`` -> :class:`TaskConfig`: what a client is asked to do this round.
+* ``phases``: the task phases the algorithm uses (a subset of ``PHASES``);
+* ``task(round_index, state=None)`` -> :class:`TaskConfig`: what a client is asked to do in a round; in
+  learning mode the current global ``state`` is given, and an algorithm whose phases follow its state
+  (client-side pruning) decides from it; in timing mode ``state`` is None and the round index decides;
 * ``demand(config)`` -> :class:`ResourceDemand`: what that task costs one client (peak memory in bytes,
   FLOPs, payload bytes each way), from the cost model of a real torch model. The coordinator compares it
-  with a device's free memory, throughput and links (participation gates, compute and link time).
+  with a device's free memory, throughput and links (participation gates, compute and link time);
+* ``server_demand()``: the server's own bill for work it does outside the rounds (None by default).
 
-The learning-plane hooks (``initial_state``, ``local_update``, ``aggregate``, ``evaluate``) carry real
-weights; in timing mode they are never called. The base class raises ``NotImplementedError`` for them, so an
-algorithm that only costs tasks still runs in timing mode. An algorithm
-never sleeps, blocks, or reads a clock: the coordinator owns time.
+**The learning side** (:class:`Learner`), what the learning plane calls with real weights:
+``init(seed)``, ``fit_config(config, num_samples)``, ``fit(state, config, data, seed)``,
+``aggregate(state, results, weights)``, ``evaluate(state, x, y)``, ``update_shape(config)`` (what a fit's
+result carries, for the bridge's checks) and the optional capability ``batched_kernel(config)``: a
+:class:`BatchedKernel` that computes many clients' ``fit`` at once (``algorithms.batched`` builds them),
+or None, and then the learning plane runs ``fit`` client by client.
+
+An :class:`Algorithm` has both sides. An algorithm that only costs tasks subclasses ``CostModel`` alone
+and runs in timing mode. Neither side ever sleeps, blocks or reads a clock: the coordinator owns time.
+``docs/learning.md`` ("Adding an algorithm") is the recipe.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Generic, Protocol, Sequence, TypeVar
 
 from algorithms._checks import non_negative_int, positive_int
 
-__all__ = ["PHASES", "TaskConfig", "ResourceDemand", "Algorithm", "LEARNING_PLANE_MISSING"]
+__all__ = ["PHASES", "UPDATE_KINDS", "TaskConfig", "ResourceDemand", "UpdateShape", "CostModel", "Learner",
+           "BatchedKernel", "Algorithm", "LEARNING_PLANE_MISSING"]
 
 PHASES = ("train", "prune")
+UPDATE_KINDS = ("delta", "seeds", "scores")
 LEARNING_PLANE_MISSING = "algorithm {name!r} has no learning plane (it only costs tasks); run with mode: timing"
+
+State = TypeVar("State")
+Data = TypeVar("Data")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -60,53 +76,115 @@ class ResourceDemand:
             non_negative_int(f"ResourceDemand.{field}", getattr(self, field))
 
 
-class Algorithm(ABC):
-    """A federated learning algorithm, seen from the coordinator.
+@dataclass(frozen=True)
+class UpdateShape:
+    """What the result of one ``fit`` carries: ``kind`` (one of ``UPDATE_KINDS``: a weight ``delta``, ZO
+    ``seeds`` pairs, or saliency ``scores``) and, for ``seeds``, how many (seed, coefficient) pairs."""
 
-    Subclasses set ``name`` (the registry key) and implement ``configure_task`` and ``demand``; both are
-    pure (the same arguments give the same answer) and cheap after the first call.
-    """
+    kind: str
+    seed_pairs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in UPDATE_KINDS:
+            raise ValueError(f"UpdateShape.kind must be one of {', '.join(UPDATE_KINDS)}, got {self.kind!r}")
+        non_negative_int("UpdateShape.seed_pairs", self.seed_pairs)
+        if (self.kind == "seeds") != (self.seed_pairs > 0):
+            raise ValueError(f"UpdateShape: seed_pairs > 0 exactly for kind 'seeds', got {self!r}")
+
+
+class CostModel(ABC, Generic[State]):
+    """The cost side: which task a round asks for and what it costs. Subclasses set ``name`` (the registry
+    key) and ``phases``, and implement ``task`` and ``demand``; both are pure (the same arguments give the
+    same answer) and cheap after the first call."""
 
     name: ClassVar[str]
+    phases: ClassVar[tuple[str, ...]] = ("train",)
 
     @abstractmethod
-    def configure_task(self, round_index: int) -> TaskConfig:
-        """The task every selected client runs in round ``round_index`` (0-based)."""
+    def task(self, round_index: int, state: State | None = None) -> TaskConfig:
+        """The task every selected client runs in round ``round_index`` (0-based), given the current global
+        ``state`` in learning mode (None in timing mode). Its phase is one of ``phases``."""
 
     @abstractmethod
     def demand(self, config: TaskConfig) -> ResourceDemand:
-        """The resources one client needs to run ``config`` to completion; ``ValueError`` if the phase does
-        not belong to this algorithm."""
+        """The resources one client needs to run ``config`` to completion; ``ValueError`` if ``config`` is
+        not a ``TaskConfig`` of one of ``phases``."""
 
-    # Learning plane. Algorithms that only cost tasks (timing mode) may leave these unimplemented.
+    def server_demand(self) -> ResourceDemand | None:
+        """The server's bill for work outside the rounds (e.g. pruning before round 0, no payloads), or
+        None when it has none (the default)."""
+        return None
 
-    def client_task(self, config: TaskConfig, num_samples: int) -> TaskConfig:
+    def check_config(self, config: object) -> TaskConfig:
+        """``config`` if it is a ``TaskConfig`` of one of ``phases``; ``ValueError`` naming both otherwise
+        (what ``demand`` implementations call first)."""
+        if not isinstance(config, TaskConfig) or config.phase not in self.phases:
+            raise ValueError(f"config must be a TaskConfig of phase {' or '.join(map(repr, self.phases))} for "
+                             f"{self.name}, got {config!r}")
+        return config
+
+    # Compatibility for callers outside algorithms/ until they move to ``task`` (issue 9): delete with them.
+    def configure_task(self, round_index: int) -> TaskConfig:
+        return self.task(round_index)
+
+
+class BatchedKernel(Protocol[State, Data, Result]):
+    """Many clients' ``fit`` from one global state, computed together (``algorithms.batched`` builds them).
+
+    ``run`` returns one entry per client, in order: the result ``fit(state, config, datas[k], seeds[k])``
+    would give (bit for bit, or within the bounds ``docs/learning.md`` states), or None for a client the
+    kernel cannot compute (the caller then runs ``fit`` for it). It never mutates ``state``."""
+
+    def run(self, state: State, config: TaskConfig, datas: Sequence[Data],
+            seeds: Sequence[int]) -> list[Result | None]: ...
+
+
+class Learner(ABC, Generic[State, Data, Result]):
+    """The learning side: real weights, real data. All randomness of ``init`` and ``fit`` derives from their
+    ``seed``; no method mutates its arguments."""
+
+    @abstractmethod
+    def init(self, seed: int) -> State:
+        """The global state before round 0 (weights, and the mask if any), built from ``seed`` alone."""
+
+    @abstractmethod
+    def fit(self, state: State, config: TaskConfig, data: Data, seed: int) -> Result:
+        """Run ``config`` on one client's ``data`` from the global ``state``; returns what the client sends
+        (shaped as ``update_shape(config)`` says)."""
+
+    @abstractmethod
+    def aggregate(self, state: State, results: Sequence[Result], weights: Sequence[float]) -> State:
+        """The next global state from client ``results`` with relative ``weights`` (1 in a synchronous
+        round, the staleness discount in FedBuff), in the given order (callers fix it: task id)."""
+
+    @abstractmethod
+    def evaluate(self, state: State, x: object, y: object) -> dict[str, float]:
+        """Metrics of the global ``state`` on a held-out set: ``{"accuracy": ..., "loss": ...}``."""
+
+    @abstractmethod
+    def update_shape(self, config: TaskConfig) -> UpdateShape:
+        """What ``fit(..., config, ...)`` returns: its kind and, for seed pairs, how many."""
+
+    def fit_config(self, config: TaskConfig, num_samples: int) -> TaskConfig:
         """``config`` fitted to a client holding ``num_samples`` training samples (its data size is part of
         its work): by default the batch shrinks to ``num_samples`` when the client has fewer."""
         if num_samples >= config.batch_size:
             return config
         return TaskConfig(config.phase, config.local_steps, max(1, num_samples))
 
-    def state_task(self, round_index: int, state: Any) -> TaskConfig:
-        """In learning mode, the task for round ``round_index`` given the current global ``state`` (an
-        algorithm whose phases follow its state, like client-side pruning, overrides this); by default
-        ``configure_task(round_index)``."""
-        return self.configure_task(round_index)
+    def batched_kernel(self, config: TaskConfig) -> BatchedKernel[State, Data, Result] | None:
+        """The capability to run many clients' ``fit(state, config, ...)`` at once, or None (the default):
+        then every client runs ``fit``."""
+        return None
 
-    def initial_state(self, seed: int) -> Any:
-        """The global state before round 0 (weights, and the mask if any), built from ``seed`` alone."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
+    # Compatibility for callers outside algorithms/ until they move to ``fit`` and ``fit_config`` (issue 9):
+    # delete with them.
+    def local_update(self, state: State, config: TaskConfig, data: Data, seed: int) -> Result:
+        return self.fit(state, config, data, seed)
 
-    def local_update(self, state: Any, config: TaskConfig, data: Any, seed: int) -> Any:
-        """Run ``config`` on one client's ``data`` from the global ``state``; all randomness derives from
-        ``seed``; returns the update to send (must not mutate ``state``)."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
+    def client_task(self, config: TaskConfig, num_samples: int) -> TaskConfig:
+        return self.fit_config(config, num_samples)
 
-    def aggregate(self, state: Any, updates: Sequence[Any], weights: Sequence[float]) -> Any:
-        """Combine client ``updates`` (with relative ``weights``, e.g. staleness discounts) into the next
-        global state (pure: ``state`` is not mutated)."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
 
-    def evaluate(self, state: Any, x: Any, y: Any) -> dict[str, float]:
-        """Metrics of the global ``state`` on a held-out set: ``{"accuracy": ..., "loss": ...}``."""
-        raise NotImplementedError(LEARNING_PLANE_MISSING.format(name=self.name))
+class Algorithm(CostModel[State], Learner[State, Data, Result], ABC):
+    """Both sides: what a registry entry is when it can also learn (every algorithm shipped here)."""

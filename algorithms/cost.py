@@ -45,7 +45,15 @@ Choices that differ from ``shared/reference/algorithms.md`` section 4, and why:
   and theta + eps*z, conv/linear save the two products as weights), the gradient of m and the score
   accumulator; + the bool mask. Its FLOPs are
   2*B*(F + F_bwd) per sample r: two forwards and a backward through each.
-* BP FLOPs are B*(F + F_bwd), not 3BF: the first layer computes no input gradient (F_bwd < 2F).
+* BP FLOPs are B*(F + F_bwd), not 3BF: the first layer computes no input gradient (F_bwd < 2F). The
+  optimizer's own elementwise arithmetic is not counted (a few FLOPs per parameter per step, which
+  ``torch.utils.flop_counter`` does not see either).
+
+FedProx's proximal term (mu/2)||w - w_global||^2 is the local objective's own addition, so it is charged:
+the global weights stay alive as the term's anchor (one more parameter-shaped copy), its gradient
+mu (w - w_global) is formed one parameter tensor at a time (a temporary of the largest tensor, alive in
+the optimizer step, after the activations are freed), and it costs 3 FLOPs per trainable coordinate per
+step (the subtraction, then a multiply-add into the gradient).
 * ZO axpy passes count 2 FLOPs per element (a multiply-add, as ``torch.utils.flop_counter`` counts conv and
   linear), not 1; and the perturbed dimension includes the biases, which no mask covers.
 * Sparse payloads: an update goes up as kept values and biases only (the server sent the mask, so it knows
@@ -71,6 +79,7 @@ __all__ = [
     "bp_peak_memory_bytes", "zo_peak_memory_bytes", "ntk_scoring_memory_bytes",
     "sparse_forward_flops_per_sample", "sparse_backward_flops_per_sample", "bp_step_flops",
     "zo_trainable_params", "zo_step_flops", "ntk_scoring_flops",
+    "PROXIMAL_FLOPS_PER_ELEMENT", "proximal_peak_memory_bytes", "proximal_step_flops",
     "dense_payload_bytes", "mask_bytes", "sparse_values_bytes", "model_payload_bytes", "score_payload_bytes",
     "seed_pairs_bytes",
 ]
@@ -87,6 +96,7 @@ ZO_PASSES_PER_QUERY = 4  # perturb +mu, -2mu, +mu (restore), and the update: eac
 AXPY_FLOPS_PER_ELEMENT = 2  # theta += c * u: one multiply-add
 RNG_FLOPS_PER_ELEMENT = 1  # one generated Gaussian counted as one FLOP (a convention, not a measurement)
 NTK_GRAPHS = 2  # the clean and the perturbed forward graph, each differentiated
+PROXIMAL_FLOPS_PER_ELEMENT = 3  # d = w - w_global (1), then g += mu * d (a multiply-add, 2)
 
 
 def _check_profile(profile: object) -> ModelProfile:
@@ -137,6 +147,26 @@ def bp_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str 
     _checks.positive_int("batch_size", batch_size)
     state = parameter_state_bytes(profile, 2 + OPTIMIZER_STATE_SLOTS[optimizer], density, sparse_format)
     return state + batch_size * profile.training_bytes_per_sample
+
+
+def proximal_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str = "sgd",
+                               density: float = 1.0, sparse_format: str = "dense_bitmap") -> int:
+    """FedProx's backprop peak: ``bp_peak_memory_bytes``' weights, gradients and optimizer slots plus the
+    anchor (the global weights, as stored), and the larger of B * A_train (the backward) and L*b, the
+    proximal term's temporary w - w_global for the largest parameter tensor (L elements, the optimizer step)."""
+    _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
+    _checks.positive_int("batch_size", batch_size)
+    state = parameter_state_bytes(profile, 3 + OPTIMIZER_STATE_SLOTS[optimizer], density, sparse_format)
+    largest_tensor = max((max(layer.prunable_params, layer.params - layer.prunable_params)  # weight or bias
+                          for layer in profile.layers), default=0)
+    temporary = largest_tensor * profile.bytes_per_element
+    return state + max(batch_size * profile.training_bytes_per_sample, temporary)
+
+
+def proximal_step_flops(profile: ModelProfile, density: float = 1.0) -> int:
+    """The proximal term of one FedProx step: 3 FLOPs per trainable coordinate (``zo_trainable_params``: the
+    kept weights and the biases), ``PROXIMAL_FLOPS_PER_ELEMENT``."""
+    return PROXIMAL_FLOPS_PER_ELEMENT * zo_trainable_params(profile, density)
 
 
 def zo_index_bytes(profile: ModelProfile, density: float = 1.0, sparse_format: str = "dense_bitmap") -> int:

@@ -8,14 +8,17 @@ Timing contract: one task is ``local_steps`` SGD/momentum/Adam steps of ``batch_
   the 1-bit mask, since a client may not know the mask yet);
 * uplink: the update, ``cost.sparse_values_bytes`` (P*b dense; at density < 1 only the kept values and biases:
   the server already knows the mask it sent, so the mask need not travel back).
+
+Learning: ``fit`` is ``local.bp_update`` with the optimizer step ``self.step``; ``batched_kernel`` is the
+batched ``BackpropKernel`` with the same step. A variant that changes the local objective overrides ``step``
+(``algorithms.fedprox``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from algorithms import _checks
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.batched import BackpropKernel
 from algorithms.cost import (
     OPTIMIZER_STATE_SLOTS,
     SPARSE_FORMATS,
@@ -27,6 +30,7 @@ from algorithms.cost import (
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState, bp_update
 from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
+from algorithms.optim import OptimizerStep
 from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["FedAvg"]
@@ -36,8 +40,8 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
     """Federated averaging of backprop-trained local models (McMahan et al. 2017).
 
     Learning: each client runs ``bp_update`` (SGD, momentum 0.9 or Adam at ``lr``); the server adds the
-    sample-weighted mean of the deltas. ``density < 1`` only costs a pruned model (timing mode): FedAvg has no
-    pruner, so learning mode refuses it.
+    sample-weighted mean of the deltas (``FlatLearner.aggregate``). ``density < 1`` only costs a pruned
+    model (timing mode): FedAvg has no pruner, so learning mode refuses it.
     """
 
     name = "fedavg"
@@ -56,24 +60,27 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
         self._init_learning(lr, local_epochs, input_shape, num_classes)
         self._profile: ModelProfile | None = None
 
-    def initial_state(self, seed: int) -> ModelState:
+    def init(self, seed: int) -> ModelState:
         if self.density != 1.0:
-            raise ValueError("fedavg: learning mode needs density 1 (FedAvg has no pruner; "
+            raise ValueError(f"{self.name}: learning mode needs density 1 ({self.name} has no pruner; "
                              "use fedfpzo or a pruned zo)")
-        return super().initial_state(seed)
+        return super().init(seed)
 
-    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
-        return bp_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.lr,
-                         self.optimizer, seed)
+    @property
+    def step(self) -> OptimizerStep:
+        """The optimizer step every local step applies, sequential and batched alike."""
+        return OptimizerStep(self.optimizer, self.lr)
 
-    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
-                  weights: Sequence[float]) -> ModelState:
-        return self.average_deltas(state, [u.delta for u in updates], updates, weights)
+    def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+        return bp_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.step,
+                         seed)
+
+    def batched_kernel(self, config: TaskConfig) -> BackpropKernel:
+        return BackpropKernel(self.functional_model, self.step)
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one training task (see the module docstring); phase ``'prune'`` raises ValueError."""
-        if not isinstance(config, TaskConfig) or config.phase != "train":
-            raise ValueError(f"config must be a TaskConfig of phase 'train' for {self.name}, got {config!r}")
+        self.check_config(config)
         profile, density = self.profile, self.density
         return ResourceDemand(
             peak_memory_bytes=bp_peak_memory_bytes(
@@ -83,7 +90,10 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
             bytes_up=sparse_values_bytes(profile, density),
         )
 
-    def __repr__(self) -> str:
-        return (f"FedAvg(model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
+    def _fields(self) -> str:
+        return (f"model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
                 f"optimizer={self.optimizer!r}, density={self.density}, sparse_format={self.sparse_format!r}, "
-                f"lr={self.lr}, local_epochs={self.local_epochs})")
+                f"lr={self.lr}, local_epochs={self.local_epochs}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._fields()})"

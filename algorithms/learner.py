@@ -1,15 +1,20 @@
-"""The learning plane shared by the algorithms that train one named model as a flat weight vector.
+"""The learning side shared by the algorithms that train one named model as a flat weight vector.
 
-``FlatLearner`` (a mixin next to ``ProfiledModel``) gives an algorithm:
+``FlatLearner`` (a mixin next to ``ProfiledModel``) implements most of ``base.Learner`` over
+``local.ModelState`` / ``local.ClientData`` / ``local.ClientResult``:
 
 * ``functional_model``: the named model for the run's ``input_shape`` and ``num_classes``;
-* ``initial_state(seed)``: torch's default initialisation from ``seed``, dense;
-* ``client_task``: the round's task fitted to a client's data size. With ``local_epochs`` set, a client
+* ``init(seed)``: torch's default initialisation from ``seed``, dense;
+* ``fit_config``: the round's task fitted to a client's data size. With ``local_epochs`` set, a client
   runs ``ceil(local_epochs * n / batch)`` steps (more data, more work); otherwise ``local_steps``. The batch
   never exceeds the client's sample count;
+* ``aggregate``: the next weights ``aggregate.apply_delta(w, aggregate.mean_delta(...), mask)``, FedAvg's
+  sample-weighted mean of the deltas that ``delta_of`` reads from each result (a subclass whose results
+  carry something else, as ZO's seed pairs, overrides ``delta_of``);
 * ``evaluate``: accuracy and loss of the global weights on a held-out set;
-* ``average_deltas``: the new weights ``w + sum_k a_k delta_k`` with ``a_k = weight_k * n_k / sum_j n_j``
-  (FedAvg's sample weighting; ``weight_k`` is 1 in a synchronous round and the staleness discount in FedBuff).
+* ``update_shape``: a ``delta`` (``scores`` in phase ``'prune'``).
+
+The subclass writes ``fit`` (and, when it can, ``batched_kernel``).
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import torch
+
 from algorithms import _checks
-from algorithms.base import TaskConfig
-from algorithms.local import ClientResult, ModelState, evaluate, weighted_sum
+from algorithms.aggregate import apply_delta, mean_delta
+from algorithms.base import Learner, TaskConfig, UpdateShape
+from algorithms.local import ClientData, ClientResult, ModelState, evaluate
 from algorithms.models import check_input_shape
 from algorithms.params import FunctionalModel
 
 __all__ = ["FlatLearner"]
 
 
-class FlatLearner:
+class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
     """Mixin: subclasses set ``model`` and call ``_init_learning`` in ``__init__``."""
 
     model: str
@@ -37,7 +45,7 @@ class FlatLearner:
 
     def _init_learning(self, lr: float, local_epochs: float | None, input_shape: tuple[int, ...],
                        num_classes: int) -> None:
-        """Check and keep the learning-plane parameters every flat-weight algorithm takes."""
+        """Check and keep the learning-side parameters every flat-weight algorithm takes."""
         self.lr = _checks.positive_float("lr", lr)
         self.local_epochs = None if local_epochs is None else _checks.positive_float("local_epochs",
                                                                                       local_epochs)
@@ -51,10 +59,10 @@ class FlatLearner:
             self._fm = FunctionalModel(self.model, tuple(self.input_shape), self.num_classes)
         return self._fm
 
-    def initial_state(self, seed: int) -> ModelState:
+    def init(self, seed: int) -> ModelState:
         return ModelState(self.functional_model.init_weights(seed))
 
-    def client_task(self, config: TaskConfig, num_samples: int) -> TaskConfig:
+    def fit_config(self, config: TaskConfig, num_samples: int) -> TaskConfig:
         batch = max(1, min(config.batch_size, num_samples))
         steps = config.local_steps
         if self.local_epochs is not None and config.phase == "train":
@@ -63,17 +71,26 @@ class FlatLearner:
             return config
         return TaskConfig(config.phase, steps, batch)
 
+    def update_shape(self, config: TaskConfig) -> UpdateShape:
+        return UpdateShape("scores" if config.phase == "prune" else "delta")
+
+    def delta_of(self, state: ModelState, result: ClientResult) -> torch.Tensor:
+        """The weight delta ``result`` stands for (it started from ``state``)."""
+        return result.delta
+
+    def aggregate(self, state: ModelState, results: Sequence[ClientResult],
+                  weights: Sequence[float]) -> ModelState:
+        if not results:
+            return state
+        delta = mean_delta([self.delta_of(state, r) for r in results], [r.num_samples for r in results], weights)
+        return ModelState(apply_delta(state.weights, delta, state.mask), state.mask, state.prune_step)
+
     def evaluate(self, state: ModelState, x, y) -> dict[str, float]:
         return evaluate(self.functional_model, state, x, y)
 
+    # Compatibility for tests/bridge/test_hub.py until it calls ``algorithms.aggregate`` (issue 9): delete.
     @staticmethod
     def average_deltas(state: ModelState, deltas: Sequence, results: Sequence[ClientResult],
                        weights: Sequence[float]) -> ModelState:
-        if not deltas:
-            return state
-        total = sum(r.num_samples for r in results)
-        alphas = [w * r.num_samples / total for r, w in zip(results, weights)]
-        new = state.weights + weighted_sum(list(deltas), alphas)
-        if state.mask is not None:
-            new.mul_(state.mask)
-        return ModelState(new, state.mask, state.prune_step)
+        delta = mean_delta(deltas, [r.num_samples for r in results], weights)
+        return ModelState(apply_delta(state.weights, delta, state.mask), state.mask, state.prune_step)

@@ -11,7 +11,8 @@ Contracts
   generator), consumed ``batch`` at a time; a client with fewer than ``batch`` samples uses all of them.
 * Masks: pruned coordinates hold exactly 0 and never move: BP masks the gradient (so SGD, momentum and Adam
   steps are 0 there), ZO draws directions only over the kept coordinates.
-* ``bp_update`` returns the weight delta. ``zo_update`` returns the delta and the (seed, coefficient) pairs
+* ``bp_update`` returns the weight delta; its optimizer step is ``optim.OptimizerStep``, the one the batched
+  kernel applies too. ``zo_update`` returns the delta and the (seed, coefficient) pairs
   from which ``replay_seed_pairs`` rebuilds exactly the same delta (bit for bit): the seed-trick uplink.
 
 The ZO seed trick (MeZO): a direction u ~ N(0, I) over the kept coordinates is never stored; it is
@@ -24,25 +25,23 @@ perturb/restore, at the cost of a sparse fix-up list instead of a stored directi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from algorithms.optim import OptimizerStep
 from algorithms.params import FunctionalModel
 
 __all__ = [
-    "ModelState", "ClientData", "ClientResult", "OPTIMIZERS", "ZO_CHUNK",
-    "derive_seed", "batch_plan", "bp_update", "zo_update", "replay_seed_pairs", "kept_indices",
-    "perturb", "restore", "fixup_fraction", "evaluate", "weighted_sum",
+    "ModelState", "ClientData", "ClientResult", "UPLINKS", "ZO_CHUNK",
+    "derive_seed", "batch_plan", "bp_update", "zo_update", "keep_uplink", "replay_seed_pairs",
+    "kept_indices", "perturb", "restore", "fixup_fraction", "evaluate",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
 ZO_CHUNK = 1024  # direction elements generated at a time (the seed trick's only buffers: a few chunks)
-_ADAM_BETAS = (0.9, 0.999)
-_ADAM_EPS = 1e-8
-_MOMENTUM = 0.9
+UPLINKS = ("delta", "seeds")  # what a ZO client sends: the weight delta, or the seed pairs that rebuild it
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,6 @@ class ClientResult:
     coefficients: np.ndarray | None = None  # float32 step coefficients -lr/q * g, same order
     scores: torch.Tensor | None = None
     train_loss: float = float("nan")  # mean loss over the local steps (first forward of each step)
-    extra: dict = field(default_factory=dict)
 
 
 def derive_seed(*parts: int) -> int:
@@ -105,22 +103,23 @@ def batch_plan(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
     return out
 
 
-def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int, lr: float,
-              optimizer: str, seed: int) -> ClientResult:
-    """``steps`` backprop steps of cross-entropy with SGD, momentum (0.9) or Adam; returns the delta.
+def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int,
+              step: OptimizerStep, seed: int) -> ClientResult:
+    """``steps`` backprop steps of cross-entropy, each applied by ``step`` (SGD, momentum or Adam, and the
+    local objective's extra gradient terms, anchored at ``state.weights``); returns the delta.
 
     Memory, as a device would hold it: the weights, one gradient per parameter tensor (autograd's own
     leaves are views of the flat weights, so no flat P-sized gradient is ever assembled), the optimizer
     slots, and one batch with its activations; a step's gradients and temporaries are released before the
     next forward.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if not isinstance(step, OptimizerStep):
+        raise ValueError(f"step must be an algorithms.optim.OptimizerStep, got {step!r:.80}")
     w = state.weights.clone()
     views = list(fm.layout.views(w).values())
-    masks = list(fm.layout.views(state.mask).values()) if state.mask is not None else None
-    slot1 = [torch.zeros_like(v) for v in views] if optimizer != "sgd" else None
-    slot2 = [torch.zeros_like(v) for v in views] if optimizer == "adam" else None
+    anchors = list(fm.layout.views(state.weights).values())
+    masks = list(fm.layout.views(state.mask).values()) if state.mask is not None else [None] * len(views)
+    slots = [step.slots(v) for v in views]
     losses = []
     for t, idx in enumerate(batch_plan(len(data), batch, steps, seed), start=1):
         leaves = [v.detach().requires_grad_(True) for v in views]
@@ -129,22 +128,10 @@ def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: i
         del leaves
         losses.append(loss.item())
         with torch.no_grad():
-            for k, (v, g) in enumerate(zip(views, grads)):
-                if masks is not None:
-                    g.mul_(masks[k])
-                if optimizer == "sgd":
-                    v.add_(g, alpha=-lr)
-                elif optimizer == "momentum":
-                    slot1[k].mul_(_MOMENTUM).add_(g)
-                    v.add_(slot1[k], alpha=-lr)
-                else:
-                    b1, b2 = _ADAM_BETAS
-                    slot1[k].mul_(b1).add_(g, alpha=1 - b1)
-                    slot2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-                    denom = g.copy_(slot2[k]).div_(1 - b2 ** t).sqrt_().add_(_ADAM_EPS)  # reuses g
-                    v.addcdiv_(slot1[k], denom, value=-lr / (1 - b1 ** t))
+            for v, g, anchor, mask, (slot1, slot2) in zip(views, grads, anchors, masks, slots):
+                step(t, v, g, anchor, mask, slot1, slot2)
         del grads, loss
-    del slot1, slot2, views
+    del slots, views
     return ClientResult("delta", len(data), delta=w.sub_(state.weights), train_loss=float(np.mean(losses)))
 
 
@@ -261,6 +248,20 @@ def replay_seed_pairs(state: ModelState, seeds: np.ndarray, coefficients: np.nda
     return w.sub_(state.weights)
 
 
+def keep_uplink(result: ClientResult, uplink: str) -> ClientResult:
+    """``result`` (a ZO result holding both its delta and its seed pairs) reduced in place to what the
+    ``uplink`` sends: a ``"delta"`` result, or a ``"seeds"`` result with only the pairs (the server replays
+    them). The one place the uplink choice is applied, by the sequential and the batched path alike."""
+    if uplink == "seeds":
+        result.delta = None
+    elif uplink == "delta":
+        result.kind = "delta"
+        result.seeds = result.coefficients = None
+    else:
+        raise ValueError(f"uplink must be one of {', '.join(UPLINKS)}, got {uplink!r}")
+    return result
+
+
 @torch.inference_mode()
 def evaluate(fm: FunctionalModel, state: ModelState, x: torch.Tensor, y: torch.Tensor,
              batch: int = 2000) -> dict[str, float]:
@@ -272,11 +273,3 @@ def evaluate(fm: FunctionalModel, state: ModelState, x: torch.Tensor, y: torch.T
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
         correct += int((logits.argmax(1) == target).sum())
     return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
-
-
-def weighted_sum(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """sum_k weights[k] * deltas[k], accumulated in the given order (callers fix the order: task id)."""
-    out = torch.zeros_like(deltas[0])
-    for d, a in zip(deltas, weights):
-        out.add_(d, alpha=float(a))
-    return out

@@ -2,8 +2,9 @@
 
 A model's parameters travel, aggregate, get masked and get perturbed as ONE flat float32 vector of length P
 (the concatenation of every parameter tensor, in ``named_parameters`` order). ``ParamLayout`` knows where each
-tensor lives in it; ``FunctionalModel`` runs the network on any such vector (or on a stack of them, one per
-client, with ``torch.func.vmap``) through ``torch.func.functional_call``, so no module is ever mutated.
+tensor lives in it; ``FunctionalModel`` runs the network on one such vector (``F.conv2d`` / ``F.linear`` on
+views of it, or ``torch.func.functional_call`` for other architectures), so no module is ever mutated. Many
+clients' vectors at once are the batched kernels' business (``algorithms.batched``), not this module's.
 
 A mask is a flat bool vector of the same length: ``True`` keeps a coordinate. Only prunable coordinates
 (conv/linear weights; not biases) may be ``False``.

@@ -332,7 +332,7 @@ class ProfiledModel:
             self._profile = profile_named_model(self.model, tuple(self.input_shape), self.num_classes)
         return self._profile
 
-    def configure_task(self, round_index: int) -> TaskConfig:
-        """Every round: ``local_steps`` training steps of ``batch_size``."""
+    def task(self, round_index: int, state: object = None) -> TaskConfig:
+        """Every round, whatever the state: ``local_steps`` training steps of ``batch_size``."""
         non_negative_int("round_index", round_index)
         return TaskConfig("train", self.local_steps, self.batch_size)

@@ -36,14 +36,14 @@ touched (``init_weights`` forks torch's).
 ``mask_from_scores`` keeps the top ``round(density * prunable_size)`` prunable coordinates under ONE threshold for
 all layers (ties to the lower index), never reviving a pruned one. ``density_schedule`` is NTK-SAP's exponential
 schedule d_t = d^(t/T). ``prune`` runs the schedule in one place (the server in data-free mode, or a centralised
-baseline), re-scoring with the current mask after each step. ``aggregate_scores`` federates local scores:
+baseline), re-scoring with the current mask after each step. Local scores federate by ``aggregate.score_sum``:
 tr(Theta_fed) = sum_k tr(Theta_k), so the federated score is sum_k w_k S_k with w normalised to sum 1.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -58,7 +58,6 @@ __all__ = [
     "perturbation_energy",
     "density_schedule",
     "mask_from_scores",
-    "aggregate_scores",
     "prune",
 ]
 
@@ -253,30 +252,6 @@ def mask_from_scores(scores: torch.Tensor, layout: ParamLayout, density: float,
     result = ~layout.prunable_mask.clone()
     result[index[order[:keep]]] = True
     return result
-
-
-def aggregate_scores(scores_list: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """The federated score sum_k w_k S_k, with ``weights`` (>= 0, e.g. sample counts) normalised to sum 1.
-    Accumulated in float64, returned as float32."""
-    scores_list = list(scores_list) if isinstance(scores_list, (list, tuple)) else None
-    if not scores_list:
-        raise ValueError("scores_list must be a non-empty list of score vectors")
-    first = scores_list[0]
-    if not isinstance(first, torch.Tensor) or first.dim() != 1 or not first.is_floating_point():
-        raise ValueError(f"scores_list must hold float vectors, got {first!r:.80}")
-    if any(not isinstance(s, torch.Tensor) or s.shape != first.shape or not s.is_floating_point()
-           for s in scores_list):
-        raise ValueError(f"scores_list must hold float vectors all of shape {tuple(first.shape)}")
-    w = torch.as_tensor(list(weights) if isinstance(weights, (list, tuple)) else weights, dtype=torch.float64)
-    if (w.shape != (len(scores_list),) or not bool(torch.isfinite(w).all()) or bool((w < 0).any())
-            or float(w.sum()) <= 0.0):
-        raise ValueError(f"weights must be {len(scores_list)} finite numbers >= 0 with a positive sum, "
-                         f"got {weights!r:.80}")
-    w = w / w.sum()
-    total = torch.zeros(first.shape, dtype=torch.float64)
-    for share, scores in zip(w, scores_list):
-        total += share * scores.double()
-    return total.to(torch.float32)
 
 
 def prune(method: str, fm: _Model, weights: torch.Tensor, target_density: float, iters: int, *, seed: int,

@@ -15,31 +15,32 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from algorithms.base import Algorithm
+from algorithms.base import CostModel
 
 __all__ = ["ALGORITHMS", "DATASET_PARAMS", "PARAMETERS", "Param", "check_params", "create_algorithm",
            "load_algorithm_class"]
 
 ALGORITHMS = MappingProxyType({
     "fedavg": "algorithms.fedavg:FedAvg",
+    "fedprox": "algorithms.fedprox:FedProx",
     "zo": "algorithms.zo:ZerothOrder",
     "fedfpzo": "algorithms.zo:FedFPZO",
 })
 
 
-def load_algorithm_class(name: str) -> type[Algorithm]:
+def load_algorithm_class(name: str) -> type[CostModel]:
     """Import and return the class registered as ``name``; ``ValueError`` listing valid names if unknown."""
     entry = ALGORITHMS.get(name) if isinstance(name, str) else None
     if entry is None:
         raise ValueError(f"algorithm {name!r} is unknown; valid names: {', '.join(sorted(ALGORITHMS))}")
     module_name, _, class_name = entry.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-        raise TypeError(f"entry point {entry!r} is not an Algorithm subclass")
+    if not (isinstance(cls, type) and issubclass(cls, CostModel)):
+        raise TypeError(f"entry point {entry!r} is not a CostModel subclass")
     return cls
 
 
-def create_algorithm(name: str, **params: Any) -> Algorithm:
+def create_algorithm(name: str, **params: Any) -> CostModel:
     """Build the algorithm ``name`` with ``params``.
 
     Raises ``ValueError`` for an unknown name (listing the valid ones), for parameters the algorithm does not
@@ -115,8 +116,12 @@ _ZO = {
 }
 
 #: Each algorithm's parameters by name (the class's keyword arguments less ``DATASET_PARAMS``).
+_BP = {**_COMMON, "optimizer": Param("choice", choices=("sgd", "momentum", "adam"))}
+_NO_PRUNER = ("fedavg", "fedprox", "zo")  # learning mode needs density 1
+
 PARAMETERS = MappingProxyType({
-    "fedavg": MappingProxyType({**_COMMON, "optimizer": Param("choice", choices=("sgd", "momentum", "adam"))}),
+    "fedavg": MappingProxyType(_BP),
+    "fedprox": MappingProxyType({**_BP, "mu": Param("float", 0.0, 1e3)}),  # proximal weight; 0 is FedAvg
     "zo": MappingProxyType(_ZO),
     "fedfpzo": MappingProxyType({
         **_ZO,
@@ -151,7 +156,7 @@ def check_params(name: str, params: Mapping[str, Any], learning: bool = False) -
             params.get("pruner") == "snip" or params.get("prune_data") == "local"):
         raise ValueError("prune_on 'server' has no training data: snip and prune_data 'local' need "
                          "prune_on 'clients'")
-    if learning and name in ("fedavg", "zo") and params.get("density", 1.0) != 1.0:
+    if learning and name in _NO_PRUNER and params.get("density", 1.0) != 1.0:
         raise ValueError(f"density: learning mode needs density 1 ({name} has no pruner); use fedfpzo "
                          "for a sparse model")
 

@@ -15,7 +15,7 @@ at ``density`` (default 0.1, stored ``"csr"`` by default: a bitmap-masked dense 
 the paper's memory reduction assumes the pruned weights are not stored).
 
 ``prune_on="server"`` (default, data-free): the server scores, clients only ever see phase ``'train'``, and
-``server_prune_demand()`` gives the server's bill. ``prune_on="clients"``: rounds
+``server_demand()`` gives the server's bill. ``prune_on="clients"``: rounds
 ``0 .. prune_iters-1`` are phase ``'prune'`` (one round per iterative-pruning step, since the federated score
 must be aggregated before the next re-scoring), each scoring ``prune_samples`` weight draws of one batch:
 
@@ -28,8 +28,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+
 from algorithms import _checks
-from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.aggregate import score_sum
+from algorithms.base import Algorithm, ResourceDemand, TaskConfig, UpdateShape
+from algorithms.batched import ZerothOrderKernel
 from algorithms.cost import (
     SPARSE_FORMATS,
     mask_bytes,
@@ -44,11 +48,14 @@ from algorithms.cost import (
 )
 from algorithms.learner import FlatLearner
 from algorithms.local import (
+    UPLINKS,
     ClientData,
     ClientResult,
     ModelState,
     batch_plan,
     derive_seed,
+    fixup_fraction,
+    keep_uplink,
     replay_seed_pairs,
     zo_update,
 )
@@ -57,7 +64,6 @@ from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES", "PRUNERS", "PRUNE_DATA"]
 
-UPLINKS = ("delta", "seeds")
 PRUNE_SITES = ("server", "clients")
 PRUNERS = ("ntk", "random", "magnitude", "snip")
 PRUNE_DATA = ("free", "local")
@@ -94,33 +100,36 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         self._profile: ModelProfile | None = None
         self._fixup_fraction: float | None = None
 
-    def initial_state(self, seed: int) -> ModelState:
+    def init(self, seed: int) -> ModelState:
         if self.density != 1.0:
             raise ValueError("zo: learning mode needs density 1 (zo has no pruner); use fedfpzo with "
                              "pruner ntk, random, magnitude or snip for a sparse model")
-        return super().initial_state(seed)
+        return super().init(seed)
 
-    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+    def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
         result = zo_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.lr,
                            self.queries, self.mu, self.clip, seed)
-        if self.uplink == "seeds":
-            result.delta = None  # only the pairs travel; the server replays them
-        else:
-            result.seeds = result.coefficients = None
-        return result
+        return keep_uplink(result, self.uplink)
 
-    def _delta(self, state: ModelState, result: ClientResult):
+    def batched_kernel(self, config: TaskConfig) -> ZerothOrderKernel | None:
+        if config.phase != "train":
+            return None
+        return ZerothOrderKernel(self.functional_model, self.lr, self.queries, self.mu, self.clip, self.uplink)
+
+    def update_shape(self, config: TaskConfig) -> UpdateShape:
+        if config.phase == "train" and self.uplink == "seeds":
+            return UpdateShape("seeds", config.local_steps * self.queries)
+        return super().update_shape(config)
+
+    def delta_of(self, state: ModelState, result: ClientResult) -> torch.Tensor:
+        """The client's delta; a seed-pair result's is replayed (``local.replay_seed_pairs``, bit-identical)."""
         if result.kind == "seeds" and result.delta is None:
             return replay_seed_pairs(state, result.seeds, result.coefficients)
         return result.delta
 
-    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
-                  weights: Sequence[float]) -> ModelState:
-        return self.average_deltas(state, [self._delta(state, u) for u in updates], updates, weights)
-
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one ZO training task (see the module docstring); other phases raise ValueError."""
-        self._check_config(config, ("train",))
+        self.check_config(config)
         return self._train_demand(config)
 
     @property
@@ -128,15 +137,8 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         """Share of coordinates the exact seed trick must record at this ``mu``, measured once on this model's
         initial weights (``local.fixup_fraction``): the cost model charges 12 bytes for each."""
         if self._fixup_fraction is None:
-            from algorithms.local import fixup_fraction
-
             self._fixup_fraction = fixup_fraction(self.functional_model.init_weights(0), self.mu)
         return self._fixup_fraction
-
-    def _check_config(self, config: object, phases: tuple[str, ...]) -> None:
-        if not isinstance(config, TaskConfig) or config.phase not in phases:
-            raise ValueError(f"config must be a TaskConfig of phase {' or '.join(phases)} for {self.name}, "
-                             f"got {config!r}")
 
     def _train_demand(self, config: TaskConfig) -> ResourceDemand:
         profile, density = self.profile, self.density
@@ -166,6 +168,7 @@ class FedFPZO(ZerothOrder):
     """Federated NTK foresight pruning, then zeroth-order training on the sparse model."""
 
     name = "fedfpzo"
+    phases = ("train", "prune")
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10, queries: int = 20,
                  density: float = 0.1, uplink: str = "delta", sparse_format: str = "csr",
@@ -186,8 +189,17 @@ class FedFPZO(ZerothOrder):
             raise ValueError("prune_on 'server' has no training data: snip and prune_data 'local' need "
                              "prune_on 'clients'")
 
-    # --- learning plane ----------------------------------------------------------------------------
-    def initial_state(self, seed: int) -> ModelState:
+    def task(self, round_index: int, state: ModelState | None = None) -> TaskConfig:
+        """Phase ``'prune'`` (``local_steps`` = scoring draws) while the client-side pruning schedule is
+        unfinished, phase ``'train'`` after. The schedule's progress is the state's ``prune_step`` in learning
+        mode (a round that failed its quorum does not advance it), the round index in timing mode."""
+        _checks.non_negative_int("round_index", round_index)
+        done = round_index if state is None else state.prune_step
+        if self.prune_on == "clients" and done < self.prune_iters:
+            return TaskConfig("prune", self.prune_samples, self.batch_size)
+        return TaskConfig("train", self.local_steps, self.batch_size)
+
+    def init(self, seed: int) -> ModelState:
         """Dense weights from ``seed``; with ``prune_on="server"`` the whole data-free schedule runs here."""
         from algorithms.pruning import prune
 
@@ -199,16 +211,9 @@ class FedFPZO(ZerothOrder):
                      samples=self.prune_samples)
         return ModelState(weights * mask, mask, self.prune_iters)
 
-    def state_task(self, round_index: int, state: ModelState) -> TaskConfig:
-        """The task for the current global state: scoring while the client-side schedule is unfinished
-        (a round that failed its quorum does not advance it), training after."""
-        if self.prune_on == "clients" and state.prune_step < self.prune_iters:
-            return TaskConfig("prune", self.prune_samples, self.batch_size)
-        return TaskConfig("train", self.local_steps, self.batch_size)
-
-    def local_update(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
+    def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
         if config.phase == "train":
-            return super().local_update(state, config, data, seed)
+            return super().fit(state, config, data, seed)
         from algorithms.pruning import saliency
 
         batch = None
@@ -220,37 +225,30 @@ class FedFPZO(ZerothOrder):
                           data=batch)
         return ClientResult("scores", len(data), scores=scores)
 
-    def aggregate(self, state: ModelState, updates: Sequence[ClientResult],
+    def aggregate(self, state: ModelState, results: Sequence[ClientResult],
                   weights: Sequence[float]) -> ModelState:
-        """Scores (phase ``'prune'``) advance the mask one schedule step: S = sum_k w_k S_k, with w_k the
-        clients' sample shares in data mode and uniform when data-free, then a global top-k at the step's
-        density. Deltas (phase ``'train'``) are averaged as in ``zo``."""
-        from algorithms.pruning import aggregate_scores, density_schedule, mask_from_scores
+        """Scores (phase ``'prune'``) advance the mask one schedule step: S = sum_k w_k S_k
+        (``aggregate.score_sum``), with w_k the clients' sample shares in data mode and uniform when
+        data-free, then a global top-k at the step's density. Deltas (phase ``'train'``) are averaged as
+        in ``zo``."""
+        from algorithms.pruning import density_schedule, mask_from_scores
 
-        scored = [u for u in updates if u.kind == "scores"]
-        trained = [(u, w) for u, w in zip(updates, weights) if u.kind != "scores"]
+        scored = [r for r in results if r.kind == "scores"]
+        trained = [(r, w) for r, w in zip(results, weights) if r.kind != "scores"]
         if trained:
-            state = super().aggregate(state, [u for u, _ in trained], [w for _, w in trained])
+            state = super().aggregate(state, [r for r, _ in trained], [w for _, w in trained])
         if scored and state.prune_step < self.prune_iters:
             uses_data = self.prune_data == "local" or self.pruner == "snip"
-            shares = [float(u.num_samples) if uses_data else 1.0 for u in scored]
-            score = aggregate_scores([u.scores for u in scored], shares)
+            score = score_sum([r.scores for r in scored], [float(r.num_samples) if uses_data else 1.0
+                                                            for r in scored])
             target = density_schedule(self.density, self.prune_iters)[state.prune_step]
             mask = mask_from_scores(score, self.functional_model.layout, target, state.mask)
             state = ModelState(state.weights * mask, mask, state.prune_step + 1)
         return state
 
-    def configure_task(self, round_index: int) -> TaskConfig:
-        """Phase ``'prune'`` (``local_steps`` = scoring draws) for the first ``prune_iters`` rounds when
-        clients prune; phase ``'train'`` otherwise."""
-        _checks.non_negative_int("round_index", round_index)
-        if self.prune_on == "clients" and round_index < self.prune_iters:
-            return TaskConfig("prune", self.prune_samples, self.batch_size)
-        return TaskConfig("train", self.local_steps, self.batch_size)
-
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one client task: NTK scoring in phase ``'prune'``, sparse ZO training in ``'train'``."""
-        self._check_config(config, ("train", "prune"))
+        self.check_config(config)
         if config.phase == "train":
             return self._train_demand(config)
         profile = self.profile
@@ -261,7 +259,7 @@ class FedFPZO(ZerothOrder):
             bytes_up=score_payload_bytes(profile),
         )
 
-    def server_prune_demand(self) -> ResourceDemand | None:
+    def server_demand(self) -> ResourceDemand | None:
         """The server's bill for the whole pruning (all ``prune_iters`` steps, no payloads) when
         ``prune_on == "server"``; ``None`` when clients prune (their tasks carry the cost)."""
         if self.prune_on != "server":
@@ -273,6 +271,10 @@ class FedFPZO(ZerothOrder):
             bytes_down=0,
             bytes_up=0,
         )
+
+    # Compatibility for fleet/app/build.py until it calls ``server_demand`` (issue 9): delete with it.
+    def server_prune_demand(self) -> ResourceDemand | None:
+        return self.server_demand()
 
     def _fields(self) -> str:
         return (f"{super()._fields()}, prune_on={self.prune_on!r}, prune_samples={self.prune_samples}, "

@@ -8,8 +8,8 @@ All in one process and one run, at the process's torch thread count T (``--threa
 
 1. Client updates per second of ``algorithms.batched.batched_local_updates`` over N clients (random data of
    the model's input shape, 10 local steps of batch 32) against the same N updates computed one after
-   another by ``algorithm.local_update``, for fedavg cnn, fedavg mlp_small and zo mlp_small (and fedavg
-   mlp, for information). The sequential loop runs at T threads and at 1 thread and is credited with the
+   another by ``algorithm.fit``, for fedavg cnn, fedavg mlp_small and zo mlp_small (and fedavg mlp and
+   fedprox mlp_small, for information). The sequential loop runs at T threads and at 1 thread and is credited with the
    faster of the two: on a loaded 2-core machine two OpenMP threads can spin against other processes and
    run 10x slower, and a baseline that slow would flatter the ratio. Target: ratio >= 1.5.
 2. The batched path's achieved client FLOP/s (``algorithm.demand(config).flops`` per update, the cost
@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from algorithms.base import TaskConfig  # noqa: E402
 from algorithms.batched import batched_local_updates  # noqa: E402
 from algorithms.fedavg import FedAvg  # noqa: E402
+from algorithms.fedprox import FedProx  # noqa: E402
 from algorithms.local import ClientData, derive_seed  # noqa: E402
 from algorithms.zo import ZerothOrder  # noqa: E402
 
@@ -51,6 +52,7 @@ CASES = [  # (label, algorithm, input shape)
     ("fedavg mlp_small", lambda: FedAvg(model="mlp_small", input_shape=DIGITS), DIGITS),
     ("zo mlp_small", lambda: ZerothOrder(model="mlp_small", input_shape=DIGITS), DIGITS),
     ("fedavg mlp", lambda: FedAvg(model="mlp", input_shape=FASHION), FASHION),
+    ("fedprox mlp_small", lambda: FedProx(model="mlp_small", mu=0.1, input_shape=DIGITS), DIGITS),
 ]
 
 
@@ -91,14 +93,14 @@ def learning_table(threads: int, clients: int, repeats: int) -> list[dict]:
     mm_run, mm_flops = matmul(threads)
     for label, make, shape in CASES:
         algorithm = make()
-        state = algorithm.initial_state(1)
+        state = algorithm.init(1)
         config = TaskConfig("train", 10, 32)
         datas = client_datas(shape, clients)
         seeds = [derive_seed(1, k) for k in range(clients)]
 
         def sequential():
             for d, s in zip(datas, seeds):
-                algorithm.local_update(state, config, d, s)
+                algorithm.fit(state, config, d, s)
 
         candidates = {
             "vectorized": with_threads(

@@ -1,8 +1,8 @@
-"""The algorithm interface: task and demand records, and the learning-plane placeholders."""
+"""The algorithm interface: task, demand and update records, and the two sides (cost, learning)."""
 
 import pytest
 
-from algorithms.base import Algorithm, ResourceDemand, TaskConfig
+from algorithms.base import Algorithm, CostModel, Learner, ResourceDemand, TaskConfig, UpdateShape
 
 
 def test_task_config_accepts_both_phases():
@@ -30,36 +30,73 @@ def test_resource_demand_rejects_negative_or_float(field):
         ResourceDemand(**{**values, field: 1.5})
 
 
-class _Minimal(Algorithm):
+class _Minimal(CostModel):
+    """A cost model alone: what a timing-only algorithm writes."""
+
     name = "minimal"
 
-    def configure_task(self, round_index):
+    def task(self, round_index, state=None):
         return TaskConfig("train", 1, 1)
 
     def demand(self, config):
+        self.check_config(config)
         return ResourceDemand(1, 1, 0, 0)
 
 
-def test_algorithm_is_abstract():
-    with pytest.raises(TypeError):
-        Algorithm()
+class _Echo(Learner):
+    """The learning side alone, on plain numbers: the state is a float, a result the data plus the seed."""
+
+    def init(self, seed):
+        return float(seed)
+
+    def fit(self, state, config, data, seed):
+        return state + data + seed
+
+    def aggregate(self, state, results, weights):
+        return state + sum(w * r for r, w in zip(results, weights))
+
+    def evaluate(self, state, x, y):
+        return {"accuracy": 1.0, "loss": 0.0}
+
+    def update_shape(self, config):
+        return UpdateShape("delta")
 
 
-def test_learning_plane_hooks_say_to_run_in_timing_mode():
+def test_both_sides_are_abstract():
+    for cls in (CostModel, Learner, Algorithm):
+        with pytest.raises(TypeError):
+            cls()
+
+
+def test_a_cost_model_alone_is_not_a_learner_and_has_no_server_bill():
     algorithm = _Minimal()
-    calls = [
-        lambda: algorithm.initial_state(0),
-        lambda: algorithm.local_update(None, TaskConfig("train", 1, 1), None, 0),
-        lambda: algorithm.aggregate(None, [], []),
-        lambda: algorithm.evaluate(None, None, None),
-    ]
-    for call in calls:
-        with pytest.raises(NotImplementedError, match="mode: timing"):
-            call()
+    assert not isinstance(algorithm, Learner)
+    assert algorithm.server_demand() is None
+    assert algorithm.phases == ("train",)
+    with pytest.raises(ValueError, match="phase 'train' for minimal"):
+        algorithm.demand(TaskConfig("prune", 1, 1))
 
 
-def test_client_task_shrinks_the_batch_to_the_clients_data():
-    algorithm = _Minimal()
+def test_a_learner_runs_without_a_kernel_by_default():
+    learner = _Echo()
     config = TaskConfig("train", 5, 32)
-    assert algorithm.client_task(config, 100) is config
-    assert algorithm.client_task(config, 7) == TaskConfig("train", 5, 7)
+    assert learner.batched_kernel(config) is None
+    assert learner.fit(learner.init(2), config, 10, 1) == 13.0
+
+
+def test_fit_config_shrinks_the_batch_to_the_clients_data():
+    learner = _Echo()
+    config = TaskConfig("train", 5, 32)
+    assert learner.fit_config(config, 100) is config
+    assert learner.fit_config(config, 7) == TaskConfig("train", 5, 7)
+
+
+@pytest.mark.parametrize("kind, pairs, ok", [
+    ("delta", 0, True), ("scores", 0, True), ("seeds", 40, True),
+    ("seeds", 0, False), ("delta", 3, False), ("weights", 0, False)])
+def test_update_shape_ties_seed_pairs_to_the_seeds_kind(kind, pairs, ok):
+    if ok:
+        assert UpdateShape(kind, pairs).seed_pairs == pairs
+    else:
+        with pytest.raises(ValueError, match="UpdateShape"):
+            UpdateShape(kind, pairs)

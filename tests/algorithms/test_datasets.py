@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from algorithms import datasets
-from algorithms.datasets import (DATASETS, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, Dataset, DatasetMissing,
-                                 load_dataset, read_idx)
+from algorithms.datasets import (
+    DATASETS,
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    Dataset,
+    DatasetMissing,
+    load_dataset,
+    read_idx,
+)
 
 FASHION_MNIST_INSTALLED = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
 

@@ -12,10 +12,10 @@ import math
 
 import pytest
 
-from algorithms.base import ResourceDemand, TaskConfig
+from algorithms import cost
+from algorithms.base import ResourceDemand, TaskConfig, UpdateShape
 from algorithms.fedavg import FedAvg
 from algorithms.zo import FedFPZO, ZerothOrder
-from algorithms import cost
 
 P, PP, F, S, X, IO = 20490, 20432, 2063488, 131712, 3136, 100352
 F_BWD, A_TRAIN, A_INF = 3901184, 166208, 103488
@@ -41,7 +41,7 @@ def test_profile_is_computed_once():
 
 def test_fedavg_dense():
     algorithm = FedAvg()
-    config = algorithm.configure_task(0)
+    config = algorithm.task(0)
     assert config == TaskConfig("train", 10, 32)
     assert algorithm.demand(config) == ResourceDemand(
         peak_memory_bytes=5482576,  # P*4*2 = 163920, + 32 * A_TRAIN = 5318656
@@ -69,7 +69,7 @@ def test_fedavg_masked():
 
 def test_zo_dense():
     algorithm = ZerothOrder()
-    assert algorithm.demand(algorithm.configure_task(3)) == ResourceDemand(
+    assert algorithm.demand(algorithm.task(3)) == ResourceDemand(
         # P*4 = 81960, + 32 * A_INF = 3311616 (chunks: 13 * 4096 = 53248), + the exact-restore fix-ups
         peak_memory_bytes=3393576 + FIXUPS * math.ceil(algorithm.fixup_fraction * P),
         flops=26461822400,  # 10 * (2*20*32*F = 2641264640, + 20 * P * 12 = 4917600)
@@ -103,21 +103,21 @@ def test_sparse_zo_needs_less_memory_than_dense_zo_when_stored_sparse():
 
 def test_fedfpzo_prunes_on_the_server_by_default():
     algorithm = FedFPZO()
-    assert algorithm.configure_task(0) == TaskConfig("train", 10, 32)
-    assert algorithm.demand(algorithm.configure_task(0)) == ResourceDemand(
+    assert algorithm.task(0) == TaskConfig("train", 10, 32)
+    assert algorithm.demand(algorithm.task(0)) == ResourceDemand(
         peak_memory_bytes=3328192 + FIXUPS * math.ceil(algorithm.fixup_fraction * 2101),  # csr, as above
         flops=2646309600,  # 10 * (2*20*32*206349 = 264126720, + 20 * 2101 * 12 = 504240)
         bytes_down=10958,  # (2043 + 58) * 4 = 8404, + MASK
         bytes_up=8404,
     )
-    server = algorithm.server_prune_demand()
+    server = algorithm.server_demand()
     assert server == ResourceDemand(10190370, 381739008, 0, 0)  # as the client-side scoring below
 
 
 def test_fedfpzo_prune_phase_on_clients_is_bp_level():
     algorithm = FedFPZO(prune_on="clients", prune_iters=2)
-    assert [algorithm.configure_task(r).phase for r in range(4)] == ["prune", "prune", "train", "train"]
-    prune = algorithm.configure_task(0)
+    assert [algorithm.task(r).phase for r in range(4)] == ["prune", "prune", "train", "train"]
+    prune = algorithm.task(0)
     assert prune == TaskConfig("prune", 1, 32)
     demand = algorithm.demand(prune)
     assert demand == ResourceDemand(
@@ -128,9 +128,9 @@ def test_fedfpzo_prune_phase_on_clients_is_bp_level():
         bytes_down=MASK,
         bytes_up=81728,  # Pp * 4 scores
     )
-    assert algorithm.server_prune_demand() is None
+    assert algorithm.server_demand() is None
     bp_peak = FedAvg().demand(TaskConfig("train", 10, 32)).peak_memory_bytes
-    zo_peak = algorithm.demand(algorithm.configure_task(2)).peak_memory_bytes
+    zo_peak = algorithm.demand(algorithm.task(2)).peak_memory_bytes
     assert demand.peak_memory_bytes > bp_peak > zo_peak
 
 
@@ -165,4 +165,38 @@ def test_bad_parameters_are_named(cls, kwargs, field):
 
 def test_negative_round_is_refused():
     with pytest.raises(ValueError, match="round_index"):
-        FedAvg().configure_task(-1)
+        FedAvg().task(-1)
+
+
+@pytest.mark.parametrize("algorithm, phase, shape", [
+    (FedAvg(model="mlp_small", input_shape=(1, 8, 8)), "train", UpdateShape("delta")),
+    (ZerothOrder(model="mlp_small", queries=3, uplink="seeds", input_shape=(1, 8, 8)), "train",
+     UpdateShape("seeds", 2 * 3)),
+    (ZerothOrder(model="mlp_small", queries=3, input_shape=(1, 8, 8)), "train", UpdateShape("delta")),
+    (FedFPZO(model="mlp_small", prune_on="clients", uplink="seeds", input_shape=(1, 8, 8)), "prune",
+     UpdateShape("scores")),
+])
+def test_update_shape_says_what_fit_returns(algorithm, phase, shape):
+    """What the bridge checks a real device's update against: the kind, and the seed-pair count."""
+    import torch
+
+    from algorithms.local import ClientData
+
+    config = TaskConfig(phase, 2, 8)
+    assert algorithm.update_shape(config) == shape
+    data = ClientData(torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,)))
+    result = algorithm.fit(algorithm.init(0), config, data, 1)
+    assert result.kind == shape.kind
+    assert (0 if result.seeds is None else len(result.seeds)) == shape.seed_pairs
+
+
+def test_fedfpzo_phase_follows_the_state_in_learning_mode_and_the_round_in_timing_mode():
+    import torch
+
+    from algorithms.local import ModelState
+
+    algorithm = FedFPZO(prune_on="clients", prune_iters=2)
+    unpruned, pruned = ModelState(torch.zeros(1), None, 0), ModelState(torch.zeros(1), None, 2)
+    assert algorithm.task(5, unpruned).phase == "prune"  # a failed round did not advance the schedule
+    assert algorithm.task(0, pruned).phase == "train"
+    assert [algorithm.task(r).phase for r in (0, 1, 2)] == ["prune", "prune", "train"]

@@ -15,9 +15,9 @@ from algorithms.local import (
     perturb,
     replay_seed_pairs,
     restore,
-    weighted_sum,
     zo_update,
 )
+from algorithms.optim import OptimizerStep
 from algorithms.params import FunctionalModel
 
 TINY = (1, 2, 2)  # mlp_small on 4 inputs: 4 -> 64 -> 10, P = 970
@@ -105,10 +105,10 @@ def test_local_updates_depend_only_on_their_seed():
     state = ModelState(fm.init_weights(0))
     data = _data(70, (1, 8, 8))
     torch.manual_seed(123)
-    a = bp_update(fm, state, data, 5, 16, 0.1, "adam", seed=4)
+    a = bp_update(fm, state, data, 5, 16, OptimizerStep("adam", 0.1), seed=4)
     torch.manual_seed(999)  # the global generator plays no part
-    b = bp_update(fm, state, data, 5, 16, 0.1, "adam", seed=4)
-    c = bp_update(fm, state, data, 5, 16, 0.1, "adam", seed=5)
+    b = bp_update(fm, state, data, 5, 16, OptimizerStep("adam", 0.1), seed=4)
+    c = bp_update(fm, state, data, 5, 16, OptimizerStep("adam", 0.1), seed=5)
     assert torch.equal(a.delta, b.delta)
     assert not torch.equal(a.delta, c.delta)
     assert torch.equal(state.weights, fm.init_weights(0))  # the global state is not mutated
@@ -120,7 +120,7 @@ def test_bp_update_matches_torch_optimizers(optimizer):
     fm = FunctionalModel("mlp_small", (1, 8, 8), 10)
     state = ModelState(fm.init_weights(0))
     data = _data(40, (1, 8, 8))
-    ours = bp_update(fm, state, data, 4, 8, 0.05, optimizer, seed=2)
+    ours = bp_update(fm, state, data, 4, 8, OptimizerStep(optimizer, 0.05), seed=2)
     module = fm.module
     module.requires_grad_(True)
     torch.nn.utils.vector_to_parameters(state.weights.clone(), module.parameters())
@@ -140,7 +140,7 @@ def test_masked_bp_keeps_pruned_weights_at_zero():
     fm = FunctionalModel("mlp_small", (1, 8, 8), 10)
     mask = (torch.rand(fm.size, generator=torch.Generator().manual_seed(3)) < 0.2) | ~fm.layout.prunable_mask
     state = ModelState(fm.init_weights(0) * mask, mask)
-    result = bp_update(fm, state, _data(40, (1, 8, 8)), 5, 8, 0.1, "adam", seed=1)
+    result = bp_update(fm, state, _data(40, (1, 8, 8)), 5, 8, OptimizerStep("adam", 0.1), seed=1)
     assert torch.count_nonzero(result.delta[~mask]) == 0
     assert torch.count_nonzero(result.delta[mask]) > 0
 
@@ -161,7 +161,7 @@ def test_derive_seed_is_stable_and_distinct():
     assert 0 <= derive_seed(7) < 2**63
 
 
-def test_evaluate_and_weighted_sum():
+def test_evaluate_is_accuracy_and_mean_cross_entropy():
     fm = FunctionalModel("mlp_small", (1, 8, 8), 10)
     state = ModelState(fm.init_weights(0))
     data = _data(30, (1, 8, 8))
@@ -169,5 +169,3 @@ def test_evaluate_and_weighted_sum():
     logits = fm(state.weights, data.x)
     assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == data.y).float().mean()))
     assert metrics["loss"] == pytest.approx(float(F.cross_entropy(logits, data.y)), rel=1e-6)
-    a, b = torch.ones(3), torch.arange(3.0)
-    assert torch.equal(weighted_sum([a, b], [0.5, 2.0]), torch.tensor([0.5, 2.5, 4.5]))

@@ -16,8 +16,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from algorithms import cost
+from algorithms.fedprox import ProximalStep
 from algorithms.local import ClientData, ModelState, bp_update, fixup_fraction, zo_update
 from algorithms.memory_probe import PeakMemory, measure_peak
+from algorithms.optim import OptimizerStep
 from algorithms.params import FunctionalModel
 from algorithms.profiling import profile_named_model
 from algorithms.pruning import prune, saliency
@@ -27,7 +29,7 @@ MODELS_CHECKED = ("mlp_small", "cnn", "cnn_large")
 # the MLP's per-sample bytes are over-counted by ~13 % (a few KB per sample against ~400 KB of weights).
 CONV_MODELS = ("cnn", "cnn_large")
 BATCHES = (8, 32, 64)
-CASES = ("bp-sgd", "bp-adam", "zo", "zo-sparse", "ntk")
+CASES = ("bp-sgd", "bp-adam", "bp-prox", "zo", "zo-sparse", "ntk")
 STEPS, QUERIES, SAMPLES, DENSITY = 2, 2, 200, 0.1
 MEMORY_TOLERANCE, FLOP_TOLERANCE = 0.10, 0.02
 
@@ -53,9 +55,12 @@ def _setup(name: str):
 def _call(name: str, case: str, batch: int):
     """The local update of ``case`` as a no-argument call, with the cost model's figure for it."""
     fm, profile, dense, sparse, data = _setup(name)
+    if case == "bp-prox":  # FedProx with SGD: its anchor is the global weights the call reads in place
+        return (lambda: bp_update(fm, dense, data, STEPS, batch, ProximalStep("sgd", 0.01, 0.1), 1),
+                cost.proximal_peak_memory_bytes(profile, batch, "sgd"))
     if case.startswith("bp-"):
         optimizer = case[3:]
-        return (lambda: bp_update(fm, dense, data, STEPS, batch, 0.01, optimizer, 1),
+        return (lambda: bp_update(fm, dense, data, STEPS, batch, OptimizerStep(optimizer, 0.01), 1),
                 cost.bp_peak_memory_bytes(profile, batch, optimizer))
     if case == "zo":
         return (lambda: zo_update(fm, dense, data, STEPS, batch, 0.01, QUERIES, 1e-3, None, 1),
@@ -70,13 +75,17 @@ def _call(name: str, case: str, batch: int):
 
 @cache
 def memory_row(name: str, case: str, batch: int) -> tuple[int, int]:
-    """(modelled, measured) peak bytes; the sparse case adds the mask the call reads in place."""
+    """(modelled, measured) peak bytes; the sparse case adds the mask the call reads in place, the proximal
+    case the anchor (the global weights a FedProx device keeps next to the ones it trains)."""
     fn, modelled = _call(name, case, batch)
     torch.set_num_threads(1)
     measured = measure_peak(fn).peak_bytes
     if case == "zo-sparse":
         mask = _setup(name)[3].mask
         measured += mask.numel() * mask.element_size()
+    if case == "bp-prox":
+        weights = _setup(name)[2].weights
+        measured += weights.numel() * weights.element_size()
     return modelled, measured
 
 

@@ -9,7 +9,6 @@ from algorithms.models import mlp
 from algorithms.params import FunctionalModel, ParamLayout, flatten_parameters
 from algorithms.pruning import (
     PRUNING_METHODS,
-    aggregate_scores,
     density_schedule,
     mask_from_scores,
     perturbation_energy,
@@ -206,24 +205,6 @@ def test_mask_from_scores_rejects_bad_arguments(tiny, kwargs, field):
     args = dict(scores=torch.ones(53), layout=tiny.layout, density=0.5, mask=None) | kwargs
     with pytest.raises(ValueError, match=field):
         mask_from_scores(**args)
-
-
-# --------------------------------------------------------------------------------------------- federation
-
-def test_aggregate_scores_is_a_normalised_weighted_sum(tiny):
-    a, b = torch.tensor([1.0, 0.0, 4.0]), torch.tensor([3.0, 2.0, 0.0])
-    assert torch.allclose(aggregate_scores([a, b], [1, 3]), 0.25 * a + 0.75 * b)
-    assert torch.allclose(aggregate_scores([a, b], [2.0, 2.0]), (a + b) / 2)
-    layout = tiny.layout
-    scores = saliency("ntk", tiny, tiny.init_weights(0), None, seed=4, batch_size=4)
-    federated = aggregate_scores([scores] * 3, [10, 25, 7])
-    assert torch.equal(mask_from_scores(federated, layout, 0.3), mask_from_scores(scores, layout, 0.3))
-    with pytest.raises(ValueError, match="weights"):
-        aggregate_scores([a, b], [1.0, -1.0])
-    with pytest.raises(ValueError, match="weights"):
-        aggregate_scores([a, b], [1.0])
-    with pytest.raises(ValueError, match="scores_list"):
-        aggregate_scores([a, torch.ones(4)], [1, 1])
 
 
 # -------------------------------------------------------------------------------------------------- prune

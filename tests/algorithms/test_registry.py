@@ -11,8 +11,8 @@ from algorithms import ALGORITHMS, create_algorithm
 
 def test_all_lists_exactly_the_public_names():
     assert sorted(algorithms.__all__) == sorted(
-        ["ALGORITHMS", "PHASES", "Algorithm", "ResourceDemand", "TaskConfig", "create_algorithm",
-         "load_algorithm_class"])
+        ["ALGORITHMS", "PHASES", "Algorithm", "CostModel", "Learner", "ResourceDemand", "TaskConfig",
+         "UpdateShape", "create_algorithm", "load_algorithm_class"])
     for name in algorithms.__all__:
         assert hasattr(algorithms, name)
 
@@ -24,7 +24,7 @@ def test_importing_the_package_does_not_import_torch():
 
 
 @pytest.mark.parametrize("name, class_name", [
-    ("fedavg", "FedAvg"), ("zo", "ZerothOrder"), ("fedfpzo", "FedFPZO")])
+    ("fedavg", "FedAvg"), ("fedprox", "FedProx"), ("zo", "ZerothOrder"), ("fedfpzo", "FedFPZO")])
 def test_create_algorithm_builds_each_entry(name, class_name):
     algorithm = create_algorithm(name)
     assert type(algorithm).__name__ == class_name
@@ -33,13 +33,13 @@ def test_create_algorithm_builds_each_entry(name, class_name):
 
 
 def test_registry_entries_are_module_colon_class():
-    assert set(ALGORITHMS) == {"fedavg", "zo", "fedfpzo"}
+    assert set(ALGORITHMS) == {"fedavg", "fedprox", "zo", "fedfpzo"}
     assert all(entry.startswith("algorithms.") and ":" in entry for entry in ALGORITHMS.values())
 
 
 def test_unknown_algorithm_lists_valid_names():
-    with pytest.raises(ValueError, match="fedavg, fedfpzo, zo"):
-        create_algorithm("fedprox")
+    with pytest.raises(ValueError, match="fedavg, fedfpzo, fedprox, zo"):
+        create_algorithm("scaffold")
 
 
 def test_unknown_parameter_is_named():
@@ -57,3 +57,15 @@ def test_bad_value_is_a_value_error_naming_the_field():
 def test_parameters_reach_the_algorithm():
     algorithm = create_algorithm("fedfpzo", model="mlp", prune_on="clients", density=0.2)
     assert (algorithm.model, algorithm.prune_on, algorithm.density) == ("mlp", "clients", 0.2)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_declared_parameters_are_the_class_keyword_arguments(name):
+    """``PARAMETERS`` checks a scenario without importing the class: it must list exactly what the class
+    takes (less what the dataset sets)."""
+    import inspect
+
+    from algorithms.registry import DATASET_PARAMS, PARAMETERS, load_algorithm_class
+
+    signature = inspect.signature(load_algorithm_class(name)).parameters
+    assert set(PARAMETERS[name]) == set(signature) - set(DATASET_PARAMS)

@@ -19,11 +19,11 @@ import torch
 import yaml
 
 import fleet.learning.checkpoints
-from fleet.learning.checkpoints import CheckpointStore, CheckpointWriteError
+from fleet.app.build import build_simulation
 from fleet.app.run import main
 from fleet.app.scenario import parse_scenario
-from fleet.app.build import build_simulation
 from fleet.app.study import learning_summary
+from fleet.learning.checkpoints import CheckpointStore, CheckpointWriteError
 from tests.learning.test_learning import _tiny
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
-"""Many models as ONE batched network: the layers ``algorithms.batched`` runs for a group of V models.
+"""Many models as ONE batched network: the layers the batched kernels run for a group of V models.
 
 A group of V models (clients, or one client's 2q perturbed copies) with the same architecture runs as one
 network: convolutions as one grouped oneDNN convolution in channels-last memory, linear layers as
 ``torch.baddbmm`` over stacked weights with a backward in ``F.linear``'s orientation (so gradients round as
 the reference's), MaxPool before ReLU (the same values and gradients on a quarter of the elements). Why
-this layout, with the measurements: ``algorithms/batched.py``'s docstring and ``docs/benchmarks.md``.
+this layout, with the measurements: ``docs/learning.md`` ("The batched kernels") and ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""One optimizer step, shared by the sequential reference (``local.bp_update``) and the batched kernel
+(``algorithms.batched.BackpropKernel``), so the two apply the same elementwise formulas in the same order.
+
+``OptimizerStep(kind, lr)`` is called once per parameter tensor per local step with tensors of one shape
+(the sequential path: one parameter's view; the batched path: that parameter's slice of every client's
+stacked weights, with ``anchor`` and ``mask`` broadcasting over the clients):
+
+1. ``grad = self.gradient(w, grad, anchor)``: the loss gradient plus any term of the local objective that
+   depends on the weights (the hook a variant overrides; ``anchor`` is the global weights the local update
+   started from: FedProx's proximal term reads it); by default ``grad`` itself;
+2. ``grad *= mask`` when a mask is given: pruned coordinates never move, whatever the hook added;
+3. SGD ``w -= lr g``; momentum 0.9 ``m = 0.9 m + g; w -= lr m``; Adam (0.9, 0.999, eps 1e-8, bias-corrected)
+   with ``denom`` written into ``grad``'s storage, so the step allocates no parameter-sized buffer (what the
+   memory model in ``docs/memory.md`` assumes).
+
+``t`` counts the local steps from 1 (Adam's bias correction). ``grad`` is used as scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from algorithms import _checks
+
+__all__ = ["OPTIMIZERS", "OptimizerStep", "ADAM_BETAS", "ADAM_EPS", "MOMENTUM"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+MOMENTUM = 0.9
+_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """SGD, momentum or Adam at learning rate ``lr`` (see the module docstring for the formulas)."""
+
+    kind: str
+    lr: float
+
+    def __post_init__(self) -> None:
+        _checks.choice("optimizer", self.kind, OPTIMIZERS)
+        _checks.positive_float("lr", self.lr)
+
+    @property
+    def slot_count(self) -> int:
+        """Parameter-sized buffers the optimizer keeps: 0 (SGD), 1 (momentum), 2 (Adam)."""
+        return _SLOTS[self.kind]
+
+    def slots(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Fresh zero slots shaped like ``like`` (None where the optimizer keeps none)."""
+        count = self.slot_count
+        return (torch.zeros_like(like) if count >= 1 else None, torch.zeros_like(like) if count >= 2 else None)
+
+    def gradient(self, w: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """The gradient of the local objective from the loss gradient ``grad`` (may update it in place);
+        plain empirical risk: ``grad``."""
+        return grad
+
+    @torch.no_grad()
+    def __call__(self, t: int, w: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor,
+                 mask: torch.Tensor | None, slot1: torch.Tensor | None, slot2: torch.Tensor | None) -> None:
+        """Step ``t`` (from 1) on ``w`` in place; the slots are updated in place too."""
+        grad = self.gradient(w, grad, anchor)
+        if mask is not None:
+            grad.mul_(mask)
+        lr = self.lr
+        if self.kind == "sgd":
+            w.add_(grad, alpha=-lr)
+        elif self.kind == "momentum":
+            slot1.mul_(MOMENTUM).add_(grad)
+            w.add_(slot1, alpha=-lr)
+        else:
+            b1, b2 = ADAM_BETAS
+            slot1.mul_(b1).add_(grad, alpha=1 - b1)
+            slot2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = grad.copy_(slot2).div_(1 - b2 ** t).sqrt_().add_(ADAM_EPS)  # reuses grad's storage
+            w.addcdiv_(slot1, denom, value=-lr / (1 - b1 ** t))
