@@ -123,10 +123,6 @@ class CostModel(ABC, Generic[State]):
                              f"{self.name}, got {config!r}")
         return config
 
-    # Compatibility for callers outside algorithms/ until they move to ``task`` (issue 9): delete with them.
-    def configure_task(self, round_index: int) -> TaskConfig:
-        return self.task(round_index)
-
 
 class BatchedKernel(Protocol[State, Data, Result]):
     """Many clients' ``fit`` from one global state, computed together (``algorithms.batched`` builds them).
@@ -181,9 +177,6 @@ class Learner(ABC, Generic[State, Data, Result]):
     # delete with them.
     def local_update(self, state: State, config: TaskConfig, data: Data, seed: int) -> Result:
         return self.fit(state, config, data, seed)
-
-    def client_task(self, config: TaskConfig, num_samples: int) -> TaskConfig:
-        return self.fit_config(config, num_samples)
 
 
 class Algorithm(CostModel[State], Learner[State, Data, Result], ABC):

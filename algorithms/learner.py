@@ -87,10 +87,3 @@ class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
 
     def evaluate(self, state: ModelState, x, y) -> dict[str, float]:
         return evaluate(self.functional_model, state, x, y)
-
-    # Compatibility for tests/bridge/test_hub.py until it calls ``algorithms.aggregate`` (issue 9): delete.
-    @staticmethod
-    def average_deltas(state: ModelState, deltas: Sequence, results: Sequence[ClientResult],
-                       weights: Sequence[float]) -> ModelState:
-        delta = mean_delta(deltas, [r.num_samples for r in results], weights)
-        return ModelState(apply_delta(state.weights, delta, state.mask), state.mask, state.prune_step)

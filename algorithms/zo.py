@@ -272,10 +272,6 @@ class FedFPZO(ZerothOrder):
             bytes_up=0,
         )
 
-    # Compatibility for fleet/app/build.py until it calls ``server_demand`` (issue 9): delete with it.
-    def server_prune_demand(self) -> ResourceDemand | None:
-        return self.server_demand()
-
     def _fields(self) -> str:
         return (f"{super()._fields()}, prune_on={self.prune_on!r}, prune_samples={self.prune_samples}, "
                 f"prune_iters={self.prune_iters}, pruner={self.pruner!r}, prune_data={self.prune_data!r}")

@@ -40,12 +40,9 @@ from fleet.core.paced import PacedEnvironment
 from fleet.core.transport import Transport
 from fleet.core.view import FleetView, JoinedView
 from fleet.core.work import NullWork
-from fleet.learning.plane import (
-    CheckpointStore,
-    ClientDataSource,
-    LearningPlane,
-    make_backend,
-)
+from fleet.learning.backends import ClientDataSource, make_backend
+from fleet.learning.checkpoints import CheckpointStore
+from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import DeviceRules, SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
 from fleet.sim.topology import GatewaySpec, build_topology
@@ -90,7 +87,7 @@ def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, Re
 
     @lru_cache(maxsize=8)  # every dispatch of a round asks: configure once per round
     def per_round(round_index: int) -> tuple[TaskConfig, ResourceDemand]:
-        config = algorithm.configure_task(round_index)
+        config = algorithm.task(round_index)
         return config, demand(config)
 
     def plan(round_index: int, device: int) -> tuple[TaskConfig, ResourceDemand]:
@@ -234,8 +231,7 @@ def _describe_demands(sim: Simulation) -> None:
         config, demand = nominal(r, 0)
         sim.demands.setdefault(config.phase, demand)
         sim.task_configs.setdefault(config.phase, config)
-    server_demand = getattr(algorithm, "server_prune_demand", None)
-    sim.server_demand = server_demand() if server_demand is not None else None
+    sim.server_demand = algorithm.server_demand()
 
 
 def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> Simulation:

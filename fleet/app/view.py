@@ -32,7 +32,7 @@ def record_of(sim: Simulation) -> LearningRecord:
 
 def task_peak_bytes(sim: Simulation, phase: str) -> Callable[[int], int] | None:
     """Device -> peak memory of the run's nominal ``phase`` task on it (``sim.task_configs``): fitted to
-    the device's data when it learns (``Algorithm.client_task``), the round's one demand in timing mode;
+    the device's data when it learns (``Learner.fit_config``), the round's one demand in timing mode;
     None when no opening round has that phase."""
     config = sim.task_configs.get(phase)
     if config is None:
@@ -44,6 +44,6 @@ def task_peak_bytes(sim: Simulation, phase: str) -> Callable[[int], int] | None:
     algorithm, parts = plane.algorithm, plane.partitions
 
     def fitted(device: int) -> int:
-        return algorithm.demand(algorithm.client_task(config, len(parts[device]))).peak_memory_bytes
+        return algorithm.demand(algorithm.fit_config(config, len(parts[device]))).peak_memory_bytes
 
     return fitted

@@ -15,6 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from algorithms.base import TaskConfig, UpdateShape
 from devices import DEVICE_CLASSES, DeviceProfile, MixEntry, sample_fleet
 from fleet.bridge import payloads
 from fleet.bridge.hub import Hub
@@ -91,23 +92,22 @@ def welcome_for(b: BridgeSettings, algorithm_name: str, algorithm_params: dict, 
 def _learning_hooks(learning: LearningSource) -> tuple[Callable, Callable]:
     """``task_body(task, deadline_s)`` and ``expected(task)`` of ``BridgeTransport`` for ``learning``."""
     algorithm = learning.algorithm
-    uplink = getattr(algorithm, "uplink", "delta")
     n_params = int(learning.state.weights.numel())
     max_norm = UPDATE_NORM_RATIO * max(1.0, float(learning.state.weights.double().norm()))
 
-    def update_kind(task) -> str:
-        return "scores" if task.phase == "prune" else uplink
+    def update_shape(task) -> UpdateShape:
+        return algorithm.update_shape(TaskConfig(task.phase, task.local_steps, task.batch_size))
 
     def task_body(task, deadline_s):
         job, state = learning.job(task.task_id)
-        return payloads.task_body(task, job.seed, state, update_kind=update_kind(task), deadline_s=deadline_s)
+        return payloads.task_body(task, job.seed, state, update_kind=update_shape(task).kind, deadline_s=deadline_s)
 
     def expected(task) -> dict:
-        kind = update_kind(task)
-        out = {"n_params": n_params, "update_kind": kind,
+        shape = update_shape(task)
+        out = {"n_params": n_params, "update_kind": shape.kind,
                "max_samples": len(learning.partitions[task.device]), "max_norm": max_norm}
-        if kind == "seeds":
-            out["n_directions"] = task.local_steps * int(algorithm.queries)
+        if shape.kind == "seeds":
+            out["n_directions"] = shape.seed_pairs
         return out
 
     return task_body, expected

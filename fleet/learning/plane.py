@@ -23,10 +23,7 @@ from algorithms.base import LEARNING_PLANE_MISSING, Algorithm, Learner, Resource
 from algorithms.local import ClientData, ClientResult, ModelState, derive_seed
 from fleet.core.messages import Task
 from fleet.core.rng import PURPOSES
-
-# ClientDataSource and make_backend: re-exported for fleet/app/build.py until it imports them from
-# fleet.learning.backends (issue 9): drop them here with it.
-from fleet.learning.backends import Backend, ClientDataSource, Job, client_data, make_backend  # noqa: F401
+from fleet.learning.backends import Backend, Job, client_data
 from fleet.learning.checkpoints import CheckpointStore
 
 __all__ = ["LearningPlane", "Evaluation"]

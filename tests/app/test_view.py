@@ -129,7 +129,7 @@ def test_the_run_is_read_through_one_view_whatever_it_ran_on(kernel):
 class _Algorithm:
     """A cost model whose peak memory is 1000 bytes per sample of the batch."""
 
-    def client_task(self, config, num_samples):
+    def fit_config(self, config, num_samples):
         return TaskConfig(config.phase, config.local_steps, min(config.batch_size, num_samples))
 
     def demand(self, config):

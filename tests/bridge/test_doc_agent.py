@@ -68,7 +68,7 @@ def test_an_agent_written_from_the_protocol_page_trains_like_the_project(tmp_pat
     assert len(records) == 2
     for record in records:
         got = np.load(record)
-        want = algorithm.local_update(ModelState(torch.from_numpy(got["weights"])), TaskConfig("train", 2, 4096),
+        want = algorithm.fit(ModelState(torch.from_numpy(got["weights"])), TaskConfig("train", 2, 4096),
                                       data, seed=0)  # a full batch: the seed does not matter
         np.testing.assert_allclose(got["delta"], want.delta.numpy(), rtol=1e-4, atol=1e-6)
         assert float(got["loss"]) == pytest.approx(want.train_loss, rel=1e-5)

@@ -339,7 +339,7 @@ def test_no_single_device_can_make_the_aggregate_non_finite():
     rounds, keeps the model finite; the largest scores summed over 2^32 devices stay finite."""
     import torch
 
-    from algorithms.learner import FlatLearner
+    from algorithms.aggregate import apply_delta, mean_delta
     from algorithms.local import ClientResult, ModelState
     from fleet.bridge.transport import UPDATE_NORM_RATIO
 
@@ -350,7 +350,7 @@ def test_no_single_device_can_make_the_aggregate_non_finite():
     payloads.validate_update(msg, max_norm=bound)  # accepted
     honest = ClientResult("delta", 1, delta=torch.full((P,), 1e-3))
     for _ in range(1000):
-        w = FlatLearner.average_deltas(w, [worst, honest.delta], [ClientResult("delta", 10), honest], [1.0, 1.0])
+        w = ModelState(apply_delta(w.weights, mean_delta([worst, honest.delta], [10, honest.num_samples], [1.0, 1.0])))
     assert bool(torch.isfinite(w.weights).all())
     scores = np.full(1, protocol.MAX_SCORE_NORM, np.float32)
     assert np.isfinite(scores * np.float32(2**32)).all()
