@@ -1,7 +1,8 @@
-"""The bridge's wire protocol, version 1: what a hub and an agent put in one ZeroMQ frame.
+"""The bridge's wire protocol, version 2: what a hub and an agent put in one ZeroMQ frame.
 
 docs/protocol.md is the specification (byte layouts, every field, limits, errors, an annotated frame);
-this module implements it. A frame is the msgpack array ``[version, kind, body]``; ``body`` is a map
+this module implements it. A frame is the msgpack array ``[version, kind, body]`` (``fleet.core.wire``
+lays it out and packs it, for the bridge and the simulated network alike); ``body`` is a map
 with string keys checked strictly against the kind's schema (a missing, extra or wrongly typed field is
 an error); tensors travel as ``{"dtype", "shape", "data"}`` maps of raw little-endian bytes.
 
@@ -30,6 +31,8 @@ import msgpack
 from fleet.bridge.schema import (CAUSES, DTYPES, KINDS, MAX_SCORE_NORM, MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK,
                                  MAX_UINT, PHASES, REASONS, UPDATE_KINDS, UPDATE_REASONS, UPDATE_TENSORS,
                                  ProtocolError, _BadMap, _pairs, check_body, tensor, to_wire)
+from fleet.core.wire import VERSION
+from fleet.core.wire import frame as wire_frame
 
 __all__ = [
     "VERSION", "KINDS", "REASONS", "CAUSES", "PHASES", "UPDATE_KINDS", "DTYPES", "MAX_MESSAGE_BYTES",
@@ -38,7 +41,6 @@ __all__ = [
     "encode", "decode", "tensor",
 ]
 
-VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 2**20  # default frame limit; the hub sets ZMQ_MAXMSGSIZE to the same value
 CURVE_OVERHEAD_BYTES = 33  # a CURVE MESSAGE command is the frame plus 33 bytes (measured, libzmq 4.3.5)
 MAX_STR_BYTES = 4096  # any msgpack str (keys included), in UTF-8 bytes
@@ -157,9 +159,9 @@ def encode(kind: str, body: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTE
     and checks every frame anyway."""
     if kind not in KINDS:
         raise ProtocolError("kind", f"unknown kind {kind!r}")
-    wire = to_wire(kind, body)
+    body = to_wire(kind, body)
     try:
-        frame = msgpack.packb([VERSION, kind, wire], use_bin_type=True)
+        frame = wire_frame(kind, body)
     except (TypeError, ValueError, OverflowError) as error:
         raise ProtocolError("schema", f"{kind}: cannot pack: {error}") from None
     if self_check:

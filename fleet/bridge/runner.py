@@ -98,7 +98,7 @@ def run_task(algorithm, data, body: dict) -> tuple[str, dict]:
     task_id = int(body["task_id"])
     free = free_memory_bytes()
     if int(body.get("peak_memory_bytes", 0)) > free > 0:
-        return "refusal", {"task_id": task_id, "cause": "memory", "free_memory_bytes": free}
+        return "refusal", payloads.refusal_body(task_id, "memory", free)
     try:
         state = ModelState(payloads.to_torch(body["weights"]),
                            None if body.get("mask") is None else payloads.to_torch(body["mask"]),
@@ -113,4 +113,4 @@ def run_task(algorithm, data, body: dict) -> tuple[str, dict]:
         return "update", payloads.update_body(task_id, result, compute_s, max(0, _peak_rss_bytes() - before))
     except Exception as error:  # noqa: BLE001  (any fault in the task is the task's failure)
         print(f"fleet.agent: task {task_id} failed ({type(error).__name__}: {error})", file=sys.stderr)
-        return "refusal", {"task_id": task_id, "cause": "failure", "free_memory_bytes": free}
+        return "refusal", payloads.refusal_body(task_id, "failure", free)

@@ -192,7 +192,8 @@ def _map(fields: dict) -> Callable[[str, Any], dict]:
     return check
 
 
-# A schema: field name -> (check, required). Field order is the order ``encode`` writes.
+# A schema: field name -> (check, required). Field order is the order ``encode`` writes: for the kinds a
+# core message travels as, its header (``fleet.core.wire.HEADERS``) first, then its payload.
 _ALGORITHM = {"name": (_str, True), "params": (_params, True)}
 _DATASET = {"name": (_str, True), "partition": (_vector("int64"), True)}
 _SCHEMAS: dict[str, dict[str, tuple[Callable, bool]]] = {
@@ -203,14 +204,13 @@ _SCHEMAS: dict[str, dict[str, tuple[Callable, bool]]] = {
                 "liveness": (_positive, False)},
     "task": {"task_id": (_uint, True), "round_index": (_uint, True), "model_version": (_uint, True),
              "phase": (_one_of(PHASES), True), "local_steps": (_positive, True), "batch_size": (_positive, True),
-             "seed": (_uint, True), "weights": (_vector("float32"), True), "mask": (_vector("bool"), False),
-             "prune_step": (_uint, True), "deadline_s": (_non_negative, False),
-             "peak_memory_bytes": (_uint, False), "update_kind": (_one_of(UPDATE_KINDS), True)},
-    "update": {"task_id": (_uint, True), "kind": (_one_of(UPDATE_KINDS), True), "num_samples": (_uint, True),
-               "compute_s": (_non_negative, True), "peak_memory_bytes": (_uint, True),
-               "train_loss": (_any_float, False), "delta": (_vector("float32"), False),
-               "seeds": (_vector("int64"), False), "coefficients": (_vector("float32"), False),
-               "scores": (_vector("float32"), False)},
+             "peak_memory_bytes": (_uint, False), "deadline_s": (_non_negative, False),
+             "seed": (_uint, True), "prune_step": (_uint, True), "update_kind": (_one_of(UPDATE_KINDS), True),
+             "weights": (_vector("float32"), True), "mask": (_vector("bool"), False)},
+    "update": {"task_id": (_uint, True), "compute_s": (_non_negative, True), "kind": (_one_of(UPDATE_KINDS), True),
+               "num_samples": (_uint, True), "peak_memory_bytes": (_uint, True), "train_loss": (_any_float, False),
+               "delta": (_vector("float32"), False), "seeds": (_vector("int64"), False),
+               "coefficients": (_vector("float32"), False), "scores": (_vector("float32"), False)},
     "refusal": {"task_id": (_uint, True), "cause": (_one_of(CAUSES), True), "free_memory_bytes": (_uint, True)},
     "heartbeat": {"sent_s": (_any_float, True)},
     "bye": {"reason": (_str, False)},

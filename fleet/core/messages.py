@@ -1,28 +1,22 @@
 """The message vocabulary between the coordinator and a device, and its two closed lists of names.
 
-The simulated network and the ZeroMQ bridge carry these same frozen dataclasses. A message's link
-time is computed from its real msgpack-encoded size (``encoded_size_bytes``): the header fields are
-packed for real, and the model payload counts at its real byte length (in timing-only mode no tensor
-bytes exist, so ``payload_bytes`` states the size of the tensors the algorithm's cost model says
-would travel).
+The simulated network and the ZeroMQ bridge carry these same frozen dataclasses. How one travels, and
+so its size, is ``fleet.core.wire``: the simulated network times a message by the length of the frame
+the bridge sends for it (``fleet.core.wire.encoded_size_bytes``).
 
-``CAUSES`` is the one list of why a task ends without an update (the devices' gates, the network,
-the bridge's refusals and the study's tables all use it); ``PHASES`` is ``algorithms.base.PHASES``,
-the one list of what a task may ask.
+``CAUSES`` is the one list of why a task ends without an update, for the simulated devices, the
+bridge's refusals and the study's tables alike; ``PHASES`` is ``algorithms.base.PHASES``, the one list
+of what a task may ask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Literal, get_args
-
-import msgpack
 
 from algorithms.base import PHASES
 
-__all__ = ["SERVER", "Cause", "CAUSES", "Phase", "PHASES", "Task", "Update", "Refusal", "Leave", "Message",
-           "encoded_size_bytes"]
+__all__ = ["SERVER", "Cause", "CAUSES", "Phase", "PHASES", "Task", "Update", "Refusal", "Leave", "Message"]
 
 SERVER = -1  # the node id of the coordinator
 
@@ -90,22 +84,12 @@ class Leave:
 
 Message = Task | Update | Refusal | Leave
 
-_CODES: dict[type, int] = {Task: 1, Update: 2, Refusal: 3, Leave: 6}
 
+def __getattr__(name: str):
+    # ``encoded_size_bytes`` moved to fleet.core.wire (which imports this module); served from here until
+    # its last importers (fleet/sim/network.py, tests/sim/test_network.py) import it from there.
+    if name == "encoded_size_bytes":
+        from fleet.core.wire import encoded_size_bytes
 
-def _bin_header_bytes(n: int) -> int:
-    """msgpack's bin8/bin16/bin32 header length for an ``n``-byte payload."""
-    if n == 0:
-        return 0
-    return 2 if n < 2**8 else 3 if n < 2**16 else 5
-
-
-_FIELDS = {cls: attrgetter(*cls.__slots__) for cls in _CODES}
-_PACKER = msgpack.Packer(use_bin_type=True)
-
-
-def encoded_size_bytes(msg: Message) -> int:
-    """Bytes on the wire for ``msg``: its msgpack-encoded header plus its payload as msgpack bin."""
-    header = len(_PACKER.pack((_CODES[type(msg)], *_FIELDS[type(msg)](msg))))
-    payload = getattr(msg, "payload_bytes", 0)
-    return header + payload + _bin_header_bytes(payload)
+        return encoded_size_bytes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
