@@ -5,9 +5,8 @@
 
 It says ``hello`` (its device class, measured free memory and a quick measured FLOP/s), receives a
 ``welcome`` (its device index, the algorithm, its data partition and the hub's liveness settings), then runs
-every ``task`` it gets with the project's own algorithms (``Algorithm.local_update``) and replies with the
-update and what it measured: compute seconds and peak memory. A task whose demand exceeds its free memory is
-refused (cause ``memory``); a task it cannot run is refused (cause ``failure``).
+every ``task`` it gets with the project's own algorithms and replies with the update and what it measured, or
+a refusal (``fleet.bridge.runner``, which holds everything the agent computes; this module is the socket).
 
 Liveness (docs/protocol.md section 6): once welcomed, the agent heartbeats every ``heartbeat_interval_s``
 *of the welcome* and counts the hub gone after ``liveness`` silent intervals *of the welcome*; its own
@@ -34,7 +33,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import resource
 import sys
 import time
 from typing import Callable
@@ -42,6 +40,8 @@ from typing import Callable
 import zmq
 
 from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
+from fleet.bridge.runner import (CannotJoin, configure_threads, free_memory_bytes, load_welcome,
+                                 measured_flops_per_s, run_task)
 
 AGENT_VERSION = "fleet.agent 2"
 HEARTBEAT_INTERVAL_S = 2.0  # the agent's own settings, used until a welcome brings the hub's
@@ -108,49 +108,6 @@ class Backoff:
         return wait_s
 
 
-def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads to ``threads`` when given; otherwise leave torch's choice (which honours
-    ``OMP_NUM_THREADS``). Returns the count torch uses."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-def free_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else 0."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def measured_flops_per_s(size: int = 256, repeats: int = 5) -> float:
-    """A quick float32 matmul throughput: 2 n^3 FLOPs per product, best of ``repeats``."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 / max(best, 1e-9)
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class CannotJoin(Exception):
-    """The welcome asks for something this agent cannot run."""
-
-
 class Agent:
     """One device's agent (module docstring). ``clock`` and ``sleep`` are injected for tests; so is
     ``flops_per_s`` (measured with torch when None)."""
@@ -215,53 +172,11 @@ class Agent:
 
     # --- the work (on the worker thread) ------------------------------------------------------------------
     def _welcome(self, body: dict) -> None:
-        import numpy as np
-        import torch
-
-        from algorithms.datasets import DATASETS, load_dataset
-        from algorithms.local import ClientData
-        from algorithms.registry import create_algorithm
-
-        try:
-            name = body["dataset"]["name"]
-            if name not in DATASETS:
-                raise ValueError(f"dataset {name!r} is unknown here (known: {', '.join(sorted(DATASETS))})")
-            spec = DATASETS[name]
-            params = dict(body["algorithm"]["params"])
-            params.update(input_shape=spec.input_shape, num_classes=spec.num_classes)
-            self.algorithm = create_algorithm(body["algorithm"]["name"], **params)
-            dataset = load_dataset(spec.name, self.data_dir)
-            idx = torch.from_numpy(np.asarray(body["dataset"]["partition"], dtype=np.int64))
-            self.data = ClientData(torch.from_numpy(np.array(dataset.train_x))[idx],
-                                   torch.from_numpy(np.array(dataset.train_y))[idx])
-        except Exception as error:  # noqa: BLE001  (whatever fails here, the welcome asks the impossible)
-            raise CannotJoin(f"{type(error).__name__}: {error}") from None
+        self.algorithm, self.data = load_welcome(body, self.data_dir)
 
     def _task(self, body: dict) -> tuple[str, dict]:
         """Run one task; return the answer to send."""
-        from algorithms.base import TaskConfig
-        from algorithms.local import ModelState
-        from fleet.bridge import payloads
-
-        task_id = int(body["task_id"])
-        free = free_memory_bytes()
-        if int(body.get("peak_memory_bytes", 0)) > free > 0:
-            return "refusal", {"task_id": task_id, "cause": "memory", "free_memory_bytes": free}
-        try:
-            state = ModelState(payloads.to_torch(body["weights"]),
-                               None if body.get("mask") is None else payloads.to_torch(body["mask"]),
-                               int(body.get("prune_step", 0)))
-            config = TaskConfig(body["phase"], int(body["local_steps"]), int(body["batch_size"]))
-            before = _peak_rss_bytes()
-            start = time.perf_counter()
-            result = self.algorithm.local_update(state, config, self.data, int(body["seed"]))
-            compute_s = time.perf_counter() - start
-            if result.kind != body["update_kind"]:
-                raise ValueError(f"computed a {result.kind!r} update, the task asks for {body['update_kind']!r}")
-            return "update", payloads.update_body(task_id, result, compute_s, max(0, _peak_rss_bytes() - before))
-        except Exception as error:  # noqa: BLE001  (any fault in the task is the task's failure)
-            print(f"fleet.agent: task {task_id} failed ({type(error).__name__}: {error})", file=sys.stderr)
-            return "refusal", {"task_id": task_id, "cause": "failure", "free_memory_bytes": free}
+        return run_task(self.algorithm, self.data, body)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def _on_task(self, worker, body: dict) -> None:

@@ -6,7 +6,12 @@ nothing of models; this module says what the learning plane puts in a ``task`` a
 
 * hub side: ``task_body`` (a ``Task`` and the global ``ModelState``), ``validate_update`` and
   ``result_from_update`` (an ``update`` as a ``ClientResult``, after checking it fits its task);
-* agent side: ``validate_task``, ``state_from_task`` and ``update_body``; ``to_torch`` for both.
+* agent side: ``validate_task``, ``state_from_task``, ``update_body`` and ``refusal_body``; ``to_torch``
+  for both.
+
+Every body is the header of its core message (``fleet.core.wire.HEADERS``) followed by its payload, the
+entries this module adds, so the frame is as long as ``fleet.core.wire.encoded_size_bytes`` says of the
+message with that payload.
 
 Importing it imports neither torch nor zmq nor simpy: torch and ``algorithms.local`` are imported inside
 the helpers that build or return torch objects. docs/protocol.md section 9 documents these helpers.
@@ -20,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fleet.bridge.protocol import MAX_SCORE_NORM, UPDATE_TENSORS, Message, ProtocolError, tensor
+from fleet.core import wire
 
 if TYPE_CHECKING:
     from algorithms.local import ClientResult, ModelState
     from fleet.core.messages import Task
 
 __all__ = ["to_torch", "validate_task", "validate_update", "task_body", "state_from_task", "update_body",
-           "result_from_update"]
+           "refusal_body", "result_from_update"]
 
 
 def to_torch(array: np.ndarray):
@@ -84,20 +90,18 @@ def validate_update(msg: Message, *, n_params: int | None = None, n_directions: 
 
 def task_body(task: Task, seed: int, state: ModelState, *, update_kind: str,
               deadline_s: float | None = None) -> dict:
-    """The body of a ``task`` frame: the fields of ``task`` (a ``fleet.core.messages.Task``, or anything with
-    its attributes), the local update's ``seed``, the global ``state`` and ``update_kind``, the one kind of
-    update the hub accepts in answer. ``deadline_s`` is the time budget from dispatch in seconds
-    (``Task.deadline_s`` is a virtual instant, which a physical device cannot use)."""
-    body = {"task_id": task.task_id, "round_index": task.round_index, "model_version": task.model_version,
-            "phase": task.phase, "local_steps": task.local_steps, "batch_size": task.batch_size, "seed": seed,
-            "weights": tensor(state.weights), "prune_step": state.prune_step}
-    if state.mask is not None:
-        body["mask"] = tensor(state.mask)
+    """The body of a ``task`` frame: the header of ``task`` (a ``fleet.core.messages.Task``), then the payload:
+    the local update's ``seed``, the global ``state`` and ``update_kind``, the one kind of update the hub
+    accepts in answer. ``deadline_s`` is the time budget from dispatch in seconds, sent in place of
+    ``Task.deadline_s`` (a virtual instant, which a physical device cannot use); None sends none."""
+    _, body = wire.header(task)
+    body.pop("deadline_s", None)
     if deadline_s is not None:
         body["deadline_s"] = float(deadline_s)
-    if getattr(task, "peak_memory_bytes", None) is not None:
-        body["peak_memory_bytes"] = task.peak_memory_bytes
-    body["update_kind"] = update_kind
+    body |= {"seed": seed, "prune_step": state.prune_step, "update_kind": update_kind,
+             "weights": tensor(state.weights)}
+    if state.mask is not None:
+        body["mask"] = tensor(state.mask)
     return body
 
 
@@ -112,8 +116,8 @@ def state_from_task(msg: Message) -> ModelState:
 def update_body(task_id: int, result: ClientResult, compute_s: float, peak_memory_bytes: int) -> dict:
     """The body of an ``update`` frame for ``result``: the tensors its kind sends (a ``seeds`` result sends
     only its seed pairs, which rebuild the delta exactly); ``train_loss`` is left out when not finite."""
-    body = {"task_id": task_id, "kind": result.kind, "num_samples": result.num_samples,
-            "compute_s": float(compute_s), "peak_memory_bytes": peak_memory_bytes}
+    body = {"task_id": task_id, "compute_s": float(compute_s),  # the header of a core Update
+            "kind": result.kind, "num_samples": result.num_samples, "peak_memory_bytes": peak_memory_bytes}
     if math.isfinite(result.train_loss):
         body["train_loss"] = float(result.train_loss)
     for name in UPDATE_TENSORS.get(result.kind, ()):
@@ -122,6 +126,11 @@ def update_body(task_id: int, result: ClientResult, compute_s: float, peak_memor
             raise ProtocolError("schema", f"a {result.kind!r} result without {name}")
         body[name] = tensor(value)
     return body
+
+
+def refusal_body(task_id: int, cause: str, free_memory_bytes: int) -> dict:
+    """The body of a ``refusal`` frame (the header of a core ``Refusal``; a refusal has no payload)."""
+    return {"task_id": task_id, "cause": cause, "free_memory_bytes": free_memory_bytes}
 
 
 def result_from_update(msg: Message, **expected: Any) -> ClientResult:

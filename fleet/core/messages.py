@@ -1,20 +1,31 @@
-"""The message vocabulary between the coordinator and a device.
+"""The message vocabulary between the coordinator and a device, and its two closed lists of names.
 
-The simulated network and the ZeroMQ bridge carry these same frozen dataclasses. A message's
-link time is computed from its real msgpack-encoded size (``encoded_size_bytes``): the header
-fields are packed for real, and the model payload counts at its real byte length (in timing-only
-mode no tensor bytes exist, so ``payload_bytes`` states the size of the tensors the algorithm's
-cost model says would travel).
+The simulated network and the ZeroMQ bridge carry these same frozen dataclasses. How one travels, and
+so its size, is ``fleet.core.wire``: the simulated network times a message by the length of the frame
+the bridge sends for it (``fleet.core.wire.encoded_size_bytes``).
+
+``CAUSES`` is the one list of why a task ends without an update, for the simulated devices, the
+bridge's refusals and the study's tables alike; ``PHASES`` is ``algorithms.base.PHASES``, the one list
+of what a task may ask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
+from typing import Literal, get_args
 
-import msgpack
+from algorithms.base import PHASES
+
+__all__ = ["SERVER", "Cause", "CAUSES", "Phase", "PHASES", "Task", "Update", "Refusal", "Leave", "Message"]
 
 SERVER = -1  # the node id of the coordinator
+
+# Why a task ends without an update: not enough free memory, too slow for the deadline, offline
+# (availability), battery too low, lost on the link (or a real device's liveness expired), a failure
+# mid-task, or too few FLOP/s for the task at all.
+Cause = Literal["memory", "deadline", "offline", "battery", "link", "failure", "flops"]
+CAUSES: tuple[Cause, ...] = get_args(Cause)
+Phase = Literal["train", "prune"]  # spells out PHASES for type checkers; a test holds the two equal
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +36,7 @@ class Task:
     device: int
     round_index: int
     model_version: int
-    phase: str
+    phase: Phase
     local_steps: int
     batch_size: int
     peak_memory_bytes: int  # the cost model's demand, so the device can gate itself
@@ -51,28 +62,14 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A task that will not produce an update, with the cause (``memory``, ``deadline``, ...)."""
+    """A task that will not produce an update, with the cause (one of ``CAUSES``)."""
 
     task_id: int
     device: int
     round_index: int
-    cause: str
+    cause: Cause
     demand_bytes: int
     free_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    device: int
-    sent_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Join:
-    device: int
-    device_class: str
-    free_memory_bytes: int
-    flops_per_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,32 +79,17 @@ class Leave:
     device: int
     task_id: int
     round_index: int
-    cause: str
+    cause: Cause
 
 
-Message = Task | Update | Refusal | Heartbeat | Join | Leave
-
-KINDS: dict[type, int] = {Task: 1, Update: 2, Refusal: 3, Heartbeat: 4, Join: 5, Leave: 6}
+Message = Task | Update | Refusal | Leave
 
 
-def _bin_header_bytes(n: int) -> int:
-    """msgpack's bin8/bin16/bin32 header length for an ``n``-byte payload."""
-    if n == 0:
-        return 0
-    return 2 if n < 2**8 else 3 if n < 2**16 else 5
+def __getattr__(name: str):
+    # ``encoded_size_bytes`` moved to fleet.core.wire (which imports this module); served from here until
+    # its last importers (fleet/sim/network.py, tests/sim/test_network.py) import it from there.
+    if name == "encoded_size_bytes":
+        from fleet.core.wire import encoded_size_bytes
 
-
-_FIELDS = {cls: attrgetter(*cls.__slots__) for cls in KINDS}
-_PACKER = msgpack.Packer(use_bin_type=True)
-
-
-def header_fields(msg: Message) -> tuple:
-    """The message as a msgpack-ready tuple: its kind code, then its fields in declaration order."""
-    return (KINDS[type(msg)], *_FIELDS[type(msg)](msg))
-
-
-def encoded_size_bytes(msg: Message) -> int:
-    """Bytes on the wire for ``msg``: its msgpack-encoded header plus its payload as msgpack bin."""
-    header = len(_PACKER.pack(header_fields(msg)))
-    payload = getattr(msg, "payload_bytes", 0)
-    return header + payload + _bin_header_bytes(payload)
+        return encoded_size_bytes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,13 +34,16 @@ def untensor(t: dict) -> np.ndarray:
     return np.frombuffer(t["data"], dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).copy()
 
 
+VERSION = 2  # section 3
+
+
 def encode(kind: str, body: dict) -> bytes:
-    return msgpack.packb([1, kind, body], use_bin_type=True)
+    return msgpack.packb([VERSION, kind, body], use_bin_type=True)
 
 
 def decode(frame: bytes):
     version, kind, body = msgpack.unpackb(frame, raw=False)
-    if version != 1:
+    if version != VERSION:
         raise ValueError("version")
     return kind, body
 
