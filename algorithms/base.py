@@ -173,11 +173,6 @@ class Learner(ABC, Generic[State, Data, Result]):
         then every client runs ``fit``."""
         return None
 
-    # Compatibility for callers outside algorithms/ until they move to ``fit`` and ``fit_config`` (issue 9):
-    # delete with them.
-    def local_update(self, state: State, config: TaskConfig, data: Data, seed: int) -> Result:
-        return self.fit(state, config, data, seed)
-
 
 class Algorithm(CostModel[State], Learner[State, Data, Result], ABC):
     """Both sides: what a registry entry is when it can also learn (every algorithm shipped here)."""

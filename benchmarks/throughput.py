@@ -47,8 +47,8 @@ def _scenario(n: int) -> dict:
 
 def run_fleet(n: int) -> dict:
     sys.path.insert(0, str(ROOT))
-    from fleet.app.scenario import parse_scenario
     from fleet.app.build import build_simulation
+    from fleet.app.scenario import parse_scenario
 
     t0 = time.perf_counter()
     sim = build_simulation(parse_scenario(_scenario(n)))

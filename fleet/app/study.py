@@ -18,10 +18,11 @@ import numpy as np
 
 from fleet.app.simulation import Simulation
 from fleet.app.view import record_of, task_peak_bytes, view_of
+from fleet.core.messages import CAUSES
 from fleet.core.recorder import EVENT_COLUMNS
 
 #: Every cause the summary reports, zero or not.
-DROPOUT_CAUSES = ("memory", "deadline", "offline", "battery", "link", "failure", "flops")
+DROPOUT_CAUSES = CAUSES  # the one list, fleet.core.messages
 #: Why an update that arrived was not used: ``late`` (the coordinator had stopped waiting for it: an
 #: over-selected straggler after the round closed, or a task past its timeout) or ``stale``.
 DISCARD_CAUSES = ("late", "stale")

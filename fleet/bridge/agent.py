@@ -40,8 +40,14 @@ from typing import Callable
 import zmq
 
 from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
-from fleet.bridge.runner import (CannotJoin, configure_threads, free_memory_bytes, load_welcome,
-                                 measured_flops_per_s, run_task)
+from fleet.bridge.runner import (
+    CannotJoin,
+    configure_threads,
+    free_memory_bytes,
+    load_welcome,
+    measured_flops_per_s,
+    run_task,
+)
 
 AGENT_VERSION = "fleet.agent 2"
 HEARTBEAT_INTERVAL_S = 2.0  # the agent's own settings, used until a welcome brings the hub's

@@ -28,9 +28,26 @@ from typing import Any, Mapping
 
 import msgpack
 
-from fleet.bridge.schema import (CAUSES, DTYPES, KINDS, MAX_SCORE_NORM, MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK,
-                                 MAX_UINT, PHASES, REASONS, UPDATE_KINDS, UPDATE_REASONS, UPDATE_TENSORS,
-                                 ProtocolError, _BadMap, _pairs, check_body, tensor, to_wire)
+from fleet.bridge.schema import (
+    CAUSES,
+    DTYPES,
+    KINDS,
+    MAX_SCORE_NORM,
+    MAX_TENSOR_ELEMENTS,
+    MAX_TENSOR_RANK,
+    MAX_UINT,
+    PHASES,
+    REASONS,
+    UPDATE_KINDS,
+    UPDATE_REASONS,
+    UPDATE_TENSORS,
+    ProtocolError,
+    _BadMap,
+    _pairs,
+    check_body,
+    tensor,
+    to_wire,
+)
 from fleet.core.wire import VERSION
 from fleet.core.wire import frame as wire_frame
 

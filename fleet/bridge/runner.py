@@ -2,7 +2,7 @@
 
 ``load_welcome`` turns a ``welcome`` into the algorithm and the client data it names (``CannotJoin`` when this
 device cannot run them); ``run_task`` runs one ``task`` with the project's own algorithms
-(``Algorithm.local_update``) and gives the answer to send: an ``update`` with what it measured (compute seconds
+(``Learner.fit``) and gives the answer to send: an ``update`` with what it measured (compute seconds
 and peak memory), or a ``refusal`` (cause ``memory`` when the task's demand exceeds the free memory,
 ``failure`` when the task cannot run). ``fleet.bridge.agent`` calls them on its worker thread.
 
@@ -106,7 +106,7 @@ def run_task(algorithm, data, body: dict) -> tuple[str, dict]:
         config = TaskConfig(body["phase"], int(body["local_steps"]), int(body["batch_size"]))
         before = _peak_rss_bytes()
         start = time.perf_counter()
-        result = algorithm.local_update(state, config, data, int(body["seed"]))
+        result = algorithm.fit(state, config, data, int(body["seed"]))
         compute_s = time.perf_counter() - start
         if result.kind != body["update_kind"]:
             raise ValueError(f"computed a {result.kind!r} update, the task asks for {body['update_kind']!r}")

@@ -83,13 +83,3 @@ class Leave:
 
 
 Message = Task | Update | Refusal | Leave
-
-
-def __getattr__(name: str):
-    # ``encoded_size_bytes`` moved to fleet.core.wire (which imports this module); served from here until
-    # its last importers (fleet/sim/network.py, tests/sim/test_network.py) import it from there.
-    if name == "encoded_size_bytes":
-        from fleet.core.wire import encoded_size_bytes
-
-        return encoded_size_bytes
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

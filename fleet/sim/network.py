@@ -22,8 +22,9 @@ import simpy
 
 from devices import DeviceProfile, framed_transfer_time_scalar_s
 from fleet.core.kernel import Kernel
-from fleet.core.messages import Leave, Message, Task, encoded_size_bytes
+from fleet.core.messages import Leave, Message, Task
 from fleet.core.transport import Delivery, DeviceLink, Transport
+from fleet.core.wire import encoded_size_bytes
 from fleet.sim.topology import GatewaySpec, Topology
 from fleet.sim.twins import serialization_time_scalar_s
 

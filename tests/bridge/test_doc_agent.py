@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from fleet.app.scenario import parse_scenario
 from fleet.app.build import build_simulation
+from fleet.app.scenario import parse_scenario
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from fleet.bridge import protocol, schema
 from fleet.bridge.protocol import ProtocolError, decode, encode
-from tests.bridge.protocol_cases import V, V93, hand_packed, packed, same
-
+from tests.bridge.protocol_cases import V93, V, hand_packed, packed, same
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 _uints = st.integers(0, 2**63 - 1)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 import zmq
 
-from fleet.bridge import protocol
 from fleet.app.run import main
+from fleet.bridge import protocol
 from tests.accounting import assert_accounting
 from tests.helpers import free_port
 

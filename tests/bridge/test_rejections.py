@@ -10,7 +10,7 @@ import pytest
 
 from fleet.bridge import protocol
 from fleet.bridge.protocol import ProtocolError, decode, encode
-from tests.bridge.protocol_cases import V, V93, example_bodies, hand_packed, packed, reason_of
+from tests.bridge.protocol_cases import V93, V, example_bodies, hand_packed, packed, reason_of
 
 
 def _update(**change) -> dict:

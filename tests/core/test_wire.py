@@ -109,12 +109,6 @@ def test_a_leave_never_travels():
         encoded_size_bytes(Leave(1, 2, 3, "offline"))
 
 
-def test_the_old_import_still_serves_the_one_function():
-    from fleet.core.messages import encoded_size_bytes as old
-
-    assert old is encoded_size_bytes
-
-
 def test_the_size_is_the_length_of_the_header_s_frame_plus_the_payload():
     for msg in (_task(), _task(deadline_s=None), Update(1, 2, 3, 4, 1.0, 0.0, 0.0, 5), Refusal(1, 2, 3, "link", 4, 5)):
         assert encoded_size_bytes(msg) == len(wire.frame(*wire.header(msg))) + getattr(msg, "payload_bytes", 0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fleet.core.kernel import Kernel
-from fleet.core.messages import Update, encoded_size_bytes
+from fleet.core.messages import Update
+from fleet.core.wire import encoded_size_bytes
 from tests.helpers import make_network, make_profiles
 
 
