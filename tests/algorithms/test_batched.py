@@ -21,14 +21,7 @@ DELTA_BOUND = 1e-3  # max |batched - sequential| / ||sequential delta||
 COEFFICIENT_BOUND = 1e-2  # max |batched - sequential| / max |sequential| over a client's ZO coefficients
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The reference with one intra-op thread: fast on a loaded 2-core machine (two OpenMP threads spin
-    against other processes), and the setting the batched workers use."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/algorithms/conftest.py
 
 
 def _datas(shape, sizes=SIZES, seed=0):

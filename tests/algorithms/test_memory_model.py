@@ -33,12 +33,7 @@ CASES = ("bp-sgd", "bp-adam", "bp-prox", "zo", "zo-sparse", "ntk")
 STEPS, QUERIES, SAMPLES, DENSITY = 2, 2, 200, 0.1
 MEMORY_TOLERANCE, FLOP_TOLERANCE = 0.10, 0.02
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/algorithms/conftest.py
 
 
 @cache
