@@ -268,6 +268,6 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     if bridge is not None:
         fleet_view = JoinedView([fleet_view, RealView(bridge)])
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm, coordinator,
-                     transport, fleet_view, work, learning=learning, first_real=first_real, bridge=bridge)
+                     transport, fleet_view, learning=learning, bridge=bridge)
     _describe_demands(sim)
     return sim

@@ -13,7 +13,6 @@ import numpy as np
 
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study
-from fleet.app.view import record_of, view_of
 
 __all__ = ["comparison_figure", "draw_figures"]
 
@@ -39,7 +38,7 @@ def draw_figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, st
     out.mkdir(parents=True, exist_ok=True)
     made = [participation(sim, study, out), dropouts(sim, study, out), completion_cdf(study, out),
             memory(sim, study, out)]
-    if record_of(sim).evaluations:
+    if sim.record.evaluations:
         made.insert(0, accuracy(sim, out))
     return made
 
@@ -47,7 +46,7 @@ def draw_figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, st
 def accuracy(sim: Simulation, out: Path) -> tuple[str, str]:
     """Test accuracy against virtual time, client FLOPs and bytes sent, one panel each."""
     plt = _pyplot()
-    evs = record_of(sim).evaluations
+    evs = sim.record.evaluations
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
     acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
     for ax, xs, label in ((axes[0], [e.time_s for e in evs], "virtual time (s)"),
@@ -123,7 +122,7 @@ def memory(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     classes = sorted(study.devices_by_class)
     free: dict[str, list[int]] = {c: [] for c in classes}
-    fleet = view_of(sim)
+    fleet = sim.fleet
     for device in fleet.devices:
         free[fleet.device_class(device)].append(max(1, fleet.free_bytes_at(device, 0.0)))
     ax.boxplot([free[c] for c in classes], tick_labels=classes)

@@ -14,7 +14,6 @@ from pathlib import Path
 from fleet.app.figures import comparison_figure, draw_figures
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
-from fleet.app.view import record_of
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
@@ -32,7 +31,7 @@ def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
     """One row per round (or aggregation), then the round open when the run stopped (``status``
     ``unfinished``: ``end_s`` and ``round_time_s`` empty). ``accuracy`` and ``loss`` of the model the row
     ends with are empty in timing mode, when the version was not evaluated, or when not finite."""
-    metrics = record_of(sim).metrics_by_version
+    metrics = sim.record.metrics_by_version
     rows = list(sim.coordinator.rounds)
     if sim.coordinator.unfinished_round is not None:
         rows.append(sim.coordinator.unfinished_round)
@@ -55,7 +54,7 @@ def write_evaluations(sim: Simulation, path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(EVALUATION_COLUMNS)
-        for e in record_of(sim).evaluations:
+        for e in sim.record.evaluations:
             w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
                         e.bytes_up, e.bytes_down])
 
@@ -145,7 +144,7 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     study = analyse(sim)
     summ = summary(sim, study, digest)
     write_rounds(sim, study, out / "rounds.csv")
-    if record_of(sim).evaluations:  # a run that learned: evaluated at least at its start and end
+    if sim.record.evaluations:  # a run that learned: evaluated at least at its start and end
         write_evaluations(sim, out / "evaluations.csv")
     made = draw_figures(sim, study, out / "figures") if figures else []
     (out / "report.md").write_text(_report_md(summ, made))

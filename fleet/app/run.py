@@ -42,8 +42,7 @@ def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
     from fleet.app.build import build_simulation
     from fleet.app.report import write_outputs
     from fleet.app.scenario import ScenarioError
-    from fleet.app.view import record_of
-
+    
     checkpoints = None
     if scenario.mode == "learning":
         checkpoints = out / "checkpoints"
@@ -59,7 +58,7 @@ def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
         sim.run(on_round=lambda done: progress.update(bar, completed=done))
     summ = write_outputs(sim, out, figures=not args.no_figures)
-    return summ, record_of(sim).evaluations
+    return summ, sim.record.evaluations
 
 
 class _OutputError(Exception):

@@ -21,7 +21,7 @@ from fleet.coordinator.base import Coordinator
 from fleet.core.kernel import Kernel
 from fleet.core.transport import Transport
 from fleet.core.view import FleetView
-from fleet.core.work import LearningRecord
+from fleet.core.work import LearningRecord, NullWork
 from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
@@ -44,13 +44,11 @@ class Simulation:
     coordinator: Coordinator
     transport: Transport
     fleet: FleetView  # every device, simulated then real, as the study reads them
-    record: LearningRecord  # the learning plane's read side (NullWork's empty one in timing mode)
     stopped_by: str = ""
     wall_s: float = 0.0
     demands: dict[str, ResourceDemand] = field(default_factory=dict)
     task_configs: dict[str, TaskConfig] = field(default_factory=dict)  # phase -> the round's nominal task
     learning: LearningPlane | None = None
-    first_real: int = -1  # devices from here on are real (attached through the bridge)
     bridge: object | None = None  # the BridgeTransport, when real devices take part
     server_demand: ResourceDemand | None = None  # work the server itself does (e.g. data-free pruning)
 
@@ -96,6 +94,11 @@ class Simulation:
         while True:
             self._evaluate_now()
             yield self.kernel.env.timeout(interval_s)
+
+    @property
+    def record(self) -> LearningRecord:
+        """What the run's learning left to read: the learning plane, or NullWork's empty record in timing mode."""
+        return self.learning if self.learning is not None else NullWork()
 
     @property
     def client_flops(self) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.app.simulation import Simulation
-from fleet.app.view import record_of, task_peak_bytes, view_of
+from fleet.app.view import task_peak_bytes
 from fleet.core.messages import CAUSES
 from fleet.core.recorder import EVENT_COLUMNS
 
@@ -65,7 +65,7 @@ class Study:
 
 
 def analyse(sim: Simulation) -> Study:
-    fleet = view_of(sim)
+    fleet = sim.fleet
     cls_of = [fleet.device_class(d) for d in fleet.devices]
     devices_by_class = dict(Counter(cls_of))
     tasks, accepted = Counter(), Counter()
@@ -138,7 +138,7 @@ def divergence(sim: Simulation) -> str | None:
     """``"diverged at round r: loss became inf"`` for the first evaluated model whose loss (or accuracy)
     is not finite, naming the round that aggregated it; None when every metric is finite."""
     produced = {r.model_version: r.round_index for r in sim.coordinator.rounds if r.aggregated}
-    for version, metrics in sorted(record_of(sim).metrics_by_version.items()):
+    for version, metrics in sorted(sim.record.metrics_by_version.items()):
         for name in ("loss", "accuracy"):
             value = metrics[name]
             if not math.isfinite(value):
@@ -150,7 +150,7 @@ def divergence(sim: Simulation) -> str | None:
 def learning_summary(sim: Simulation) -> dict:
     """The learning figures of ``summary.json`` (None in timing mode); a metric that is not finite is
     None, and ``diverged`` says where it went."""
-    plane = record_of(sim)
+    plane = sim.record
     if not plane.evaluations:
         return {"final_accuracy": None, "final_loss": None, "best_accuracy": None,
                 "time_to_target_s": None, "target_accuracy": None, "local_updates_computed": 0,
@@ -172,7 +172,7 @@ def memory_eligible(sim: Simulation) -> int:
     demand = task_peak_bytes(sim, "train")
     if demand is None:
         return 0
-    fleet = view_of(sim)
+    fleet = sim.fleet
     return sum(1 for d in fleet.devices if fleet.free_bytes_at(d, 0.0) >= demand(d))
 
 
@@ -197,7 +197,7 @@ def rounds_summary(sim: Simulation, study: Study) -> dict:
 
 def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
     """The figures ``summary.json`` holds (contract: README, "Outputs")."""
-    coord, fleet = sim.coordinator, view_of(sim)
+    coord, fleet = sim.coordinator, sim.fleet
     n = len(fleet.devices)
     dropouts = {cause: study.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     seen = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}

@@ -1,33 +1,18 @@
-"""What the face reads of a finished run, whichever worlds it ran in: the single place that knows them.
+"""The memory a task asks of each device, whichever worlds the run used: ``task_peak_bytes``.
 
-``view_of`` gives the fleet as one ``FleetView`` (simulated devices, then the real ones behind the bridge,
-by device id); ``record_of`` the learning's read side (``NullWork``'s empty one in timing mode);
-``task_peak_bytes`` the memory a task asks of each device. The study, the report and the CLI read these
-and never ask whether a bridge exists or whether learning ran.
+The rest of what the face reads is on the ``Simulation``: ``sim.fleet`` (one ``FleetView`` over the
+simulated and the real devices) and ``sim.record`` (the learning's read side, empty in timing mode), so
+the study, the report and the CLI never ask whether a bridge exists or whether learning ran.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from fleet.core.view import FleetView
-from fleet.core.work import LearningRecord
-
 if TYPE_CHECKING:
     from fleet.app.simulation import Simulation
 
-__all__ = ["record_of", "task_peak_bytes", "view_of"]
-
-
-def view_of(sim: Simulation) -> FleetView:
-    """Every device of ``sim``: the simulated ones (``0 .. first_real - 1``), then the real ones (the build
-    joins the two views, ``fleet.app.build``)."""
-    return sim.fleet
-
-
-def record_of(sim: Simulation) -> LearningRecord:
-    """What ``sim``'s learning left to read: the learning plane, or NullWork's empty record in timing mode."""
-    return sim.record
+__all__ = ["task_peak_bytes"]
 
 
 def task_peak_bytes(sim: Simulation, phase: str) -> Callable[[int], int] | None:

@@ -15,7 +15,7 @@ from devices import AlwaysOn, BackgroundMemory
 from fleet.app.build import build_simulation
 from fleet.app.scenario import load_scenario
 from fleet.app.study import memory_eligible
-from fleet.app.view import record_of, task_peak_bytes, view_of
+from fleet.app.view import task_peak_bytes
 from fleet.bridge.view import RealView
 from fleet.coordinator.sync import SyncConfig, SyncCoordinator
 from fleet.core.view import JoinedView
@@ -145,14 +145,13 @@ def test_a_task_is_fitted_to_each_devices_data_only_when_it_learns():
     plane = SimpleNamespace(algorithm=_Algorithm(), partitions=[range(50), range(8), range(1)])
     learning = SimpleNamespace(learning=plane, task_configs={"train": train}, demands={"train": nominal})
     assert [task_peak_bytes(learning, "train")(d) for d in range(3)] == [32_000, 8_000, 1_000]
-    assert record_of(SimpleNamespace(record=plane)) is plane
 
 
 def test_a_timing_run_reads_an_empty_record_and_its_simulated_fleet():
     sim = build_simulation(load_scenario(SMOKE))
-    assert isinstance(sim.record, NullWork) and view_of(sim) is sim.fleet
+    assert isinstance(sim.record, NullWork)
     sim.run()
-    empty = record_of(sim)
+    empty = sim.record
     assert (tuple(empty.evaluations), dict(empty.metrics_by_version), empty.jobs_run) == ((), {}, 0)
     assert [sim.fleet.device_class(d) for d in sim.fleet.devices] == [p.device_class for p in sim.profiles]
     assert sim.fleet.flops_spent == sim.devices.flops_spent_total > 0
