@@ -31,11 +31,12 @@ from typing import ClassVar, Generic, Protocol, Sequence, TypeVar
 
 from algorithms._checks import non_negative_int, positive_int
 
-__all__ = ["PHASES", "UPDATE_KINDS", "TaskConfig", "ResourceDemand", "UpdateShape", "CostModel", "Learner",
-           "BatchedKernel", "Algorithm", "LEARNING_PLANE_MISSING"]
+__all__ = ["PHASES", "UPDATE_KINDS", "MODE_MAX_CHARS", "check_mode", "check_architecture", "TaskConfig",
+           "ResourceDemand", "UpdateShape", "CostModel", "Learner", "BatchedKernel", "Algorithm",
+           "LEARNING_PLANE_MISSING"]
 
 PHASES = ("train", "prune")
-UPDATE_KINDS = ("delta", "seeds", "scores")
+UPDATE_KINDS = ("delta", "seeds", "scores", "delta_grad")
 LEARNING_PLANE_MISSING = "algorithm {name!r} has no learning plane (it only costs tasks); run with mode: timing"
 
 State = TypeVar("State")
@@ -49,17 +50,48 @@ class TaskConfig:
 
     ``phase``: ``'train'`` (local training steps) or ``'prune'`` (saliency scoring). ``local_steps``: local
     steps of ``batch_size`` samples each; in phase ``'prune'`` it counts the scoring draws (one batch each).
+
+    Two optional fields, empty unless the algorithm uses them (and then carried on the wire):
+
+    * ``mode``: the algorithm's own kind of round within a phase, when its rounds differ in what they cost
+      or do (FedMef: ``'mask'``, ``'plain'``, ``'adjust'``); at most ``MODE_MAX_CHARS`` of ``[a-z0-9_]``;
+    * ``architecture``: the widths (output filters or units) of the model's prunable layers when the
+      algorithm changes the architecture during the run (structured pruning); ``()`` is the model as
+      registered. A device rebuilds the network from it.
     """
 
     phase: str
     local_steps: int
     batch_size: int
+    mode: str = ""
+    architecture: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ValueError(f"TaskConfig.phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
         positive_int("TaskConfig.local_steps", self.local_steps)
         positive_int("TaskConfig.batch_size", self.batch_size)
+        check_mode("TaskConfig.mode", self.mode)
+        check_architecture("TaskConfig.architecture", self.architecture)
+
+
+MODE_MAX_CHARS = 16
+
+
+def check_mode(field: str, mode: object) -> str:
+    """``mode`` if it is a string of at most ``MODE_MAX_CHARS`` characters of ``[a-z0-9_]``; else ValueError."""
+    if not isinstance(mode, str) or len(mode) > MODE_MAX_CHARS or not all(
+            c.islower() or c.isdigit() or c == "_" for c in mode) or not mode.isascii():
+        raise ValueError(f"{field} must be at most {MODE_MAX_CHARS} characters of [a-z0-9_], got {mode!r}")
+    return mode
+
+
+def check_architecture(field: str, architecture: object) -> tuple[int, ...]:
+    """``architecture`` if it is a tuple of positive ints (possibly empty); else ValueError."""
+    if not isinstance(architecture, tuple) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in architecture):
+        raise ValueError(f"{field} must be a tuple of positive ints, got {architecture!r}")
+    return architecture
 
 
 @dataclass(frozen=True)
@@ -79,7 +111,8 @@ class ResourceDemand:
 @dataclass(frozen=True)
 class UpdateShape:
     """What the result of one ``fit`` carries: ``kind`` (one of ``UPDATE_KINDS``: a weight ``delta``, ZO
-    ``seeds`` pairs, or saliency ``scores``) and, for ``seeds``, how many (seed, coefficient) pairs."""
+    ``seeds`` pairs, saliency ``scores``, or a delta with a gradient, ``delta_grad``) and, for ``seeds``,
+    how many (seed, coefficient) pairs."""
 
     kind: str
     seed_pairs: int = 0

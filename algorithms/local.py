@@ -47,11 +47,14 @@ UPLINKS = ("delta", "seeds")  # what a ZO client sends: the weight delta, or the
 @dataclass(frozen=True)
 class ModelState:
     """The global model: flat ``weights`` (float32, length P), an optional bool ``mask`` (None = dense),
-    and ``prune_step``, how many pruning steps have been applied. Treated as immutable."""
+    ``prune_step``, the algorithm's schedule counter (how many pruning steps have been applied; FedMef: how
+    many rounds were aggregated), and ``architecture``, the widths of the prunable layers when the algorithm
+    changes them (``()``: the model as registered; P then follows the architecture). Treated as immutable."""
 
     weights: torch.Tensor
     mask: torch.Tensor | None = None
     prune_step: int = 0
+    architecture: tuple[int, ...] = ()
 
     @property
     def density(self) -> float:
@@ -71,7 +74,9 @@ class ClientData:
 
 @dataclass
 class ClientResult:
-    """What a client sends back. ``kind``: ``"delta"``, ``"seeds"`` (ZO seed trick) or ``"scores"``."""
+    """What a client sends back. ``kind``: ``"delta"``, ``"seeds"`` (ZO seed trick), ``"scores"``, or
+    ``"delta_grad"`` (a delta and a ``gradient`` of the prunable weights, flat length P, zero where not sent:
+    FedMef's adjustment rounds)."""
 
     kind: str
     num_samples: int
@@ -79,6 +84,7 @@ class ClientResult:
     seeds: np.ndarray | None = None  # int64 direction seeds, one per (step, query)
     coefficients: np.ndarray | None = None  # float32 step coefficients -lr/q * g, same order
     scores: torch.Tensor | None = None
+    gradient: torch.Tensor | None = None
     train_loss: float = float("nan")  # mean loss over the local steps (first forward of each step)
 
 
