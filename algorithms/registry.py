@@ -25,6 +25,8 @@ ALGORITHMS = MappingProxyType({
     "fedprox": "algorithms.fedprox:FedProx",
     "zo": "algorithms.zo:ZerothOrder",
     "fedfpzo": "algorithms.zo:FedFPZO",
+    "fedmef": "algorithms.fedmef:FedMef",
+    "autoprune": "algorithms.autoprune:AutoPrune",
 })
 
 
@@ -64,7 +66,8 @@ def create_algorithm(name: str, **params: Any) -> CostModel:
 # --- parameters, checked without importing the algorithms (or torch) ---------------------------------
 
 DATASET_PARAMS = ("input_shape", "num_classes")  # set from the dataset by the simulation, never by a scenario
-_MODELS = ("cnn", "cnn_large", "mlp", "mlp_small")  # algorithms.models.MODELS (a test keeps them equal)
+_MODELS = ("cnn", "cnn_large", "cnn_ns", "cnn_femnist", "cnn_femnist_ns", "resnet_small", "mlp",
+           "mlp_small")  # algorithms.models.MODELS (a test keeps them equal)
 _SPARSE_FORMATS = ("dense_bitmap", "dense_bool", "csr")  # algorithms.cost.SPARSE_FORMATS
 
 
@@ -131,6 +134,28 @@ PARAMETERS = MappingProxyType({
         "pruner": Param("choice", choices=("ntk", "random", "magnitude", "snip")),
         "prune_data": Param("choice", choices=("free", "local")),
         "ntk_eps": Param("float", 0.0, 1.0, open_low=True),
+    }),
+    "fedmef": MappingProxyType({
+        **{k: v for k, v in _BP.items() if k != "sparse_format"},  # FedMef holds dense weights and a mask
+        "layer_density": Param("choice", choices=("erk", "uniform")),  # how density is spread over layers
+        "adjust_every": Param("int", 1, 1_000_000),  # Delta T: rounds between mask adjustments
+        "adjust_until": Param("int", 0, 1_000_000),  # T_end: no adjustment after this round
+        "adjust_alpha": Param("float", 0.0, 1.0),  # f_decay's alpha: share of active weights swapped at t=0
+        "grad_upload": Param("choice", choices=("topk", "dense")),  # an adjustment round's gradient
+        "bae": Param("choice", choices=("on", "off")),  # budget-aware extrusion
+        "bae_lambda": Param("float", 0.0, 1e3),  # weight of the penalty on the marked weights
+        "bae_norm": Param("choice", choices=("l2", "l1")),  # the norm inside the sigmoid (code: l1)
+        "bae_penalty": Param("choice", choices=("squared", "unsquared")),  # code: unsquared, no lambda
+        "bae_rounds": Param("choice", choices=("adjust", "every")),  # code: every round
+        "sap_gamma": Param("float", 0.0, 0.999),  # share of each saved input dropped; 0 turns SAP off
+        "sap_index": Param("choice", choices=("int32", "bitmap")),  # how SAP stores the kept positions
+    }),
+    "autoprune": MappingProxyType({
+        **{k: v for k, v in _BP.items() if k not in ("sparse_format", "density")},  # dense, only narrower
+        "band": Param("float", 0.0, 100.0, open_low=True),  # lambda: keep filters within mu +- band*sigma
+        "prune_until": Param("int", 0, 1_000_000),  # the last round that may prune
+        "patience": Param("int", 1, 1_000_000),  # stop after this many prunes without a parameter decrease
+        "after_prune": Param("choice", choices=("copy", "reinit")),  # the authors' code re-initialises
     }),
 })
 
