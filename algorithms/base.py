@@ -26,7 +26,7 @@ and runs in timing mode. Neither side ever sleeps, blocks or reads a clock: the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Generic, Protocol, Sequence, TypeVar
 
 from algorithms._checks import non_negative_int, positive_int
@@ -199,7 +199,7 @@ class Learner(ABC, Generic[State, Data, Result]):
         its work): by default the batch shrinks to ``num_samples`` when the client has fewer."""
         if num_samples >= config.batch_size:
             return config
-        return TaskConfig(config.phase, config.local_steps, max(1, num_samples))
+        return replace(config, batch_size=max(1, num_samples))
 
     def batched_kernel(self, config: TaskConfig) -> BatchedKernel[State, Data, Result] | None:
         """The capability to run many clients' ``fit(state, config, ...)`` at once, or None (the default):

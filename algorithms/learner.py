@@ -20,6 +20,7 @@ The subclass writes ``fit`` (and, when it can, ``batched_kernel``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -69,7 +70,7 @@ class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
             steps = max(1, math.ceil(self.local_epochs * num_samples / batch))
         if (steps, batch) == (config.local_steps, config.batch_size):
             return config
-        return TaskConfig(config.phase, steps, batch)
+        return replace(config, local_steps=steps, batch_size=batch)
 
     def update_shape(self, config: TaskConfig) -> UpdateShape:
         return UpdateShape("scores" if config.phase == "prune" else "delta")

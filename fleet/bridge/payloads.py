@@ -70,7 +70,7 @@ def validate_update(msg: Message, *, n_params: int | None = None, n_directions: 
         raise ProtocolError("schema", f"kind: expected an update, got {msg.kind}")
     if update_kind is not None and msg["kind"] != update_kind:
         raise ProtocolError("wrong_update_kind", f"the task asked for {update_kind!r}, got {msg['kind']!r}")
-    for name, want in (("delta", n_params), ("scores", n_params), ("seeds", n_directions),
+    for name, want in (("delta", n_params), ("scores", n_params), ("gradient", n_params), ("seeds", n_directions),
                        ("coefficients", n_directions)):
         if want is not None and name in msg.body and len(msg[name]) != want:
             raise ProtocolError("tensor_shape", f"update.{name} has {len(msg[name])} entries, expected {want}")
@@ -110,7 +110,7 @@ def state_from_task(msg: Message) -> ModelState:
     from algorithms.local import ModelState
 
     mask = to_torch(msg["mask"]) if "mask" in msg.body else None
-    return ModelState(to_torch(msg["weights"]), mask, msg["prune_step"])
+    return ModelState(to_torch(msg["weights"]), mask, msg["prune_step"], tuple(msg.body.get("architecture", ())))
 
 
 def update_body(task_id: int, result: ClientResult, compute_s: float, peak_memory_bytes: int) -> dict:
@@ -146,4 +146,5 @@ def result_from_update(msg: Message, **expected: Any) -> ClientResult:
         seeds=np.array(body["seeds"], dtype=np.int64) if "seeds" in body else None,
         coefficients=np.array(body["coefficients"], dtype=np.float32) if "coefficients" in body else None,
         scores=to_torch(body["scores"]) if "scores" in body else None,
+        gradient=to_torch(body["gradient"]) if "gradient" in body else None,
         train_loss=body.get("train_loss", float("nan")))

@@ -100,10 +100,12 @@ def run_task(algorithm, data, body: dict) -> tuple[str, dict]:
     if int(body.get("peak_memory_bytes", 0)) > free > 0:
         return "refusal", payloads.refusal_body(task_id, "memory", free)
     try:
+        architecture = tuple(int(w) for w in body.get("architecture", ()))  # the agent rebuilds the model
         state = ModelState(payloads.to_torch(body["weights"]),
                            None if body.get("mask") is None else payloads.to_torch(body["mask"]),
-                           int(body.get("prune_step", 0)))
-        config = TaskConfig(body["phase"], int(body["local_steps"]), int(body["batch_size"]))
+                           int(body.get("prune_step", 0)), architecture)
+        config = TaskConfig(body["phase"], int(body["local_steps"]), int(body["batch_size"]),
+                            str(body.get("mode", "")), architecture)
         before = _peak_rss_bytes()
         start = time.perf_counter()
         result = algorithm.fit(state, config, data, int(body["seed"]))

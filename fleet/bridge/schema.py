@@ -35,7 +35,7 @@ MAX_UINT = 2**63 - 1  # every "uint" field fits a signed or unsigned 64-bit inte
 
 KINDS = ("hello", "welcome", "task", "update", "refusal", "heartbeat", "bye")
 REASONS = ("oversized", "malformed", "version", "kind", "schema", "tensor_dtype", "tensor_shape", "non_finite")
-UPDATE_KINDS = ("delta", "seeds", "scores")
+UPDATE_KINDS = ("delta", "seeds", "scores", "delta_grad")
 # Why a decodable update does not fit the task it answers (``fleet.bridge.payloads.validate_update``): the update
 # kind is not the one the task named; ``num_samples`` is 0 or larger than the partition the device was given;
 # the update is too large (``max_norm``, and ``MAX_SCORE_NORM`` for scores). Counted like the frame reasons.
@@ -49,7 +49,8 @@ _DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 _TENSOR_KEYS = ("dtype", "shape", "data")
 # The tensor fields each update kind carries (and no other kind may).
 UPDATE_TENSORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "delta": ("delta",), "seeds": ("seeds", "coefficients"), "scores": ("scores",)})
+    "delta": ("delta",), "seeds": ("seeds", "coefficients"), "scores": ("scores",),
+    "delta_grad": ("delta", "gradient")})
 
 
 class ProtocolError(ValueError):
@@ -120,6 +121,27 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
             raise _schema(path, f"{v!r} is not one of {', '.join(choices)}")
         return v
     return check
+
+
+MAX_MODE_CHARS = 16  # algorithms.base.MODE_MAX_CHARS (a test keeps them equal)
+MAX_ARCHITECTURE_LAYERS = 64
+
+
+def _mode(path: str, v: Any) -> str:
+    """A task's ``mode``: 1 to ``MAX_MODE_CHARS`` characters of ``[a-z0-9_]`` (an empty mode is not sent)."""
+    if not 1 <= len(_str(path, v)) <= MAX_MODE_CHARS or not all(c in _MODE_CHARS for c in v):
+        raise _schema(path, f"must be 1 to {MAX_MODE_CHARS} characters of [a-z0-9_], got {v!r}")
+    return v
+
+
+_MODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _widths(path: str, v: Any) -> list[int]:
+    """A task's ``architecture``: 1 to ``MAX_ARCHITECTURE_LAYERS`` positive ints (an empty one is not sent)."""
+    if type(v) is not list or not 1 <= len(v) <= MAX_ARCHITECTURE_LAYERS:
+        raise _schema(path, f"expected an array of 1 to {MAX_ARCHITECTURE_LAYERS} positive ints")
+    return [_positive(f"{path}[{i}]", w) for i, w in enumerate(v)]
 
 
 def _plain(path: str, v: Any) -> Any:
@@ -205,12 +227,14 @@ _SCHEMAS: dict[str, dict[str, tuple[Callable, bool]]] = {
     "task": {"task_id": (_uint, True), "round_index": (_uint, True), "model_version": (_uint, True),
              "phase": (_one_of(PHASES), True), "local_steps": (_positive, True), "batch_size": (_positive, True),
              "peak_memory_bytes": (_uint, False), "deadline_s": (_non_negative, False),
+             "mode": (_mode, False), "architecture": (_widths, False),
              "seed": (_uint, True), "prune_step": (_uint, True), "update_kind": (_one_of(UPDATE_KINDS), True),
              "weights": (_vector("float32"), True), "mask": (_vector("bool"), False)},
     "update": {"task_id": (_uint, True), "compute_s": (_non_negative, True), "kind": (_one_of(UPDATE_KINDS), True),
                "num_samples": (_uint, True), "peak_memory_bytes": (_uint, True), "train_loss": (_any_float, False),
                "delta": (_vector("float32"), False), "seeds": (_vector("int64"), False),
-               "coefficients": (_vector("float32"), False), "scores": (_vector("float32"), False)},
+               "coefficients": (_vector("float32"), False), "scores": (_vector("float32"), False),
+               "gradient": (_vector("float32"), False)},
     "refusal": {"task_id": (_uint, True), "cause": (_one_of(CAUSES), True), "free_memory_bytes": (_uint, True)},
     "heartbeat": {"sent_s": (_any_float, True)},
     "bye": {"reason": (_str, False)},
@@ -243,12 +267,14 @@ def _cross_checks(kind: str, body: dict) -> None:
         raise _schema("welcome.dataset.partition", "sample indices must be >= 0")
     elif kind == "update":
         wanted = UPDATE_TENSORS[body["kind"]]
-        for name in ("delta", "seeds", "coefficients", "scores"):
+        for name in ("delta", "seeds", "coefficients", "scores", "gradient"):
             if (name in body) != (name in wanted):
                 raise _schema(f"update.{name}", f"{'missing' if name in wanted else 'not allowed'} "
                                                 f"in an update of kind {body['kind']!r}")
         if body["kind"] == "seeds" and len(body["seeds"]) != len(body["coefficients"]):
             raise ProtocolError("tensor_shape", "update.seeds and update.coefficients differ in length")
+        if body["kind"] == "delta_grad" and len(body["delta"]) != len(body["gradient"]):
+            raise ProtocolError("tensor_shape", "update.delta and update.gradient differ in length")
 
 
 

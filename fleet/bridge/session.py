@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from algorithms.base import TaskConfig, UpdateShape
+from algorithms.base import UpdateShape
 from devices import DEVICE_CLASSES, DeviceProfile, MixEntry, sample_fleet
 from fleet.bridge import payloads
 from fleet.bridge.hub import Hub
@@ -92,11 +92,10 @@ def welcome_for(b: BridgeSettings, algorithm_name: str, algorithm_params: dict, 
 def _learning_hooks(learning: LearningSource) -> tuple[Callable, Callable]:
     """``task_body(task, deadline_s)`` and ``expected(task)`` of ``BridgeTransport`` for ``learning``."""
     algorithm = learning.algorithm
-    n_params = int(learning.state.weights.numel())
     max_norm = UPDATE_NORM_RATIO * max(1.0, float(learning.state.weights.double().norm()))
 
     def update_shape(task) -> UpdateShape:
-        return algorithm.update_shape(TaskConfig(task.phase, task.local_steps, task.batch_size))
+        return algorithm.update_shape(task.config)
 
     def task_body(task, deadline_s):
         job, state = learning.job(task.task_id)
@@ -104,6 +103,10 @@ def _learning_hooks(learning: LearningSource) -> tuple[Callable, Callable]:
 
     def expected(task) -> dict:
         shape = update_shape(task)
+        try:  # the state the task started from: its size follows its architecture
+            n_params = int(learning.job(task.task_id)[1].weights.numel())
+        except KeyError:  # cancelled meanwhile: the update is late, and checked against the current model
+            n_params = int(learning.state.weights.numel())
         out = {"n_params": n_params, "update_kind": shape.kind,
                "max_samples": len(learning.partitions[task.device]), "max_norm": max_norm}
         if shape.kind == "seeds":

@@ -118,7 +118,7 @@ class Coordinator:
         config, demand = self._plan(round_index, device)
         task = Task(self._next_task_id, device, round_index, self.version, config.phase,
                     config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
-                    demand.bytes_up, deadline_s, demand.bytes_down)
+                    demand.bytes_up, deadline_s, demand.bytes_down, config.mode, config.architecture)
         self._next_task_id += 1
         self.busy[device] = True
         self.outstanding[task.task_id] = _Outstanding(task, self._env.now)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from algorithms.base import PHASES
+from algorithms.base import PHASES, TaskConfig
 
 __all__ = ["SERVER", "Cause", "CAUSES", "Phase", "PHASES", "Task", "Update", "Refusal", "Leave", "Message"]
 
@@ -44,6 +44,13 @@ class Task:
     bytes_up: int  # size of the update the device will send
     deadline_s: float | None  # absolute virtual time the coordinator stops waiting, or None
     payload_bytes: int  # the model download
+    mode: str = ""  # the algorithm's kind of round (``TaskConfig.mode``); "" when it has one kind
+    architecture: tuple[int, ...] = ()  # the model's widths when they changed (``TaskConfig.architecture``)
+
+    @property
+    def config(self) -> TaskConfig:
+        """The ``TaskConfig`` this task runs."""
+        return TaskConfig(self.phase, self.local_steps, self.batch_size, self.mode, self.architecture)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ A core message travels as its *header*, then its *payload*:
   ``HEADERS``: of a task, what the device must know of it; of an update and a refusal, what the hub
   cannot know without it. A task's ``deadline_s`` is left out when None; the bridge sends the budget left
   in its place (``Task.deadline_s`` is a virtual instant), a float64 like the instant, so of the same size.
+  A task's ``mode`` and ``architecture`` are left out when empty (an algorithm with one kind of round and
+  a fixed model), so they cost nothing to the algorithms that do not use them.
 * the payload is every other entry of the body, what the learning plane adds: of a task its seed, prune
   step, update kind and model tensors; of an update its kind, sample count, peak memory, loss and
   tensors; a refusal has none. ``payload_bytes`` counts those entries as they pack, keys included. In
@@ -39,7 +41,7 @@ MAX_BODY_FIELDS = 15  # a msgpack fixmap: the most entries whose map header is o
 
 HEADERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "task": ("task_id", "round_index", "model_version", "phase", "local_steps", "batch_size",
-             "peak_memory_bytes", "deadline_s"),
+             "peak_memory_bytes", "deadline_s", "mode", "architecture"),
     "update": ("task_id", "compute_s"),
     "refusal": ("task_id", "cause", "free_memory_bytes"),
 })
@@ -65,6 +67,10 @@ def _task(t: Task) -> dict:
             "peak_memory_bytes": t.peak_memory_bytes}
     if t.deadline_s is not None:
         body["deadline_s"] = float(t.deadline_s)
+    if t.mode:
+        body["mode"] = t.mode
+    if t.architecture:
+        body["architecture"] = list(t.architecture)
     return body
 
 

@@ -100,10 +100,10 @@ class SequentialBackend(Backend):
 
 
 class VectorizedBackend(Backend):
-    """Jobs that share a start version, a phase and a step count run as one batched computation: the
-    learner's ``batched_kernel`` (through ``algorithms.batched.batched_local_updates``, which fits each
-    client's batch to its data as the sequential path does); what the kernel cannot compute, or a learner
-    without a kernel, runs ``fit``."""
+    """Jobs that share a start version, a phase, a step count, a mode and an architecture run as one batched
+    computation: the learner's ``batched_kernel`` (through ``algorithms.batched.batched_local_updates``,
+    which fits each client's batch to its data as the sequential path does); what the kernel cannot compute,
+    or a learner without a kernel, runs ``fit``."""
 
     name = "vectorized"
 
@@ -116,9 +116,10 @@ class VectorizedBackend(Backend):
         out: list[ClientResult | None] = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for i, j in enumerate(jobs):  # a client's batch is min(batch, its samples): one group for all sizes
-            groups.setdefault((j.version, j.config.phase, j.config.local_steps), []).append(i)
-        for (version, phase, steps), members in groups.items():
-            config = TaskConfig(phase, steps, max(jobs[i].config.batch_size for i in members))
+            c = j.config
+            groups.setdefault((j.version, c.phase, c.local_steps, c.mode, c.architecture), []).append(i)
+        for (version, phase, steps, mode, architecture), members in groups.items():
+            config = TaskConfig(phase, steps, max(jobs[i].config.batch_size for i in members), mode, architecture)
             for start in range(0, len(members), self.max_group):
                 part = members[start:start + self.max_group]
                 results = batched_local_updates(learner, states[version], config,

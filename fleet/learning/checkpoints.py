@@ -47,10 +47,12 @@ class CheckpointStore:
 
     File format (our own; nothing in it is ever executed): the line ``fleet-checkpoint``, a JSON header
     line ``{"format", "version", "fingerprint", "payload_bytes", "sha256"}``, then the payload: a JSON line
-    ``{"prune_step", "tensors": [[name, numpy dtype, shape], ...]}`` followed by the tensors' raw bytes in
-    that order. ``sha256`` is the payload's SHA-256 hex digest. ``load`` trusts a file only if all of it
-    checks out (format, version equal to the one in its name, the scenario ``fingerprint``, length,
-    checksum, tensor shapes equal to the model's); otherwise it prints ``checkpoint <path>: <what>;
+    ``{"prune_step", "tensors": [[name, numpy dtype, shape], ...]}`` (and ``"architecture"``, the model's
+    widths, when the algorithm changed them) followed by the tensors' raw bytes in that order. ``sha256`` is
+    the payload's SHA-256 hex digest. ``load`` trusts a file only if all of it checks out (format, version
+    equal to the one in its name, the scenario ``fingerprint``, length, checksum, tensor shapes equal to the
+    model's; a state of another architecture than ``like``'s, which structured pruning makes, must hold
+    one flat vector of the same dtype); otherwise it prints ``checkpoint <path>: <what>;
     recomputing`` (through ``report``, stderr by default) and returns None. Files are written to a
     temporary name, synced and renamed, so a crash never leaves a torn checkpoint; a failed write raises
     ``CheckpointWriteError``. ``fingerprint`` (a hash of the scenario) also guards the whole folder
@@ -122,6 +124,9 @@ class CheckpointStore:
         tensors, offset = {}, meta_end + 1
         try:
             prune_step = int(meta["prune_step"])
+            architecture = tuple(int(w) for w in meta.get("architecture", ()))
+            if any(w < 1 for w in architecture):
+                raise ValueError("architecture widths must be positive")
             for name, dtype, shape in meta["tensors"]:
                 if dtype not in self._DTYPES:
                     raise _Unsound(f"tensor {name}: dtype {dtype!r}")
@@ -134,11 +139,13 @@ class CheckpointStore:
         if offset != len(payload):
             raise _Unsound("unparsable payload")
         weights, mask = tensors.get("weights"), tensors.get("mask")
-        if weights is None or weights.shape != like.weights.shape or weights.dtype != like.weights.dtype:
+        shape_ok = weights is not None and (weights.shape == like.weights.shape if architecture == like.architecture
+                                            else weights.dim() == 1 and weights.numel() > 0)
+        if not shape_ok or weights.dtype != like.weights.dtype:
             raise _Unsound(f"weights do not fit the model ({like.weights.numel()} {like.weights.dtype})")
         if mask is not None and mask.shape != weights.shape:
             raise _Unsound("mask does not fit the weights")
-        return ModelState(weights, mask, prune_step)
+        return ModelState(weights, mask, prune_step, architecture)
 
     def save(self, version: int, state: ModelState) -> None:
         """Write ``version``'s state atomically; ``CheckpointWriteError`` if it cannot be written."""
@@ -146,6 +153,8 @@ class CheckpointStore:
         arrays = [(name, t.detach().cpu().numpy()) for name, t in arrays]
         meta = {"prune_step": int(state.prune_step),
                 "tensors": [[name, a.dtype.str, list(a.shape)] for name, a in arrays]}
+        if state.architecture:
+            meta["architecture"] = [int(w) for w in state.architecture]
         tensors = b"".join(np.ascontiguousarray(a).tobytes() for _, a in arrays)
         payload = json.dumps(meta, allow_nan=False).encode() + b"\n" + tensors
         head = {"format": self.FORMAT, "version": version, "fingerprint": self.fingerprint,

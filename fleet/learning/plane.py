@@ -82,7 +82,7 @@ class LearningPlane:
 
     # --- LocalWork -------------------------------------------------------------------------------------
     def submit(self, task: Task) -> None:
-        config = TaskConfig(task.phase, task.local_steps, task.batch_size)
+        config = task.config
         seed = derive_seed(self.run_seed, PURPOSES["local"], task.device, task.round_index, task.task_id)
         self._pending[task.task_id] = Job(task.task_id, task.device, task.round_index, task.model_version,
                                           config, seed)

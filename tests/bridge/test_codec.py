@@ -186,3 +186,53 @@ def test_scores_are_held_to_max_score_norm():
     with pytest.raises(ProtocolError) as info:
         payloads.validate_update(decode(encode("update", body)), max_norm=1e40)
     assert info.value.reason == "update_norm"
+
+
+def test_a_task_carries_its_mode_and_architecture_and_the_agent_rebuilds_the_state():
+    from algorithms.local import ModelState
+    from fleet.core.messages import Task
+
+    w = torch.from_numpy(np.tile(TRICKY, 2))
+    task = Task(4, 9, 1, 3, "train", 2, 8, 5000, 10**6, 80, None, 80, mode="adjust", architecture=(12, 5))
+    state = ModelState(w, None, 7, architecture=(12, 5))
+    msg = decode(encode("task", payloads.task_body(task, 1, state, update_kind="delta_grad")))
+    assert msg["mode"] == "adjust" and msg["architecture"] == [12, 5] and msg["update_kind"] == "delta_grad"
+    back = payloads.state_from_task(msg)
+    assert back.architecture == (12, 5) and back.prune_step == 7
+    assert task.config.mode == "adjust" and task.config.architecture == (12, 5)
+
+
+@pytest.mark.parametrize("field, value", [("mode", ""), ("mode", "Adjust"), ("mode", "a" * 17), ("mode", 3),
+                                          ("architecture", []), ("architecture", [3, 0]), ("architecture", [1.5]),
+                                          ("architecture", [1] * 65), ("architecture", "32")])
+def test_a_bad_mode_or_architecture_is_a_schema_error(field, value):
+    body = {"task_id": 1, "round_index": 0, "model_version": 0, "phase": "train", "local_steps": 1,
+            "batch_size": 1, field: value, "seed": 0, "prune_step": 0, "update_kind": "delta",
+            "weights": protocol.tensor(np.zeros(3, np.float32))}
+    frame = msgpack.packb([protocol.VERSION, "task", body], use_bin_type=True)
+    with pytest.raises(ProtocolError) as info:
+        decode(frame)
+    assert info.value.reason == "schema" and field in str(info.value)
+
+
+def test_a_delta_grad_update_carries_both_tensors_of_one_length():
+    from algorithms.local import ClientResult
+
+    result = ClientResult("delta_grad", 5, delta=torch.ones(4), gradient=torch.arange(4.0))
+    msg = decode(encode("update", payloads.update_body(1, result, 0.5, 10)))
+    back = payloads.result_from_update(msg, n_params=4, update_kind="delta_grad")
+    assert torch.equal(back.delta, torch.ones(4)) and torch.equal(back.gradient, torch.arange(4.0))
+    with pytest.raises(ProtocolError) as info:
+        payloads.result_from_update(msg, n_params=5)
+    assert info.value.reason == "tensor_shape"
+    body = payloads.update_body(1, result, 0.5, 10)
+    body["gradient"] = protocol.tensor(np.zeros(3, np.float32))
+    with pytest.raises(ProtocolError) as info:
+        encode("update", body)
+    assert info.value.reason == "tensor_shape"
+
+
+def test_the_mode_limit_is_the_algorithms():
+    import algorithms.base
+
+    assert schema.MAX_MODE_CHARS == algorithms.base.MODE_MAX_CHARS

@@ -51,6 +51,8 @@ def valid_bodies(draw, kind=None):
                 **optional("mask", _vectors(np.bool_, st.just(len(weights)))), "prune_step": draw(_uints),
                 **optional("deadline_s", st.floats(0.0, allow_infinity=False)),
                 **optional("peak_memory_bytes", _uints),
+                **optional("mode", st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=16)),
+                **optional("architecture", st.lists(st.integers(1, 2**63 - 1), min_size=1, max_size=64)),
                 "update_kind": draw(st.sampled_from(protocol.UPDATE_KINDS))}
     elif kind == "update":
         update_kind = draw(st.sampled_from(protocol.UPDATE_KINDS))
@@ -61,6 +63,10 @@ def valid_bodies(draw, kind=None):
             n = draw(st.integers(0, 24))
             body |= {"seeds": draw(_vectors(np.int64, st.just(n))),
                      "coefficients": draw(_vectors(np.float32, st.just(n)))}
+        elif update_kind == "delta_grad":
+            n = draw(st.integers(0, 24))
+            body |= {"delta": draw(_vectors(np.float32, st.just(n))),
+                     "gradient": draw(_vectors(np.float32, st.just(n)))}
         else:
             body[update_kind] = draw(_vectors(np.float32))
     elif kind == "refusal":

@@ -44,10 +44,12 @@ def _task(**change) -> Task:
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("deadline_s", [None, 1234.5, 7])
 @pytest.mark.parametrize("phase, update_kind", [("train", "delta"), ("train", "seeds"), ("prune", "scores")])
-def test_a_task_is_as_long_as_the_frame_the_hub_sends(n_params, masked, deadline_s, phase, update_kind):
+@pytest.mark.parametrize("mode, architecture", [("", ()), ("adjust", ()), ("", (32, 7, 300)), ("mask", (1,))])
+def test_a_task_is_as_long_as_the_frame_the_hub_sends(n_params, masked, deadline_s, phase, update_kind, mode,
+                                                      architecture):
     weights = torch.linspace(-1, 1, n_params)
-    state = ModelState(weights, weights > 0 if masked else None, prune_step=3)
-    task = _task(deadline_s=deadline_s, phase=phase)
+    state = ModelState(weights, weights > 0 if masked else None, prune_step=3, architecture=architecture)
+    task = _task(deadline_s=deadline_s, phase=phase, mode=mode, architecture=architecture)
     budget_s = None if deadline_s is None else 12.25  # the bridge sends the budget left, not the instant
     body = payloads.task_body(task, 2**62 + 5, state, update_kind=update_kind, deadline_s=budget_s)
     real = protocol.encode("task", body)
@@ -55,12 +57,12 @@ def test_a_task_is_as_long_as_the_frame_the_hub_sends(n_params, masked, deadline
 
 
 @pytest.mark.parametrize("n_params", SIZES)
-@pytest.mark.parametrize("kind", ["delta", "seeds", "scores"])
+@pytest.mark.parametrize("kind", ["delta", "seeds", "scores", "delta_grad"])
 @pytest.mark.parametrize("train_loss", [0.5, math.nan])
 def test_an_update_is_as_long_as_the_frame_the_agent_sends(n_params, kind, train_loss):
     values = torch.linspace(-1, 1, n_params)
     tensors = ({"seeds": np.arange(n_params, dtype=np.int64), "coefficients": values.numpy()} if kind == "seeds"
-               else {kind: values})
+               else {"delta": values, "gradient": values * 2} if kind == "delta_grad" else {kind: values})
     result = ClientResult(kind, 600, **tensors, train_loss=train_loss)
     body = payloads.update_body(2**40 + 1, result, 3.75, 123_456_789)
     real = protocol.encode("update", body)
@@ -89,12 +91,20 @@ def test_sizes_by_hand():
 
 
 def test_the_header_is_the_schema_s_first_fields_in_order():
-    full = {"task": _task(), "update": Update(1, 2, 3, 4, 1.0, 0.0, 0.0, 5), "refusal": Refusal(1, 2, 3, "link", 4, 5)}
+    full = {"task": _task(mode="adjust", architecture=(3, 4)), "update": Update(1, 2, 3, 4, 1.0, 0.0, 0.0, 5), "refusal": Refusal(1, 2, 3, "link", 4, 5)}
     for kind, msg in full.items():
         got_kind, header = wire.header(msg)
         assert got_kind == kind and tuple(header) == wire.HEADERS[kind]
         assert tuple(schema._SCHEMAS[kind])[:len(header)] == wire.HEADERS[kind]
     assert all(len(fields) <= wire.MAX_BODY_FIELDS for fields in schema._SCHEMAS.values())
+
+
+def test_an_empty_mode_and_architecture_cost_nothing():
+    plain, shaped = _task(), _task(mode="adjust", architecture=(32, 64))
+    assert "mode" not in wire.header(plain)[1] and "architecture" not in wire.header(plain)[1]
+    # "mode" (5) + "adjust" (7) + "architecture" (13) + [32, 64] (a fixarray of two positive fixints: 3) = 28
+    assert encoded_size_bytes(shaped) - encoded_size_bytes(plain) == 28
+    assert wire.header(shaped)[1]["architecture"] == [32, 64]
 
 
 def test_the_bridge_packs_with_the_frame_of_the_core():

@@ -229,3 +229,16 @@ def test_a_file_size_limit_through_the_cli_is_one_line_and_resumable(tmp_path):
     assert rc == rc_whole == 0
     assert summary["final_accuracy"] == truth["final_accuracy"]
     assert summary["event_log_sha256"] == truth["event_log_sha256"]
+
+
+def test_a_checkpoint_carries_a_changed_architecture(tmp_path):
+    from algorithms.local import ModelState
+
+    store = CheckpointStore(tmp_path, "f" * 64)
+    smaller = ModelState(torch.randn(6), None, 4, architecture=(3, 2))
+    store.save(3, smaller)
+    back = store.load(3, ModelState(torch.zeros(10)))  # the run's state before the prune: 10 weights
+    assert torch.equal(back.weights, smaller.weights) and back.architecture == (3, 2) and back.prune_step == 4
+    assert store.load(3, ModelState(torch.zeros(7), architecture=(3, 2))) is None  # same architecture, wrong size
+    store.save(5, ModelState(torch.randn(10)))
+    assert store.load(5, ModelState(torch.zeros(10))).architecture == ()
