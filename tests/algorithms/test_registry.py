@@ -33,12 +33,12 @@ def test_create_algorithm_builds_each_entry(name, class_name):
 
 
 def test_registry_entries_are_module_colon_class():
-    assert set(ALGORITHMS) == {"fedavg", "fedprox", "zo", "fedfpzo"}
+    assert set(ALGORITHMS) == {"fedavg", "fedprox", "zo", "fedfpzo", "fedmef", "autoprune"}
     assert all(entry.startswith("algorithms.") and ":" in entry for entry in ALGORITHMS.values())
 
 
 def test_unknown_algorithm_lists_valid_names():
-    with pytest.raises(ValueError, match="fedavg, fedfpzo, fedprox, zo"):
+    with pytest.raises(ValueError, match="autoprune, fedavg, fedfpzo, fedmef, fedprox, zo"):
         create_algorithm("scaffold")
 
 
