@@ -137,7 +137,8 @@ def parameter_state_bytes(profile: ModelProfile, copies: int, density: float = 1
 
 def bp_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str = "sgd",
                          density: float = 1.0, sparse_format: str = "dense_bitmap") -> int:
-    """Backprop training peak: weights, gradients and optimizer slots, plus B * A_train.
+    """Backprop training peak: weights, gradients and optimizer slots, plus B * A_train, plus what an
+    ``NSConv2d`` saves of its standardised weight (``ModelProfile.saved_weight_bytes``, per step; 0 elsewhere).
 
     A_train (``ModelProfile.training_bytes_per_sample``) is the per-sample peak over the end of the forward
     pass and each layer's backward; on conv nets it sits in a middle conv's backward, where the gradient
@@ -146,7 +147,7 @@ def bp_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str 
     _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
     _checks.positive_int("batch_size", batch_size)
     state = parameter_state_bytes(profile, 2 + OPTIMIZER_STATE_SLOTS[optimizer], density, sparse_format)
-    return state + batch_size * profile.training_bytes_per_sample
+    return state + batch_size * profile.training_bytes_per_sample + profile.saved_weight_bytes
 
 
 def proximal_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str = "sgd",
@@ -160,7 +161,7 @@ def proximal_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer
     largest_tensor = max((max(layer.prunable_params, layer.params - layer.prunable_params)  # weight or bias
                           for layer in profile.layers), default=0)
     temporary = largest_tensor * profile.bytes_per_element
-    return state + max(batch_size * profile.training_bytes_per_sample, temporary)
+    return state + max(batch_size * profile.training_bytes_per_sample, temporary) + profile.saved_weight_bytes
 
 
 def proximal_step_flops(profile: ModelProfile, density: float = 1.0) -> int:

@@ -77,7 +77,7 @@ def fedmef_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: 
     _checks.choice("mode", mode, MODES)
     _checks.positive_int("batch_size", batch_size)
     b, p = profile.bytes_per_element, profile.params
-    activations = batch_size * activation_per_sample
+    activations = batch_size * activation_per_sample + profile.saved_weight_bytes  # NSConv2d's, per step
     held = p * b + MASK_BYTES_PER_COORDINATE * p
     bae = marked * (MARKED_INDEX_BYTES + b)
     masked_step = _largest_prunable(profile) * b  # grad *= bool mask casts the mask to float, one tensor

@@ -3,15 +3,18 @@
 ``FlatLearner`` (a mixin next to ``ProfiledModel``) implements most of ``base.Learner`` over
 ``local.ModelState`` / ``local.ClientData`` / ``local.ClientResult``:
 
-* ``functional_model``: the named model for the run's ``input_shape`` and ``num_classes``;
+* ``functional_model``: the named model for the run's ``input_shape`` and ``num_classes`` (its registered
+  architecture); ``functional_model_for(architecture)``: the same model with other hidden widths, built once
+  per architecture (structured pruning changes the architecture during a run);
 * ``init(seed)``: torch's default initialisation from ``seed``, dense;
 * ``fit_config``: the round's task fitted to a client's data size. With ``local_epochs`` set, a client
   runs ``ceil(local_epochs * n / batch)`` steps (more data, more work); otherwise ``local_steps``. The batch
   never exceeds the client's sample count;
 * ``aggregate``: the next weights ``aggregate.apply_delta(w, aggregate.mean_delta(...), mask)``, FedAvg's
   sample-weighted mean of the deltas that ``delta_of`` reads from each result (a subclass whose results
-  carry something else, as ZO's seed pairs, overrides ``delta_of``);
-* ``evaluate``: accuracy and loss of the global weights on a held-out set;
+  carry something else, as ZO's seed pairs, overrides ``delta_of``); mask, ``prune_step`` and
+  ``architecture`` are kept;
+* ``evaluate``: accuracy and loss of the global weights (of the state's architecture) on a held-out set;
 * ``update_shape``: a ``delta`` (``scores`` in phase ``'prune'``).
 
 The subclass writes ``fit`` (and, when it can, ``batched_kernel``).
@@ -60,6 +63,18 @@ class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
             self._fm = FunctionalModel(self.model, tuple(self.input_shape), self.num_classes)
         return self._fm
 
+    def functional_model_for(self, architecture: tuple[int, ...] = ()) -> FunctionalModel:
+        """The model with hidden widths ``architecture`` (``()``: ``functional_model``), built once per
+        architecture and kept."""
+        architecture = tuple(architecture)
+        if architecture == () or architecture == self.functional_model.architecture:
+            return self.functional_model
+        cache = self.__dict__.setdefault("_fm_by_architecture", {})
+        if architecture not in cache:
+            cache[architecture] = FunctionalModel(self.model, tuple(self.input_shape), self.num_classes,
+                                                  architecture)
+        return cache[architecture]
+
     def init(self, seed: int) -> ModelState:
         return ModelState(self.functional_model.init_weights(seed))
 
@@ -84,7 +99,8 @@ class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
         if not results:
             return state
         delta = mean_delta([self.delta_of(state, r) for r in results], [r.num_samples for r in results], weights)
-        return ModelState(apply_delta(state.weights, delta, state.mask), state.mask, state.prune_step)
+        return ModelState(apply_delta(state.weights, delta, state.mask), state.mask, state.prune_step,
+                          state.architecture)
 
     def evaluate(self, state: ModelState, x, y) -> dict[str, float]:
-        return evaluate(self.functional_model, state, x, y)
+        return evaluate(self.functional_model_for(state.architecture), state, x, y)

@@ -2,9 +2,11 @@
 
 A model's parameters travel, aggregate, get masked and get perturbed as ONE flat float32 vector of length P
 (the concatenation of every parameter tensor, in ``named_parameters`` order). ``ParamLayout`` knows where each
-tensor lives in it; ``FunctionalModel`` runs the network on one such vector (``F.conv2d`` / ``F.linear`` on
-views of it, or ``torch.func.functional_call`` for other architectures), so no module is ever mutated. Many
-clients' vectors at once are the batched kernels' business (``algorithms.batched``), not this module's.
+tensor lives in it; ``FunctionalModel`` runs the network on one such vector (``F.conv2d`` / ``F.linear`` /
+``nsconv.ns_conv2d`` on views of it, or ``torch.func.functional_call`` for other architectures, e.g. the
+residual ``resnet_small``), so no module is ever mutated. A ``FunctionalModel`` is one architecture of a named
+model (``models.build_model``'s ``architecture``); P follows it. Many clients' vectors at once are the
+batched kernels' business (``algorithms.batched``), not this module's.
 
 A mask is a flat bool vector of the same length: ``True`` keeps a coordinate. Only prunable coordinates
 (conv/linear weights; not biases) may be ``False``.
@@ -24,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, build_model
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, build_model, check_architecture
+from algorithms.nsconv import NSConv2d, ns_conv2d
 
 __all__ = ["ParamLayout", "FunctionalModel", "flatten_parameters"]
 
@@ -90,12 +93,16 @@ def flatten_parameters(module: nn.Module) -> torch.Tensor:
 
 
 class FunctionalModel:
-    """A named model as a pure function of a flat weight vector: ``fm(weights, x) -> logits``."""
+    """A named model as a pure function of a flat weight vector: ``fm(weights, x) -> logits``.
+
+    ``architecture`` (``()``: the registered widths) picks the hidden widths; ``self.architecture`` holds them
+    resolved (never ``()``)."""
 
     def __init__(self, name: str, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
-                 num_classes: int = DEFAULT_NUM_CLASSES) -> None:
+                 num_classes: int = DEFAULT_NUM_CLASSES, architecture: tuple[int, ...] = ()) -> None:
         self.name = name
-        self.module, self.input_shape = build_model(name, tuple(input_shape), num_classes)
+        self.architecture = check_architecture(name, architecture)
+        self.module, self.input_shape = build_model(name, tuple(input_shape), num_classes, self.architecture)
         self.module.requires_grad_(False)
         self.num_classes = num_classes
         self.layout = ParamLayout.of(self.module)
@@ -109,7 +116,7 @@ class FunctionalModel:
         """Torch's default initialisation of this model, reproducible from ``seed`` alone."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            fresh, _ = build_model(self.name, self.input_shape, self.num_classes)
+            fresh, _ = build_model(self.name, self.input_shape, self.num_classes, self.architecture)
         return flatten_parameters(fresh)
 
     def __call__(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +124,11 @@ class FunctionalModel:
         if self._steps is None:
             return torch.func.functional_call(self.module, self.layout.views(weights), (x,))
         for kind, module, spans in self._steps:
-            if kind == "conv":
+            if kind == "nsconv":
+                (wo, ws), (bo, bs), (go, gs) = spans
+                x = ns_conv2d(x, weights[wo:wo + math.prod(ws)].view(ws), weights[bo:bo + bs[0]],
+                              weights[go:go + gs[0]], module.stride, module.padding, module.dilation, module.groups)
+            elif kind == "conv":
                 (wo, ws), (bo, bs) = spans
                 x = F.conv2d(x, weights[wo:wo + math.prod(ws)].view(ws), weights[bo:bo + bs[0]],
                              module.stride, module.padding, module.dilation, module.groups)
@@ -135,7 +146,11 @@ class FunctionalModel:
             return torch.func.functional_call(self.module, dict(zip(self.layout.names, params)), (x,))
         k = 0
         for kind, module, _ in self._steps:
-            if kind == "conv":
+            if kind == "nsconv":
+                x = ns_conv2d(x, params[k], params[k + 1], params[k + 2], module.stride, module.padding,
+                              module.dilation, module.groups)
+                k += 3
+            elif kind == "conv":
                 x = F.conv2d(x, params[k], params[k + 1], module.stride, module.padding, module.dilation,
                              module.groups)
                 k += 2
@@ -148,7 +163,8 @@ class FunctionalModel:
 
     def _direct_steps(self):
         """The forward as a list of (kind, module, parameter spans) when the model is an ``nn.Sequential`` of
-        biased Conv2d / Linear and parameter-free layers; None otherwise (then ``functional_call`` runs it).
+        biased Conv2d / NSConv2d / Linear and parameter-free layers; None otherwise (then ``functional_call``
+        runs it). An NSConv2d is its own kind (``ns_conv2d`` with its ``gain``), never a plain conv.
         Calling ``F.conv2d`` / ``F.linear`` on views of the flat vector computes exactly what the module
         would, without ``functional_call``'s per-call re-parametrisation (~0.2 ms)."""
         if not isinstance(self.module, nn.Sequential):
@@ -157,7 +173,10 @@ class FunctionalModel:
         steps = []
         for name, module in self.module.named_children():
             own = [n for n in spans if n.rpartition(".")[0] == name]
-            if isinstance(module, nn.Conv2d) and module.bias is not None and module.padding_mode == "zeros":
+            if isinstance(module, NSConv2d) and module.bias is not None:
+                steps.append(("nsconv", module, (spans[f"{name}.weight"], spans[f"{name}.bias"],
+                                                 spans[f"{name}.gain"])))
+            elif type(module) is nn.Conv2d and module.bias is not None and module.padding_mode == "zeros":
                 steps.append(("conv", module, (spans[f"{name}.weight"], spans[f"{name}.bias"])))
             elif isinstance(module, nn.Linear) and module.bias is not None:
                 steps.append(("linear", module, (spans[f"{name}.weight"], spans[f"{name}.bias"])))
@@ -168,4 +187,5 @@ class FunctionalModel:
         return steps
 
     def __repr__(self) -> str:
-        return f"FunctionalModel({self.name!r}, input_shape={self.input_shape}, P={self.size})"
+        return (f"FunctionalModel({self.name!r}, input_shape={self.input_shape}, "
+                f"architecture={self.architecture}, P={self.size})")

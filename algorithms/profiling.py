@@ -63,12 +63,31 @@ FLOPs follow ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs, bias adds 
 for the input gradient (when the input requires grad): the first layer computes no input gradient, so a
 backward step is not exactly 2F. A layer kind without a rule raises ``ValueError`` naming it rather than
 being silently costed as free.
+
+The layers the newer models add (``models.py``):
+
+* ``NSConv2d``: the conv rule, plus ``saved_weight_bytes``: its weight standardisation saves, per step and
+  whatever the batch, three weight-sized float tensors (the centred, the scaled and the standardised kernel),
+  a weight-sized bool mask (``w != 0``) and two per-filter float vectors (mean and denominator), when the weight
+  requires grad (only the standardised kernel when just the input does). These are not per sample, so they
+  sit apart from ``saved_activation_bytes_per_sample``. The standardisation's own FLOPs (a few per weight per
+  step) are not counted, as ``flop_counter`` does not count them.
+* ``AdaptiveAvgPool2d`` to 1x1 (global average pool): torch runs it as a mean, which saves nothing; its
+  backward expands the output gradient to the input's size (in + out elements). 0 FLOPs (flop_counter).
+* ``ResidualAdd`` (a residual sum, two inputs): saves nothing; forward holds both inputs and the sum; its
+  backward hands the one output gradient to both branches (out elements). 0 FLOPs, as ``flop_counter`` counts
+  no elementwise op (bias adds are excluded too). The block input that the main branch and the projection
+  both save is one storage, charged once by the rule above.
+* A tensor read by several layers (a block input): autograd sums one gradient per reader, and the one from
+  the reader whose backward runs first (the last in forward order) stays alive while the other branch's
+  backward runs, so the layers from the first reader up to the last get that tensor's size added to their
+  ``backward_elems``. The measured error on ``resnet_small``: ``docs/autoprune.md``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -76,7 +95,8 @@ from torch import nn
 
 from algorithms._checks import non_negative_int, positive_int
 from algorithms.base import TaskConfig
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, build_model
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, ResidualAdd, build_model, check_architecture
+from algorithms.nsconv import NSConv2d
 
 __all__ = ["LayerCost", "ModelProfile", "profile_model", "profile_named_model", "INDEX_BYTES"]
 
@@ -85,6 +105,7 @@ INDEX_BYTES = 8  # MaxPool argmax indices are int64
 _CONV = nn.modules.conv._ConvNd
 _POOL = nn.modules.pooling._MaxPoolNd
 _VIEW_ONLY = (nn.Flatten, nn.Identity)
+_BOOL_BYTES = 1
 
 
 @dataclass(frozen=True)
@@ -103,11 +124,12 @@ class LayerCost:
     forward_elems: int  # float elements its forward holds without autograd, model input excluded
     forward_index_bytes: int  # int64 bytes its forward holds without autograd (MaxPool argmax)
     backward_elems: int  # float elements of gradient buffers (and kernel copies) its backward holds
+    saved_weight_bytes: int = 0  # bytes saved per step that derive from the weights, not the batch (NSConv2d)
 
     def __post_init__(self) -> None:
         for field in ("params", "prunable_params", "forward_flops", "saved_activation_elems",
                       "saved_index_bytes", "io_elems", "backward_flops", "forward_elems",
-                      "forward_index_bytes", "backward_elems"):
+                      "forward_index_bytes", "backward_elems", "saved_weight_bytes"):
             non_negative_int(f"LayerCost.{field}", getattr(self, field))
         if self.prunable_params > self.params:
             raise ValueError("LayerCost.prunable_params must not exceed params")
@@ -162,6 +184,11 @@ class ModelProfile:
         return elems * self.bytes_per_element + sum(l.saved_index_bytes for l in self.layers)
 
     @property
+    def saved_weight_bytes(self) -> int:
+        """Bytes backward keeps alive per step whatever the batch (NSConv2d's standardised kernels)."""
+        return sum(l.saved_weight_bytes for l in self.layers)
+
+    @property
     def max_io_bytes_per_sample(self) -> int:
         """The largest input + output of any one layer, in bytes per sample (no kernel scratch)."""
         return max((l.io_elems for l in self.layers), default=0) * self.bytes_per_element
@@ -207,7 +234,7 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
     n_in, n_out = inp.numel(), out.numel()
     fresh_out = 0 if _storage_key(out) == _storage_key(inp) else n_out
     resident_in = 0 if _storage_key(inp) == input_key else n_in
-    prunable = flops = backward_flops = index_bytes = forward_index_bytes = backward_elems = 0
+    prunable = flops = backward_flops = index_bytes = forward_index_bytes = backward_elems = weight_bytes = 0
     forward_elems = resident_in + fresh_out
     saved: list[torch.Tensor] = []
     if isinstance(module, (_CONV, nn.Linear)):
@@ -229,6 +256,11 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
                 backward_elems += n_out + (n_in if weight_grad else 0)
         if weight_grad:
             saved.append(inp)
+        if isinstance(module, NSConv2d):
+            weight_bytes = _ns_saved_weight_bytes(module, weight_grad, input_grad)
+    elif isinstance(module, nn.AdaptiveAvgPool2d) and tuple(out.shape[2:]) == (1, 1):
+        if inp.requires_grad:  # a mean: saves sizes only; its backward expands the gradient to the input
+            backward_elems = n_in + n_out
     elif isinstance(module, nn.ReLU):
         if inp.requires_grad:
             saved.append(out)
@@ -248,7 +280,39 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
             seen.add(key)
             saved_elems += tensor.numel()
     return LayerCost(name, type(module).__name__, params, prunable, flops, saved_elems, index_bytes,
-                     n_in + fresh_out, backward_flops, forward_elems, forward_index_bytes, backward_elems)
+                     n_in + fresh_out, backward_flops, forward_elems, forward_index_bytes, backward_elems,
+                     weight_bytes)
+
+
+def _hold_fork_gradients(layers: list[LayerCost], readers: dict[int, tuple[int, list[int]]]) -> tuple:
+    """A tensor read by several layers (a residual block's input: its first conv and its projection) gets
+    one gradient per reader, summed: the gradient from the last reader (whose backward runs first) is held
+    while the backward of the earlier readers' branch runs. Add it to the backward working set of the
+    layers from the first reader up to, not including, the last."""
+    layers = list(layers)
+    for elems, order in readers.values():
+        for i in range(order[0], order[-1]):
+            layers[i] = replace(layers[i], backward_elems=layers[i].backward_elems + elems)
+    return tuple(layers)
+
+
+def _ns_saved_weight_bytes(module: NSConv2d, weight_grad: bool, input_grad: bool) -> int:
+    """What ``nsconv.standardised_weight`` and the conv save per step (module docstring), in bytes."""
+    b = module.weight.element_size()
+    elems, filters = module.weight.numel(), module.out_channels
+    if weight_grad:
+        return (3 * elems + 2 * filters) * b + elems * _BOOL_BYTES
+    return elems * b if input_grad else 0
+
+
+def _add_cost(name: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> LayerCost:
+    """A ``ResidualAdd``: saves nothing, 0 FLOPs; forward holds both inputs and the sum, backward passes the
+    output gradient to both branches (module docstring)."""
+    if a.shape != b.shape or out.shape != a.shape:
+        raise ValueError(f"model: residual sum {name!r} of unequal shapes {tuple(a.shape)}, {tuple(b.shape)}")
+    n = out.numel()
+    backward_elems = n if (a.requires_grad or b.requires_grad) else 0
+    return LayerCost(name, "ResidualAdd", 0, 0, 0, 0, 0, 3 * n, 0, 3 * n, 0, backward_elems)
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_element: int = 4) -> ModelProfile:
@@ -272,16 +336,26 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elem
     layers: list[LayerCost] = []
     called: set[str] = set()
     keep_alive: list[torch.Tensor] = []  # no storage may be freed and reused while keys are compared
+    readers: dict[int, tuple[int, list[int]]] = {}  # storage -> (elements, layers reading it, in order)
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: tuple, out: object) -> None:
             if name in called:
                 raise ValueError(f"model: layer {name!r} is called more than once; reuse is not costed")
             called.add(name)
-            if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not isinstance(out, torch.Tensor):
-                raise ValueError(f"model: layer {name!r} must take and return one tensor")
-            keep_alive.extend((args[0], out))
-            layers.append(_layer_cost(name, module, args[0], out, seen, input_key))
+            arity = 2 if isinstance(module, ResidualAdd) else 1
+            if len(args) != arity or not all(isinstance(a, torch.Tensor) for a in args) or not isinstance(
+                    out, torch.Tensor):
+                raise ValueError(f"model: layer {name!r} must take {arity} tensor(s) and return one")
+            keep_alive.extend((*args, out))
+            if not isinstance(module, _VIEW_ONLY):
+                for arg in args:
+                    if arg.requires_grad:
+                        readers.setdefault(_storage_key(arg), (arg.numel(), []))[1].append(len(layers))
+            if arity == 2:
+                layers.append(_add_cost(name, *args, out))
+            else:
+                layers.append(_layer_cost(name, module, args[0], out, seen, input_key))
         return hook
 
     leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
@@ -293,20 +367,27 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elem
         for handle in handles:
             handle.remove()
 
-    profile = ModelProfile(tuple(layers), input_shape, bytes_per_element)
+    profile = ModelProfile(_hold_fork_gradients(layers, readers), input_shape, bytes_per_element)
     total = sum(p.numel() for p in model.parameters())
     if profile.params != total:
         raise ValueError(f"model: {total - profile.params} parameters sit outside costed leaf layers")
     return profile
 
 
-@lru_cache(maxsize=None)
 def profile_named_model(name: str, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
-                        num_classes: int = DEFAULT_NUM_CLASSES, bytes_per_element: int = 4) -> ModelProfile:
-    """The profile of ``models.MODELS[name]`` built for ``input_shape`` and ``num_classes``, computed once
-    per process (profiles are immutable, and a model's shapes do not depend on its random initialisation).
-    Unknown names raise ``ValueError``."""
-    model, input_shape = build_model(name, tuple(input_shape), num_classes)
+                        num_classes: int = DEFAULT_NUM_CLASSES, bytes_per_element: int = 4,
+                        architecture: tuple[int, ...] = ()) -> ModelProfile:
+    """The profile of ``models.MODELS[name]`` built for ``input_shape``, ``num_classes`` and the hidden
+    widths ``architecture`` (``()``: the registered ones), computed once per process (profiles are immutable,
+    and a model's shapes do not depend on its random initialisation). Unknown names raise ``ValueError``."""
+    return _profile_named(name, tuple(input_shape), num_classes, bytes_per_element,
+                          check_architecture(name, architecture))
+
+
+@lru_cache(maxsize=None)
+def _profile_named(name: str, input_shape: tuple[int, ...], num_classes: int, bytes_per_element: int,
+                   architecture: tuple[int, ...]) -> ModelProfile:
+    model, input_shape = build_model(name, input_shape, num_classes, architecture)
     return profile_model(model, input_shape, bytes_per_element)
 
 
@@ -327,10 +408,18 @@ class ProfiledModel:
 
     @property
     def profile(self) -> ModelProfile:
-        """The model's cost profile, measured on first use and kept."""
+        """The model's cost profile (its registered architecture), measured on first use and kept."""
         if self._profile is None:
             self._profile = profile_named_model(self.model, tuple(self.input_shape), self.num_classes)
         return self._profile
+
+    def profile_for(self, architecture: tuple[int, ...] = ()) -> ModelProfile:
+        """The cost profile of the model with hidden widths ``architecture`` (``()``: ``profile``), measured
+        once per architecture and process."""
+        if tuple(architecture) == ():
+            return self.profile
+        return profile_named_model(self.model, tuple(self.input_shape), self.num_classes,
+                                   architecture=tuple(architecture))
 
     def task(self, round_index: int, state: object = None) -> TaskConfig:
         """Every round, whatever the state: ``local_steps`` training steps of ``batch_size``."""

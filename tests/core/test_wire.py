@@ -91,7 +91,8 @@ def test_sizes_by_hand():
 
 
 def test_the_header_is_the_schema_s_first_fields_in_order():
-    full = {"task": _task(mode="adjust", architecture=(3, 4)), "update": Update(1, 2, 3, 4, 1.0, 0.0, 0.0, 5), "refusal": Refusal(1, 2, 3, "link", 4, 5)}
+    full = {"task": _task(mode="adjust", architecture=(3, 4)), "update": Update(1, 2, 3, 4, 1.0, 0.0, 0.0, 5),
+            "refusal": Refusal(1, 2, 3, "link", 4, 5)}
     for kind, msg in full.items():
         got_kind, header = wire.header(msg)
         assert got_kind == kind and tuple(header) == wire.HEADERS[kind]
