@@ -14,7 +14,7 @@ import numpy as np
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study
 
-__all__ = ["comparison_figure", "draw_figures"]
+__all__ = ["comparison_costs", "comparison_figure", "comparison_timeline", "draw_figures", "timeline_grid"]
 
 
 def _pyplot():
@@ -137,10 +137,11 @@ def memory(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
 
 
 def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
-    """``comparison.png``: devices that took part by class (stacked bars) and accuracy curves, one per
-    variant; ``runs`` holds (name, summary, evaluations)."""
+    """``comparison.png``: devices that took part by class (stacked bars), and accuracy against the model
+    version (aggregations) and against virtual time (log scale: variants' round times can differ 100x), one
+    curve per variant with the target accuracy dashed; ``runs`` holds (name, summary, evaluations)."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6), width_ratios=(1.15, 1))
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(17, 4.8), width_ratios=(1.1, 1, 1))
     classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
     colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the catalog has 12 classes
     bottom = np.zeros(len(runs))
@@ -148,14 +149,92 @@ def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
         counts = np.array([s["by_class"].get(c, {}).get("participants", 0) for _, s, _ in runs], dtype=float)
         left.bar([name for name, _, _ in runs], counts, bottom=bottom, label=c, color=colours[i % 20])
         bottom += counts
-    left.set(ylabel="devices that took part", title="Who can take part, by device class")
+    left.set(ylabel="devices that took part", title="Who took part, by device class")
+    left.tick_params(axis="x", labelrotation=20)
     # outside the bars, largest class on top as in the stack
     handles, labels = left.get_legend_handles_labels()
     left.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                 frameon=False)
     for name, s, evs in runs:
-        right.plot([e.time_s for e in evs], [e.accuracy for e in evs], marker=".",
-                   label=f"{name} (final {s['final_accuracy']:.3f})")
-    right.set(xlabel="virtual time (s)", ylabel="test accuracy", title="What it costs or gains in accuracy")
-    right.legend(fontsize=7)
+        acc = [e.accuracy if math.isfinite(e.accuracy) else math.nan for e in evs]
+        label = f"{name} (final {s['final_accuracy']:.3f})"
+        mid.plot([e.model_version for e in evs], acc, marker=".", markersize=3, label=label)
+        right.plot([max(e.time_s, 1e-3) for e in evs], acc, marker=".", markersize=3, label=label)
+    target = runs[0][1]["target_accuracy"] if runs else None
+    for ax in (mid, right):
+        if target is not None:
+            ax.axhline(target, color="0.5", linestyle="--", linewidth=0.8)
+        ax.set(ylabel="test accuracy")
+        ax.legend(fontsize=7)
+    mid.set(xlabel="model version (aggregations)", title="Accuracy per aggregation")
+    right.set(xscale="log", xlabel="virtual time (s, log)", title="Accuracy over virtual time (target dashed)")
     _save(fig, out / "comparison.png")
+
+
+def timeline_grid(summary: dict, series: str, share: bool = False) -> tuple[list[str], np.ndarray]:
+    """(classes, array of shape classes x rounds) of ``summary["timeline"]``'s ``series`` (``fleet.app.
+    timeline.SERIES``); with ``share``, divided by each class's device count (a fraction in [0, 1])."""
+    by_class = summary["timeline"]["by_class"]
+    classes = sorted(by_class)
+    grid = np.array([by_class[c][series] for c in classes], dtype=float).reshape(len(classes), -1)
+    if share:
+        grid /= np.array([summary["by_class"][c]["devices"] for c in classes], dtype=float)[:, None]
+    return classes, grid
+
+
+def comparison_timeline(runs: list[tuple[str, dict, list]], out: Path) -> None:
+    """``comparison_timeline.png``: one row per variant; left, the share of each class's devices that are
+    memory-eligible for the round's task; right, the updates accepted from each class in each round."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(runs), 2, figsize=(13, 0.9 + 2.6 * len(runs)), squeeze=False)
+    peak = max((float(timeline_grid(s, "accepted")[1].max(initial=0)) for _, s, _ in runs), default=0.0)
+    for (name, s, _), (left, right) in zip(runs, axes):
+        classes, eligible = timeline_grid(s, "eligible", share=True)
+        _, accepted = timeline_grid(s, "accepted")
+        shown_l = left.imshow(eligible, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+        shown_r = right.imshow(accepted, aspect="auto", cmap="Blues", vmin=0, vmax=max(peak, 1.0),
+                               interpolation="nearest")
+        for ax, title in ((left, "memory-eligible share of the class"), (right, "updates accepted")):
+            ax.set_yticks(range(len(classes)), classes, fontsize=7)
+            ax.set(xlabel="round", title=f"{name} ({s['algorithm']}): {title}")
+            ax.title.set_fontsize(9)
+        fig.colorbar(shown_l, ax=left, fraction=0.03, pad=0.01)
+        fig.colorbar(shown_r, ax=right, fraction=0.03, pad=0.01)
+    _save(fig, out / "comparison_timeline.png")
+
+
+def comparison_costs(runs: list[tuple[str, dict, list]], out: Path) -> None:
+    """``comparison_costs.png``: client FLOPs, bytes up and down and energy per variant (bars), and each
+    class's median free memory at t = 0 against each variant's training peak (log scale)."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(14, 7.2))
+    grid = fig.add_gridspec(2, 4, height_ratios=(1, 1.25))
+    names = [name for name, _, _ in runs]
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for i, (key, label) in enumerate((("client_flops", "client FLOPs"), ("bytes_up", "bytes up"),
+                                      ("bytes_down", "bytes down"), ("energy_j", "energy (J)"))):
+        ax = fig.add_subplot(grid[0, i])
+        values = [s.get(key) for _, s, _ in runs]
+        if all(v is None for v in values):
+            ax.text(0.5, 0.5, "not recorded by this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set(title=label, xticks=[], yticks=[])
+            continue
+        ax.bar(names, [0 if v is None else v for v in values], color=colours)
+        ax.set(title=label)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax = fig.add_subplot(grid[1, :])
+    classes = sorted({c for _, s, _ in runs for c in s["by_class"]})
+    free = [next(s["by_class"][c]["free_bytes_p50"] for _, s, _ in runs if c in s["by_class"]) for c in classes]
+    ax.bar(classes, [max(1, f) for f in free], color="0.8", label="median free memory at t = 0")
+    for i, ((name, s, _), colour) in enumerate(zip(runs, colours)):
+        width = max(0.8, 2.8 - 0.5 * i)  # equal demands stay visible: the earlier variant's line is wider
+        peak = s["demand"].get("train", {}).get("peak_memory_bytes")
+        if peak:
+            ax.axhline(peak, color=colour, linestyle="--", linewidth=width, label=f"{name}: training peak")
+        last = [d for d in s["timeline"]["demand_bytes"] if d is not None][-1:]
+        if last and peak and last[0] != peak:  # the model changed during the run
+            ax.axhline(last[0], color=colour, linestyle=":", linewidth=width, label=f"{name}: last round's task")
+    ax.set(yscale="log", ylabel="bytes", title="Who fits: a class whose bar is below a line cannot run that task")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(fig, out / "comparison_costs.png")

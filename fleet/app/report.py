@@ -11,9 +11,12 @@ import json
 import math
 from pathlib import Path
 
-from fleet.app.figures import comparison_figure, draw_figures
+from fleet.app.comparison import write_comparison
+from fleet.app.figures import draw_figures
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
+
+__all__ = ["print_study", "write_comparison", "write_outputs"]
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
@@ -150,77 +153,6 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2, allow_nan=False) + "\n")
     return summ
-
-
-COMPARED = (("rounds", "rounds"), ("rounds_aggregated", "aggregated"), ("stopped_by", "stopped by"),
-            ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
-            ("updates_accepted", "accepted"), ("participation_rate", "participation"))
-LEARNING_COMPARED = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
-                     ("time_to_target_s", "time to target s"),
-                     ("memory_eligible", "devices whose memory fits"), ("participants", "devices took part"),
-                     ("participation_rate", "participation"), ("memory_dropouts", "memory dropouts"),
-                     ("client_flops", "client FLOPs"), ("bytes_up", "bytes up"),
-                     ("bytes_down", "bytes down"), ("peak_train_demand_bytes", "train peak B"))
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
-    if isinstance(v, int) and abs(v) >= 10**6:
-        return f"{v:.3e}"
-    return str(v)
-
-
-def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
-    """The learning study side by side, and which device classes each variant let take part."""
-    head = ["variant", *(label for _, label in LEARNING_COMPARED)]
-    lines = ["## Learning", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in summaries:
-        row = {**s, "memory_dropouts": s["dropouts"]["memory"],
-               "peak_train_demand_bytes": s["demand"].get("train", {}).get("peak_memory_bytes")}
-        lines.append("| " + " | ".join([name, *(_fmt(row[key]) for key, _ in LEARNING_COMPARED)]) + " |")
-    classes = sorted({c for _, s in summaries for c in s["by_class"]})
-    lines += ["", "Devices that took part (of the class's devices), and the largest memory demand of a task "
-              "sent to the class:", "",
-              "| class | " + " | ".join(name for name, _ in summaries) + " |",
-              "|---|" + "---|" * len(summaries)]
-    for c in classes:
-        cells = []
-        for _, s in summaries:
-            row = s["by_class"].get(c)
-            cells.append("-" if row is None else
-                         f"{row['participants']}/{row['devices']} ({_fmt(row['peak_demand_bytes'])} B)")
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def write_comparison(summaries: list[tuple[str, dict]], out: Path,
-                     evaluations: dict[str, list] | None = None) -> str:
-    """Side-by-side table of variants' key figures: ``comparison.md`` and ``comparison.json``; in learning
-    mode also the learning table and ``comparison.png`` (participation by class, accuracy curves)."""
-    out.mkdir(parents=True, exist_ok=True)
-    head = ["variant", *(label for _, label in COMPARED), "accepted per virtual hour",
-            "round p50 s", "round p90 s", "round p99 s", "dropouts"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in summaries:
-        per_hour = s["updates_accepted"] / s["sim_time_s"] * 3600 if s["sim_time_s"] else None
-        cells = [name, *(_fmt(s[key]) for key, _ in COMPARED), _fmt(per_hour),
-                 *(_fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
-                 ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    parts = ["# Comparison", "", *lines, ""]
-    learning = [(n, s) for n, s in summaries if s.get("final_accuracy") is not None]
-    if learning:
-        parts += _learning_rows(learning)
-        if evaluations:
-            comparison_figure([(n, s, evaluations[n]) for n, s in learning if n in evaluations], out)
-            parts += ["![participation and accuracy](comparison.png)", ""]
-    text = "\n".join(parts)
-    (out / "comparison.md").write_text(text)
-    (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2, allow_nan=False) + "\n")
-    return text
 
 
 def print_study(console, summ: dict, out: Path) -> None:

@@ -5,7 +5,8 @@ Pure analysis of a finished ``Simulation``'s event log; ``report`` writes and dr
 
     client_tasks = updates_accepted + sum(dropouts) + sum(discarded) + in_flight_at_end
 
-(also per device class). A task's one outcome is its first terminal row in the log.
+(also per device class). A task's one outcome is its first terminal row in the log. Who could and who did
+take part round by round (``timeline``) and the energy per class come from ``fleet.app.timeline``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.app.simulation import Simulation
+from fleet.app.timeline import class_energy_j, class_timeline, timeline_json
 from fleet.app.view import task_peak_bytes
 from fleet.core.messages import CAUSES
 from fleet.core.recorder import EVENT_COLUMNS
@@ -169,11 +171,25 @@ def memory_eligible(sim: Simulation) -> int:
     """Devices whose free memory at t = 0 covers their own training task's peak demand: how many could
     take part at all, before availability, links and deadlines have their say (a real device: the free
     memory it reported when it attached)."""
+    return sum(memory_eligible_by_class(sim).values())
+
+
+def memory_eligible_by_class(sim: Simulation) -> Counter:
+    """``memory_eligible`` per device class (classes with none eligible absent)."""
     demand = task_peak_bytes(sim, "train")
     if demand is None:
-        return 0
+        return Counter()
     fleet = sim.fleet
-    return sum(1 for d in fleet.devices if fleet.free_bytes_at(d, 0.0) >= demand(d))
+    return Counter(fleet.device_class(d) for d in fleet.devices if fleet.free_bytes_at(d, 0.0) >= demand(d))
+
+
+def free_bytes_p50_by_class(sim: Simulation) -> dict[str, int]:
+    """The median free memory at t = 0 of each class's devices (bytes, rounded down)."""
+    fleet = sim.fleet
+    free: dict[str, list[int]] = defaultdict(list)
+    for d in fleet.devices:
+        free[fleet.device_class(d)].append(fleet.free_bytes_at(d, 0.0))
+    return {c: int(np.median(v)) for c, v in free.items()}
 
 
 def rounds_summary(sim: Simulation, study: Study) -> dict:
@@ -202,6 +218,9 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
     dropouts = {cause: study.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     seen = {cause: coord.dropouts.get(cause, 0) for cause in DROPOUT_CAUSES}
     by_class = {}
+    eligible, free_p50 = memory_eligible_by_class(sim), free_bytes_p50_by_class(sim)
+    energy = class_energy_j(sim)
+    timeline = class_timeline(sim)
     for c, count in sorted(study.devices_by_class.items()):
         by_class[c] = {
             "devices": count,
@@ -215,6 +234,10 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
             "in_flight_at_end": study.in_flight_by_class.get(c, 0),
             "participants": study.participants_by_class.get(c, 0),
             "peak_demand_bytes": study.peak_demand_by_class.get(c),
+            "memory_eligible": eligible.get(c, 0),
+            "free_bytes_p50": free_p50[c],
+            "energy_j": finite(energy.get(c, 0.0)),
+            "rejoined_after_memory_refusal": timeline.rejoined[c],
         }
     return {
         "scenario": sim.scenario.name,
@@ -230,7 +253,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "updates_accepted": coord.updates_accepted,
         "participants": study.participants,
         "participation_rate": study.participants / n,
-        "memory_eligible": memory_eligible(sim),
+        "memory_eligible": sum(eligible.values()),
         "real_devices": sum(map(fleet.is_real, fleet.devices)),
         "real_updates_accepted": fleet.real_updates_accepted,
         "bridge_rejected": dict(sorted(fleet.rejected.items())),
@@ -245,12 +268,14 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
                            "bytes_down": d.bytes_down, "bytes_up": d.bytes_up}
                    for phase, d in sim.demands.items()},
         "client_flops": fleet.flops_spent,
+        "energy_j": finite(sum(energy.values())),
         "bytes_up": sim.network.bytes_sent[True],
         "bytes_down": sim.network.bytes_sent[False],
         "server_demand": None if sim.server_demand is None else {
             "peak_memory_bytes": sim.server_demand.peak_memory_bytes, "flops": sim.server_demand.flops},
         **learning_summary(sim),
         "by_class": by_class,
+        "timeline": timeline_json(timeline),
         "event_log_sha256": event_log_sha256,
         "events": len(sim.kernel.recorder.rows),
         "wall_s": sim.wall_s,

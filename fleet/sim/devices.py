@@ -51,14 +51,15 @@ class DeviceRules:
 
 
 class _DeviceState:
-    """The mutable part of one device: battery, spent FLOPs."""
+    """The mutable part of one device: battery, spent FLOPs, spent energy."""
 
-    __slots__ = ("battery_j", "battery_at_s", "flops_spent")
+    __slots__ = ("battery_j", "battery_at_s", "flops_spent", "energy_spent_j")
 
     def __init__(self, battery_j: float | None) -> None:
         self.battery_j = battery_j
         self.battery_at_s = 0.0
         self.flops_spent = 0
+        self.energy_spent_j = 0.0
 
 
 class SimulatedDevices:
@@ -103,10 +104,16 @@ class SimulatedDevices:
             return None
         return battery_level_j(state.battery_j, p.battery_j, p.recharge_w, t_s - state.battery_at_s)
 
+    def energy_spent_j(self, device: int) -> float:
+        """Joules ``device`` spent on tasks, battery or not: compute and radio (``devices.physics.energy_j`` of
+        the task's FLOPs and its download plus upload bytes), an interrupted task's pro rata."""
+        return self._state[device].energy_spent_j
+
     def _spend_energy(self, device: int, t_s: float, joules: float) -> None:
         if joules == 0.0:
             return
         state = self._state[device]
+        state.energy_spent_j += joules
         level = self.battery_j(device, t_s)
         if level is not None:
             state.battery_j, state.battery_at_s = max(0.0, level - joules), t_s
@@ -159,12 +166,9 @@ class SimulatedDevices:
         if (rules.flop_budget_flops is not None
                 and self._state[dev].flops_spent + task.flops > rules.flop_budget_flops):
             return "flops", 0.0
-        joules = 0.0
-        if p.battery_j is not None:
-            joules = energy_j(task.flops, task.payload_bytes + task.bytes_up,
-                              self._j_per_flop[dev], p.tx_j_per_byte)
-            if self.battery_j(dev, now) < joules:
-                return "battery", joules
+        joules = energy_j(task.flops, task.payload_bytes + task.bytes_up, self._j_per_flop[dev], p.tx_j_per_byte)
+        if p.battery_j is not None and self.battery_j(dev, now) < joules:
+            return "battery", joules
         if rules.refuse_hopeless and task.deadline_s is not None:
             expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
                           + self._expected_upload_s(p, task.bytes_up))
