@@ -77,7 +77,7 @@ def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
     return ["## Accuracy and cost", "",
             f"Time to target is the first evaluation at or above {target:.0%} test accuracy, in virtual seconds. "
             "Client FLOPs, bytes and energy are what the devices spent in the whole run (energy: compute and "
-            "radio, `devices.physics.energy_j`; n/a when the run's devices keep no energy count). Train peak: "
+            "radio, `devices.physics.energy_j`; real devices report none). Train peak: "
             "the training task's peak memory on a device with a full batch.", "",
             *_table(head, rows), ""]
 
