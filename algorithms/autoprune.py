@@ -36,7 +36,7 @@ from algorithms.batched import BackpropKernel
 from algorithms.cost import OPTIMIZER_STATE_SLOTS, bp_peak_memory_bytes, bp_step_flops, dense_payload_bytes
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState, bp_update, derive_seed
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS, default_architecture
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, default_architecture
 from algorithms.optim import OptimizerStep
 from algorithms.profiling import ModelProfile, ProfiledModel
 from algorithms.structured import prune_filters
@@ -56,9 +56,7 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
                  band: float = 2.2, prune_until: int = 50, patience: int = 3, after_prune: str = "copy",
                  input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
-        self.model = _checks.choice("model", model, sorted(MODELS))
-        self.batch_size = _checks.positive_int("batch_size", batch_size)
-        self.local_steps = _checks.positive_int("local_steps", local_steps)
+        self._init_task(model, batch_size, local_steps)
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.band = _checks.positive_float("band", band)
         self.prune_until = _checks.non_negative_int("prune_until", prune_until)

@@ -29,7 +29,7 @@ from algorithms.cost import (
 )
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState, bp_update
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES
 from algorithms.optim import OptimizerStep
 from algorithms.profiling import ModelProfile, ProfiledModel
 
@@ -51,9 +51,7 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
                  lr: float = 0.05, local_epochs: float | None = None,
                  input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
-        self.model = _checks.choice("model", model, sorted(MODELS))
-        self.batch_size = _checks.positive_int("batch_size", batch_size)
-        self.local_steps = _checks.positive_int("local_steps", local_steps)
+        self._init_task(model, batch_size, local_steps)
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.density = _checks.density("density", density)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)

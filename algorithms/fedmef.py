@@ -42,7 +42,7 @@ from algorithms.dynamic_sparse import LAYER_DENSITIES, f_decay, initial_mask, ke
 from algorithms.fedmef_local import GRADIENT_UPLOADS, BaeSettings, fedmef_update
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES
 from algorithms.optim import OptimizerStep
 from algorithms.profiling import ModelProfile, ProfiledModel
 
@@ -68,9 +68,7 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
                  sap_gamma: float = 0.5, sap_index: str = "bitmap",
                  input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
-        self.model = _checks.choice("model", model, sorted(MODELS))
-        self.batch_size = _checks.positive_int("batch_size", batch_size)
-        self.local_steps = _checks.positive_int("local_steps", local_steps)
+        self._init_task(model, batch_size, local_steps)
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.density = _checks.density("density", density)
         self.layer_density = _checks.choice("layer_density", layer_density, LAYER_DENSITIES)

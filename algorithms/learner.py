@@ -32,7 +32,7 @@ from algorithms import _checks
 from algorithms.aggregate import apply_delta, mean_delta
 from algorithms.base import Learner, TaskConfig, UpdateShape
 from algorithms.local import ClientData, ClientResult, ModelState, evaluate
-from algorithms.models import check_input_shape
+from algorithms.models import MODELS, check_input_shape
 from algorithms.params import FunctionalModel
 
 __all__ = ["FlatLearner"]
@@ -46,6 +46,13 @@ class FlatLearner(Learner[ModelState, ClientData, ClientResult]):
     num_classes: int
     local_epochs: float | None
     _fm: FunctionalModel | None
+
+    def _init_task(self, model: str, batch_size: int, local_steps: int) -> None:
+        """Check and keep what every algorithm's task is made of: the registered model's name, the batch size
+        and the local steps."""
+        self.model = _checks.choice("model", model, sorted(MODELS))
+        self.batch_size = _checks.positive_int("batch_size", batch_size)
+        self.local_steps = _checks.positive_int("local_steps", local_steps)
 
     def _init_learning(self, lr: float, local_epochs: float | None, input_shape: tuple[int, ...],
                        num_classes: int) -> None:

@@ -337,6 +337,16 @@ def sap_forward_bytes_per_sample(profile: ModelProfile, gamma: float, index_form
     return _sap_phases(profile, gamma, index_format)[1]
 
 
+def saved_layer_input_bytes_per_sample(profile: ModelProfile, gamma: float, index_format: str) -> int:
+    """The Conv/Linear layer inputs a training step saves for backward, per sample, each counted once in its
+    SAP form (``sap_saved_bytes``; dense at ``gamma == 0``): the quantity SAP compresses, and the paper's
+    accounting of activation memory. It leaves out what ReLU and pooling save, the forward selection's
+    transients and the backward rebuild, which ``sap_activation_bytes`` charges."""
+    check_gamma(gamma)
+    return sum(sap_saved_bytes(n_in, gamma, index_format, profile.bytes_per_element)
+               for layer, (n_in, _) in zip(profile.layers, _layer_io_elems(profile)) if layer.kind in _SAP_KINDS)
+
+
 def sap_activation_bytes(profile: ModelProfile, batch_size: int, gamma: float, index_format: str,
                          gradient_bytes: int) -> int:
     """What one SAP training step adds to a device's weights, gradients and optimizer slots (as

@@ -59,7 +59,7 @@ from algorithms.local import (
     replay_seed_pairs,
     zo_update,
 )
-from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, MODELS
+from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES
 from algorithms.profiling import ModelProfile, ProfiledModel
 
 __all__ = ["ZerothOrder", "FedFPZO", "UPLINKS", "PRUNE_SITES", "PRUNERS", "PRUNE_DATA"]
@@ -87,9 +87,7 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
                  lr: float = 0.002, mu: float = 1e-3, clip: float | None = None,
                  local_epochs: float | None = None, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
-        self.model = _checks.choice("model", model, sorted(MODELS))
-        self.batch_size = _checks.positive_int("batch_size", batch_size)
-        self.local_steps = _checks.positive_int("local_steps", local_steps)
+        self._init_task(model, batch_size, local_steps)
         self.queries = _checks.positive_int("queries", queries)
         self.density = _checks.density("density", density)
         self.uplink = _checks.choice("uplink", uplink, UPLINKS)

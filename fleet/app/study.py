@@ -163,7 +163,8 @@ def learning_summary(sim: Simulation) -> dict:
     return {"final_accuracy": finite(last.accuracy), "final_loss": finite(last.loss),
             "best_accuracy": max(accuracies, default=None),
             "time_to_target_s": time_to_target_s(plane.evaluations, target), "target_accuracy": target,
-            "final_density": finite(plane.state.density), "local_updates_computed": plane.jobs_run,
+            "final_density": finite(plane.state.density), "final_params": plane.state.weights.numel(),
+            "final_architecture": list(plane.state.architecture), "local_updates_computed": plane.jobs_run,
             "versions_resumed": plane.versions_resumed, "diverged": divergence(sim)}
 
 
@@ -243,7 +244,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
         "scenario": sim.scenario.name,
         "mode": sim.scenario.mode,
         "coordinator": sim.scenario.coordinator.mode,
-        "algorithm": sim.scenario.algorithm.name,
+        "algorithm": sim.scenario.algorithm.name, "algorithm_params": dict(sim.scenario.algorithm.params),
         "seed": sim.scenario.seed,
         "devices": n,
         **rounds_summary(sim, study),

@@ -30,6 +30,7 @@ from algorithms.sap import (
     sap_linear,
     sap_saved_bytes,
     sap_training_bytes_per_sample,
+    saved_layer_input_bytes_per_sample,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -287,3 +288,12 @@ def test_batch_term_scales_on_cnn(index_format):
     per_sample = sap_training_bytes_per_sample(_setup("cnn")[1], 0.5, index_format)
     assert slope == pytest.approx(per_sample, rel=0.01)
     assert math.isfinite(slope)
+
+
+def test_saved_layer_inputs_by_hand_on_mlp_small():
+    """mlp_small saves its two Linear inputs (784 and 64 entries): 3392 bytes dense; at gamma 0.5 with a
+    bitmap, 392 * 4 + 98 and 32 * 4 + 8 bytes."""
+    profile = profile_named_model("mlp_small", (1, 28, 28), 10)
+    assert saved_layer_input_bytes_per_sample(profile, 0.0, "bitmap") == (784 + 64) * 4
+    assert saved_layer_input_bytes_per_sample(profile, 0.5, "bitmap") == 392 * 4 + 98 + 32 * 4 + 8
+    assert saved_layer_input_bytes_per_sample(profile, 0.5, "int32") == 392 * 8 + 32 * 8

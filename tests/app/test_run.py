@@ -53,7 +53,7 @@ def test_smoke_run_writes_every_output(tmp_path):
 
 @pytest.mark.parametrize("scenario, variant, extra", [
     ("stragglers", "fedbuff", []),
-    pytest.param("iot_1000", "fedavg", [], marks=pytest.mark.slow),  # learning mode, 3 variants: ~45 s
+    pytest.param("iot_1000", "fedavg", [], marks=pytest.mark.slow),  # learning mode, 5 variants
 ])
 def test_same_seed_same_log_and_another_seed_another(tmp_path, scenario, variant, extra):
     hashes = []

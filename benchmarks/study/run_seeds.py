@@ -1,13 +1,16 @@
 """Run a study scenario over several seeds and tabulate its variants: mean +- sd of the accuracy.
 
-    .venv/bin/python benchmarks/study/fedfpzo_why.py                          # fedfpzo_why.yaml, seed 1
-    .venv/bin/python benchmarks/study/fedfpzo_why.py --seeds 2 3 --variants zo ntk ntk_lr02 random_lr02
-    .venv/bin/python benchmarks/study/fedfpzo_why.py --out /tmp/why --tabulate   # only read finished runs
+    .venv/bin/python benchmarks/study/run_seeds.py                          # fedfpzo_why.yaml, seed 1
+    .venv/bin/python benchmarks/study/run_seeds.py --seeds 2 3 --variants zo ntk ntk_lr02 random_lr02
+    .venv/bin/python benchmarks/study/run_seeds.py --out /tmp/why --tabulate   # only read finished runs
+    .venv/bin/python benchmarks/study/run_seeds.py --scenario benchmarks/study/fedmef_study.yaml --seeds 1 2 3
 
 Each seed runs ``python -m fleet.run SCENARIO --out OUT/s<seed> --seed <seed> --no-figures --quiet`` (with
 ``--set`` passed through; with ``--variants``, on a copy of SCENARIO in OUT holding only those), then one
 markdown table is printed: per variant, the final and best test accuracy and the accuracy after a quarter, half
-and all of the rounds (the evaluated model versions), as mean +- sd over the seeds found, and the client FLOPs.
+and all of the rounds (the evaluated model versions), as mean +- sd over the seeds found, the client FLOPs and
+the model's parameters at the end (``final_params``: less than at the start where the model was pruned).
+``--out`` defaults to /tmp/<the scenario's file name without .yaml>.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stat(values: list[float]) -> str:
+def _stat(values: list[float], spec: str = ".3f") -> str:
     if not values:
         return "n/a"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} +- {sd:.3f}"
+    return f"{statistics.mean(values):{spec}} +- {sd:{spec}}"
 
 
 def _accuracy_at(run: Path, versions: list[int]) -> list[float | None]:
@@ -53,23 +56,25 @@ def tabulate(out: Path) -> str:
         at = [_accuracy_at(d, marks) for d in dirs]
         if not lines:
             lines = [f"| variant | seeds | final accuracy | best accuracy | after {marks[0]} rounds | after {marks[1]} "
-                     f"| after {marks[2]} | client FLOPs |", "|---|---|---|---|---|---|---|---|"]
+                     f"| after {marks[2]} | client FLOPs | final params |", "|---|---|---|---|---|---|---|---|---|"]
         cols = [_stat([a[i] for a in at if a[i] is not None]) for i in range(3)]
         lines.append(f"| {variant} | {len(dirs)} | {_stat([s['final_accuracy'] or 0.0 for s in summaries])} | "
                      f"{_stat([s['best_accuracy'] or 0.0 for s in summaries])} | {' | '.join(cols)} | "
-                     f"{statistics.mean(s['client_flops'] for s in summaries):.3g} |")
+                     f"{statistics.mean(s['client_flops'] for s in summaries):.3g} | "
+                     f"{_stat([s['final_params'] for s in summaries if 'final_params' in s], '.0f')} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", type=Path, default=Path(__file__).with_name("fedfpzo_why.yaml"))
-    p.add_argument("--out", type=Path, default=Path("/tmp/fedfpzo_why"))
+    p.add_argument("--out", type=Path, help="where the runs go (default /tmp/<scenario file stem>)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     p.add_argument("--variants", nargs="+", help="run only these variants of the scenario")
     p.add_argument("--tabulate", action="store_true", help="only tabulate the runs already in --out")
     args = p.parse_args()
+    args.out = args.out or Path("/tmp") / args.scenario.stem
     if args.variants:
         doc = yaml.safe_load(args.scenario.read_text())
         doc["variants"] = {name: doc["variants"][name] for name in args.variants}
