@@ -12,8 +12,9 @@ prunable tensor.
 
 * always: the dense weights P*b and the mask as the device holds it, a ``torch.bool`` per coordinate
   (``MASK_BYTES_PER_COORDINATE``: masked dense storage; a 1-bit mask would save 7P/8);
-* training: gradients P*b, optimizer slots s*P*b, and the larger of B*A (the backward) and L*b (the
-  masked optimizer step: ``grad *= mask`` with a bool mask casts the mask of one tensor to float, after the
+* training: gradients P*b, optimizer slots s*P*b, and the larger of B*A (the backward), B*A_fwd - P*b
+  (SAP's forward, choosing the kept sets, before the gradients exist: ``sap.sap_forward_bytes_per_sample``)
+  and L*b (the masked optimizer step: ``grad *= mask`` with a bool mask casts the mask of one tensor to float, after the
   activations are freed); with BaE, the marked set's int64 indices (8K) and one gathered copy of the marked
   values (K*b);
 * an adjustment round adds, after training with the optimizer slots released, the dense gradient pass:
@@ -43,8 +44,8 @@ from algorithms.cost import OPTIMIZER_STATE_SLOTS, bp_step_flops
 from algorithms.profiling import ModelProfile
 
 __all__ = ["MODES", "MASK_BYTES_PER_COORDINATE", "MARKED_INDEX_BYTES", "UPLOAD_INDEX_BYTES",
-           "BAE_FLOPS_PER_MARKED", "activation_bytes_per_sample", "fedmef_peak_memory_bytes",
-           "fedmef_flops", "fedmef_bytes_down", "fedmef_bytes_up"]
+           "BAE_FLOPS_PER_MARKED", "activation_bytes_per_sample", "forward_bytes_per_sample",
+           "fedmef_peak_memory_bytes", "fedmef_flops", "fedmef_bytes_down", "fedmef_bytes_up"]
 
 MODES = ("mask", "plain", "adjust")
 MASK_BYTES_PER_COORDINATE = 1  # torch.bool, as fedmef_local holds it
@@ -63,21 +64,33 @@ def activation_bytes_per_sample(profile: ModelProfile, sap_gamma: float = 0.0, s
     return sap_training_bytes_per_sample(profile, sap_gamma, sap_index)
 
 
+def forward_bytes_per_sample(profile: ModelProfile, sap_gamma: float = 0.0, sap_index: str = "bitmap") -> int:
+    """A_fwd: the per-sample peak of the forward pass under SAP (choosing the kept sets), before any gradient
+    buffer exists; 0 without SAP, whose forward never holds more than its backward."""
+    if sap_gamma == 0.0:
+        return 0
+    from algorithms.sap import sap_forward_bytes_per_sample
+
+    return sap_forward_bytes_per_sample(profile, sap_gamma, sap_index)
+
+
 def _largest_prunable(profile: ModelProfile) -> int:
     return max((layer.prunable_params for layer in profile.layers), default=0)
 
 
 def fedmef_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: str, mode: str, *,
-                             activation_per_sample: int, marked: int = 0, upload: str | None = None,
-                             upload_count: int = 0) -> int:
-    """Peak bytes of one FedMef task of round kind ``mode`` (see the module docstring). ``marked``: BaE's
-    K (0 when BaE is off in this round); ``upload``: ``"topk"`` / ``"dense"`` in adjust rounds, else None;
-    ``upload_count``: k, the top-k entries."""
+                             activation_per_sample: int, forward_per_sample: int = 0, marked: int = 0,
+                             upload: str | None = None, upload_count: int = 0) -> int:
+    """Peak bytes of one FedMef task of round kind ``mode`` (see the module docstring). ``forward_per_sample``:
+    A_fwd under SAP (``forward_bytes_per_sample``); ``marked``: BaE's K (0 when BaE is off in this round);
+    ``upload``: ``"topk"`` / ``"dense"`` in adjust rounds, else None; ``upload_count``: k, the top-k entries."""
     _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
     _checks.choice("mode", mode, MODES)
     _checks.positive_int("batch_size", batch_size)
     b, p = profile.bytes_per_element, profile.params
-    activations = batch_size * activation_per_sample + profile.saved_weight_bytes  # NSConv2d's, per step
+    # the backward's activations, or the forward's under SAP, which come before the P*b of gradients exist
+    activations = (max(batch_size * activation_per_sample, batch_size * forward_per_sample - p * b)
+                   + profile.saved_weight_bytes)  # NSConv2d's, per step
     held = p * b + MASK_BYTES_PER_COORDINATE * p
     bae = marked * (MARKED_INDEX_BYTES + b)
     masked_step = _largest_prunable(profile) * b  # grad *= bool mask casts the mask to float, one tensor

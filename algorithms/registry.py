@@ -89,7 +89,9 @@ class Param:
             return
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
-                raise ValueError(f"{field} must be one of {', '.join(self.choices)}, got {_show(value)}")
+                hint = (" (YAML reads an unquoted on/off/yes/no as a boolean: write it quoted, 'off')"
+                        if isinstance(value, bool) else "")
+                raise ValueError(f"{field} must be one of {', '.join(self.choices)}, got {_show(value)}{hint}")
             return
         ok_type = int if self.kind == "int" else (int, float)
         low_ok = (lambda v: v > self.low) if self.open_low else (lambda v: v >= self.low)

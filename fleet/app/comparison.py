@@ -116,6 +116,22 @@ def _who_cell(row: dict, summary: dict) -> str:
     return f"{start}{moved} / {row['participants']}"
 
 
+def _fits(demand: int | None, free: int | None) -> str:
+    return "" if demand is None or free is None else " (fits)" if demand <= free else " (too big)"
+
+
+def _peak_cell(row: dict, summary: dict) -> str:
+    """The class's largest task peak against its free p50; ``-> last`` with the last round's task when it is
+    smaller than the first round's (a model that shrank; not a round kind with a larger task in between)."""
+    peak, free = row["peak_demand_bytes"], row["free_bytes_p50"]
+    cell = fmt_bytes(peak) + _fits(peak, free)
+    demand = [d for d in summary["timeline"]["demand_bytes"] if d is not None]
+    last = demand[-1] if demand else None
+    if peak is not None and last is not None and last < min(peak, demand[0]):
+        cell += f" -> {fmt_bytes(last)}{_fits(last, free)}"
+    return cell
+
+
 def _class_tables(summaries: list[tuple[str, dict]]) -> list[str]:
     """Who can take part, peak demand against free memory, and energy, one row per device class."""
     names = [n for n, _ in summaries]
@@ -128,10 +144,8 @@ def _class_tables(summaries: list[tuple[str, dict]]) -> list[str]:
         who.append([c, str(devices[c]), *("-" if r is None else _who_cell(r, s) for r, (_, s) in
                                           zip(cells, summaries))])
         free = next((r["free_bytes_p50"] for r in cells if r is not None), None)
-        peak.append([c, fmt_bytes(free), *("-" if r is None else fmt_bytes(r["peak_demand_bytes"])
-                                           + ("" if r["peak_fits_p50"] is None else
-                                              " (fits)" if r["peak_fits_p50"] else " (too big)")
-                                           for r in cells)])
+        peak.append([c, fmt_bytes(free), *("-" if r is None else _peak_cell(r, s) for r, (_, s) in
+                                           zip(cells, summaries))])
         energy.append([c, *("-" if r is None else fmt(r["energy_j"]) for r in cells)])
     lines = ["## Who can take part, per device class", "",
              "Each cell: devices whose free memory at t = 0 covers the training task (memory-eligible) / devices "
@@ -141,7 +155,8 @@ def _class_tables(summaries: list[tuple[str, dict]]) -> list[str]:
              *_table(["class", "devices", *names], who), "",
              "## Peak demand per class", "",
              "The largest peak memory of a task sent to the class, against the class's median free memory at "
-             "t = 0 (free p50); \"too big\" means most of the class cannot run it.", "",
+             "t = 0 (free p50); \"too big\" means most of the class cannot run it; \"-> b\": the last round's "
+             "task, where the model shrank during the run.", "",
              *_table(["class", "free p50", *names], peak), ""]
     if any(s.get("energy_j") is not None for _, s in summaries):
         lines += ["## Energy per class (J)", "", "Joules the class's devices spent on tasks, compute and radio.",

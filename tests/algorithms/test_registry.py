@@ -7,6 +7,7 @@ import pytest
 
 import algorithms
 from algorithms import ALGORITHMS, create_algorithm
+from algorithms.registry import check_params
 
 
 def test_all_lists_exactly_the_public_names():
@@ -69,3 +70,8 @@ def test_declared_parameters_are_the_class_keyword_arguments(name):
 
     signature = inspect.signature(load_algorithm_class(name)).parameters
     assert set(PARAMETERS[name]) == set(signature) - set(DATASET_PARAMS)
+
+
+def test_an_unquoted_yaml_off_gets_a_hint():
+    with pytest.raises(ValueError, match="bae must be one of on, off, got False .*write it quoted"):
+        check_params("fedmef", {"bae": False})

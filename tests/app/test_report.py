@@ -76,8 +76,8 @@ def test_the_comparison_tables_hold_each_variants_cells(tmp_path):
         "2 MB |" in text
     # eligible at t = 0 (-> for the last round's task, when that moved) / took part
     assert "| small | 4 | 0 / 0 | 0 -> 4 / 1 |" in text and "| big | 2 | 2 / 1 | 2 / 1 |" in text
-    assert "| small | 1 MB | 2 MB (too big) | 2 MB (too big) |" in text
-    assert "| big | 8 MB | 2 MB (fits) | 2 MB (fits) |" in text
+    assert "| small | 1 MB | 2 MB (too big) | 2 MB (too big) -> 500 kB (fits) |" in text  # the model shrank
+    assert "| big | 8 MB | 2 MB (fits) | 2 MB (fits) -> 500 kB (fits) |" in text
     assert "| small | n/a | 6.25 |" in text  # energy per class, n/a where the run kept none
     assert "- dense: the task's peak memory stayed at 2 MB." in text
     assert ("- shrinks: the task's peak memory went from 2 MB (round 0) to 500 kB (last round; range 500 kB to "
