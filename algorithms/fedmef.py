@@ -28,7 +28,10 @@ from typing import Sequence
 
 from algorithms import _checks
 from algorithms.aggregate import apply_delta, mean_delta
+from algorithms.bae import marked_indices
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig, UpdateShape
+from algorithms.batched import BackpropKernel, MarkedPenalty
+from algorithms.batched.layers import supports_sap
 from algorithms.cost import OPTIMIZER_STATE_SLOTS
 from algorithms.cost_fedmef import (
     MODES,
@@ -37,8 +40,17 @@ from algorithms.cost_fedmef import (
     fedmef_bytes_up,
     fedmef_flops,
     fedmef_peak_memory_bytes,
+    forward_bytes_per_sample,
 )
-from algorithms.dynamic_sparse import LAYER_DENSITIES, f_decay, initial_mask, kept_counts, prune_and_grow, swap_counts
+from algorithms.dynamic_sparse import (
+    LAYER_DENSITIES,
+    f_decay,
+    initial_mask,
+    kept_counts,
+    prunable_spans,
+    prune_and_grow,
+    swap_counts,
+)
 from algorithms.fedmef_local import GRADIENT_UPLOADS, BaeSettings, fedmef_update
 from algorithms.learner import FlatLearner
 from algorithms.local import ClientData, ClientResult, ModelState
@@ -135,6 +147,35 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
                              sap_gamma=self.sap_gamma, sap_index=self.sap_index, upload=upload,
                              upload_counts=counts)
 
+    def batched_kernel(self, config: TaskConfig) -> BackpropKernel | None:
+        """``fit`` of a ``"mask"`` or ``"plain"`` round, batched: ``BackpropKernel`` with the state's mask
+        (applied by the step), SAP on the linear layers at ``sap_gamma`` and, when BaE runs in the round, its
+        penalty on the marked set (fixed from the global state, so the same for every client). None (every
+        client runs ``fit``): an ``"adjust"`` round (the extra gradient pass and its upload), a config without
+        a mode (``fit`` reads it from the state), and SAP on a model the batched SAP layers cannot run (a
+        convolution: ``supports_sap``). A model the batched layers do not support at all gets no result from
+        the kernel either, so ``fit`` runs."""
+        mode = config.mode
+        if mode not in ("mask", "plain"):
+            return None
+        fm = self.functional_model
+        if self.sap_gamma > 0 and not supports_sap(fm):
+            return None
+
+        def marked(state: ModelState) -> MarkedPenalty | None:
+            """BaE's penalty on the marked set ``fit`` fixes from ``state`` (None when nothing is marked)."""
+            if state.mask is None:
+                return None
+            counts = swap_counts(state.mask, fm.layout, self.swap_fraction(state.prune_step))
+            if sum(counts) == 0:
+                return None
+            spans = prunable_spans(fm.layout)
+            indices = marked_indices(state.weights, state.mask, spans, counts)
+            return MarkedPenalty({o: idx for (o, _, _), idx in zip(spans, indices)}, self.bae_lambda,
+                                 self.bae_penalty)
+
+        return BackpropKernel(fm, self.step, self.sap_gamma, marked if self.bae_active(mode) else None)
+
     def aggregate(self, state: ModelState, results: Sequence[ClientResult],
                   weights: Sequence[float]) -> ModelState:
         """Sample-weighted mean of the deltas; in an adjustment round, also of the gradients, then
@@ -181,6 +222,7 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
             peak_memory_bytes=fedmef_peak_memory_bytes(
                 profile, batch, self.optimizer, mode,
                 activation_per_sample=activation_bytes_per_sample(profile, self.sap_gamma, self.sap_index),
+                forward_per_sample=forward_bytes_per_sample(profile, self.sap_gamma, self.sap_index),
                 marked=marked, upload=upload, upload_count=upload_count),
             flops=fedmef_flops(profile, batch, config.local_steps, marked=marked, adjust=mode == "adjust"),
             bytes_down=fedmef_bytes_down(profile, kept, with_mask),

@@ -4,7 +4,8 @@ Batching is a capability an algorithm declares: ``Learner.batched_kernel(config)
 from this package's building blocks, or None. This package never names an algorithm (an import contract
 holds it to that); it offers:
 
-* ``BackpropKernel(model, step)`` (``bp.py``): ``local.bp_update`` with any ``optim.OptimizerStep``;
+* ``BackpropKernel(model, step, sap_gamma, penalty)`` (``bp.py``): ``local.bp_update`` with any
+  ``optim.OptimizerStep``; optionally under SAP (linear layers) and with a ``MarkedPenalty`` (BaE's);
 * ``ZerothOrderKernel(model, lr, queries, mu, clip, uplink)`` (``zo.py``): ``local.zo_update`` and the uplink;
 * ``UnitKernel`` (``units.py``): the base to write another kernel on (grouping, units, threads);
 * ``batched_local_updates(learner, state, config, datas, seeds)``: what
@@ -21,12 +22,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from algorithms.base import Learner, TaskConfig
-from algorithms.batched.bp import BackpropKernel
+from algorithms.batched.bp import BackpropKernel, MarkedPenalty
 from algorithms.batched.units import UnitKernel
 from algorithms.batched.zo import ZerothOrderKernel
 from algorithms.seeds import derive_seeds
 
-__all__ = ["batched_local_updates", "BackpropKernel", "ZerothOrderKernel", "UnitKernel", "derive_seeds"]
+__all__ = ["batched_local_updates", "BackpropKernel", "MarkedPenalty", "ZerothOrderKernel", "UnitKernel",
+           "derive_seeds"]
 
 
 def batched_local_updates(learner: Learner, state, config: TaskConfig, datas: Sequence,

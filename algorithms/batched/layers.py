@@ -5,6 +5,9 @@ network: convolutions as one grouped oneDNN convolution in channels-last memory,
 ``torch.baddbmm`` over stacked weights with a backward in ``F.linear``'s orientation (so gradients round as
 the reference's), MaxPool before ReLU (the same values and gradients on a quarter of the elements). Why
 this layout, with the measurements: ``docs/learning.md`` ("The batched kernels") and ``docs/benchmarks.md``.
+
+SAP (``algorithms.sap``, scaled activation pruning) is an option of the linear layers (``SapBatchedLinear``,
+``batched_forward(..., sap_gamma=...)``); a convolutional network refuses it (``supports_sap``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.params import FunctionalModel
+from algorithms.sap import check_gamma, kept_count
 
-__all__ = ["Layer", "layer_spec", "layer_params", "BatchedLinear", "batched_forward", "channels_last_steps",
-           "picked_log_probs", "mean_nll"]
+__all__ = ["Layer", "layer_spec", "layer_params", "BatchedLinear", "SapBatchedLinear", "sap_kept_input",
+           "supports_sap", "batched_forward", "channels_last_steps", "picked_log_probs", "mean_nll"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,47 @@ class BatchedLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
+def sap_kept_input(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """What SAP keeps of each model's layer input, dense: ``x`` ``(V, B, in)`` with, in each model's ``(B, in)``
+    slice, every entry outside its ``kept_count(B * in, gamma)`` largest ``|x|`` set to 0 (``x`` itself when
+    every entry is kept). The kept set is the one ``algorithms.sap``'s ``torch.topk`` call picks on that slice
+    flattened (the per-row selection is the 1-D one, ties included, as tests/algorithms/test_batched_fedmef.py
+    asserts), so the values are those of SAP's rebuilt input whatever its index format (int32 or bitmap:
+    memory only)."""
+    flat = x.reshape(x.shape[0], -1)
+    kept = kept_count(flat.shape[1], gamma)
+    if kept == flat.shape[1]:
+        return x
+    where = torch.topk(flat.abs(), kept, dim=1, sorted=False).indices
+    return torch.zeros_like(flat).scatter_(1, where, flat.gather(1, where)).view(x.shape)
+
+
+class SapBatchedLinear(torch.autograd.Function):
+    """``BatchedLinear`` under SAP at ``gamma``: the same forward and input and bias gradients; the weight
+    gradient is ``g^T x_kept`` with ``x_kept = sap_kept_input(x, gamma)``, per model what
+    ``algorithms.sap.sap_linear`` computes for one model (``grad_out^T`` times its rebuilt input)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, gamma):
+        ctx.save_for_backward(sap_kept_input(x, gamma) if ctx.needs_input_grad[1] else None, w)
+        return torch.baddbmm(b, x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        kept, w = ctx.saved_tensors
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g.transpose(1, 2), kept) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+def supports_sap(fm: FunctionalModel) -> bool:
+    """Whether the batched network can run ``fm`` under SAP: it is batched at all (``layer_spec``) and has no
+    convolution (SAP is batched for linear layers only)."""
+    spec = layer_spec(fm)
+    return spec is not None and all(layer.kind != "conv" for layer in spec)
+
+
 def _max_pool(h: torch.Tensor, args: tuple) -> torch.Tensor:
     """``F.max_pool2d``; without autograd, a 2x2/2 window is the max of four strided slices (the same
     values, NaN included; much faster than ATen's NCHW kernel)."""
@@ -129,13 +174,22 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def batched_forward(spec, params, x: torch.Tensor, n: int, reps: int) -> torch.Tensor:
+def batched_forward(spec, params, x: torch.Tensor, n: int, reps: int, sap_gamma: float = 0.0) -> torch.Tensor:
     """Logits ``(n*reps, B, classes)`` of n clients' ``reps`` models each. ``x``: the step's input,
-    ``(B, n*Cin, H, W)`` channels-last for a convolutional model, ``(n, B, F)`` otherwise."""
+    ``(B, n*Cin, H, W)`` channels-last for a convolutional model, ``(n, B, F)`` otherwise. With
+    ``sap_gamma > 0`` the linear layers are ``SapBatchedLinear`` (the first one takes its kept set per client,
+    which is per model: a client's models share its input); a convolution then raises ``ValueError``."""
+    gamma = check_gamma(sap_gamma)
+
+    def linear(h, p):
+        return SapBatchedLinear.apply(h, p[0], p[1], gamma) if gamma else BatchedLinear.apply(h, p[0], p[1])
+
     h, models, started = x, n, False  # models: how many models h currently carries
     for layer, p in zip(spec, params):
         kind = layer.kind
         if kind == "conv":
+            if gamma:
+                raise ValueError("SAP is batched for linear layers only")
             stride, padding, dilation = layer.args
             h = F.conv2d(h, p[0], p[1], stride, padding, dilation, groups=models)
             models, started = n * reps, True
@@ -148,12 +202,12 @@ def batched_forward(spec, params, x: torch.Tensor, n: int, reps: int) -> torch.T
                 h = h.reshape(h.shape[0], models, -1).transpose(0, 1)
         else:  # linear
             if not started:  # the clients' own inputs, once per client: (n, B, reps*out)
-                h = BatchedLinear.apply(h, p[0], p[1])
+                h = linear(h, p)
                 if reps > 1:
                     h = h.view(n, h.shape[1], reps, -1).transpose(1, 2).reshape(n * reps, h.shape[1], -1)
                 models, started = n * reps, True
             else:
-                h = BatchedLinear.apply(h, p[0], p[1])
+                h = linear(h, p)
     return h
 
 
