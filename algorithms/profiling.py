@@ -101,6 +101,9 @@ from algorithms.nsconv import NSConv2d
 __all__ = ["LayerCost", "ModelProfile", "profile_model", "profile_named_model", "INDEX_BYTES"]
 
 INDEX_BYTES = 8  # MaxPool argmax indices are int64
+# oneDNN's blocked conv layouts (nChw8c) pad channels to a multiple of 8 on AVX2, the reference platform
+# (16 on AVX-512). A constant, not the host's value, so that demand, and the event log, is the same everywhere.
+ONEDNN_CHANNEL_BLOCK = 8
 
 _CONV = nn.modules.conv._ConvNd
 _POOL = nn.modules.pooling._MaxPoolNd
@@ -226,6 +229,12 @@ def _storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
+def _blocked(tensor: torch.Tensor, channels: int) -> int:
+    """Elements of ``tensor`` (N, C, spatial...) in oneDNN's blocked layout: C rounded up to a multiple of
+    ``ONEDNN_CHANNEL_BLOCK``."""
+    return tensor.numel() // channels * (-(-channels // ONEDNN_CHANNEL_BLOCK) * ONEDNN_CHANNEL_BLOCK)
+
+
 def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tensor,
                 seen: set[int], input_key: int) -> LayerCost:
     """Apply the module docstring's rules to one call; ``seen`` holds storages already charged and
@@ -245,7 +254,7 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
         if conv:
             per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
             flops = 2 * per_output * n_out
-            forward_elems += max(n_in, n_out)  # oneDNN's blocked copy of the output (or of a larger input)
+            forward_elems += max(_blocked(inp, module.in_channels), _blocked(out, module.out_channels))
         else:
             flops = 2 * module.in_features * n_out
         weight_grad, input_grad = module.weight.requires_grad, inp.requires_grad
@@ -253,7 +262,8 @@ def _layer_cost(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Tens
         if weight_grad or input_grad:
             backward_elems = n_out + (n_in if input_grad else 0)
             if conv:  # oneDNN copies the output gradient, and the input for the weight gradient
-                backward_elems += n_out + (n_in if weight_grad else 0)
+                backward_elems += _blocked(out, module.out_channels) + (
+                    _blocked(inp, module.in_channels) if weight_grad else 0)
         if weight_grad:
             saved.append(inp)
         if isinstance(module, NSConv2d):

@@ -178,9 +178,17 @@ def _timeline_lines(summaries: list[tuple[str, dict]]) -> list[str]:
         if not demand:
             lines.append(f"- {name}: no task was dispatched.")
             continue
-        trend = (f"the task's peak memory stayed at {fmt_bytes(demand[0])}" if min(demand) == max(demand) else
-                 f"the task's peak memory went from {fmt_bytes(demand[0])} (round 0) to {fmt_bytes(demand[-1])} "
-                 f"(last round; range {fmt_bytes(min(demand))} to {fmt_bytes(max(demand))})")
+        rounds_at_max = sum(d == max(demand) for d in demand)
+        if min(demand) == max(demand):
+            trend = f"the task's peak memory stayed at {fmt_bytes(demand[0])}"
+        elif demand[0] == demand[-1]:  # varies by round kind (FedMef's adjustment rounds), same at both ends
+            trend = (f"the task's peak memory was {fmt_bytes(demand[0])} in round 0 and in the last round, "
+                     f"between {fmt_bytes(min(demand))} and {fmt_bytes(max(demand))} "
+                     f"({rounds_at_max} of {len(demand)} rounds at {fmt_bytes(max(demand))})")
+        else:
+            trend = (f"the task's peak memory went from {fmt_bytes(demand[0])} (round 0) to "
+                     f"{fmt_bytes(demand[-1])} (last round; range {fmt_bytes(min(demand))} to "
+                     f"{fmt_bytes(max(demand))})")
         joined = ("; devices refused for memory that had an update accepted later: "
                   + ", ".join(f"{c} {k}" for c, k in sorted(rejoined.items()))) if rejoined else ""
         lines.append(f"- {name}: {trend}{joined}.")

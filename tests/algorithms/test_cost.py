@@ -35,10 +35,11 @@ def test_hand_count_per_layer(tiny):
     assert tiny.layers == (
         # conv: 4*1*3*3 = 36 weights + 4 bias; FLOPs 2 * Cin 1 * 3*3 * Cout 4 * 8*8 = 4608;
         # saves its input, which is the input batch (charged as input, not here); io 64 in + 256 out.
-        # backward: weight gradient only (the input needs none): 4608 FLOPs. forward: the input is the
-        # batch (not counted), out 256 + oneDNN's copy max(64, 256) = 512. backward: grad out 256 + its
-        # copy 256 + the input's copy 64 = 576
-        LayerCost("0", "Conv2d", 40, 36, 4608, 0, 0, 320, 4608, 512, 0, 576),
+        # backward: weight gradient only (the input needs none): 4608 FLOPs. oneDNN's blocked copies pad
+        # channels to 8: the output's 4 and the input's 1 both become 8*8*8 = 512. forward: the input is the
+        # batch (not counted), out 256 + oneDNN's copy max(512, 512) = 768. backward: grad out 256 + its
+        # blocked copy 512 + the input's blocked copy 512 = 1280
+        LayerCost("0", "Conv2d", 40, 36, 4608, 0, 0, 320, 4608, 768, 0, 1280),
         # ReLU saves its output 4*8*8 = 256; io 256 + 256; backward: grad out + grad in = 512
         LayerCost("1", "ReLU", 0, 0, 0, 256, 0, 512, 0, 512, 0, 512),
         # pool saves its input (the ReLU output, same storage: counted once, above) and int64 indices of
@@ -62,41 +63,41 @@ def test_hand_count_totals(tiny):
     assert tiny.input_bytes_per_sample == 256  # 64 * 4
     assert tiny.saved_activation_bytes_per_sample == 1792  # (256 + 64) * 4 + 512
     assert tiny.max_io_bytes_per_sample == 2048  # ReLU: 512 * 4
-    # X + the largest forward working set: conv or ReLU, 512 * 4
-    assert tiny.inference_bytes_per_sample == 2304  # 256 + 2048
-    # X + saved so far + backward buffers, per layer: conv 256 + 0 + 2304 = 2560; ReLU 256 + 1024 + 2048
+    # X + the largest forward working set: the conv's, 768 * 4
+    assert tiny.inference_bytes_per_sample == 3328  # 256 + 3072
+    # X + saved so far + backward buffers, per layer: conv 256 + 0 + 1280*4 = 5376; ReLU 256 + 1024 + 2048
     # = 3328; pool 1792 + 1280 = 3072; flatten 1792; linear 2048 + 296 = 2344; end of forward 2048
-    assert tiny.training_bytes_per_sample == 3328
+    assert tiny.training_bytes_per_sample == 5376
 
 
 def test_hand_count_memory(tiny):
-    # activations for every BP figure: B * A_train = 8 * 3328 = 26624
-    assert cost.bp_peak_memory_bytes(tiny, B) == 32144  # 690*4*2 = 5520, + 26624
-    assert cost.bp_peak_memory_bytes(tiny, B, "momentum") == 34904  # 690*4*3 = 8280, + 26624
-    assert cost.bp_peak_memory_bytes(tiny, B, "adam") == 37664  # 690*4*4 = 11040, + 26624
+    # activations for every BP figure: B * A_train = 8 * 5376 = 43008
+    assert cost.bp_peak_memory_bytes(tiny, B) == 48528  # 690*4*2 = 5520, + 43008
+    assert cost.bp_peak_memory_bytes(tiny, B, "momentum") == 51288  # 690*4*3 = 8280, + 43008
+    assert cost.bp_peak_memory_bytes(tiny, B, "adam") == 54048  # 690*4*4 = 11040, + 43008
     # density 0.25: nnz = round(0.25 * 676) = 169 kept weights, 690 - 676 = 14 biases
-    # dense_bitmap: 2 * 690*4 + ceil(676/8) = 5520 + 85 = 5605, + 26624
-    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25) == 32229
-    # dense_bool: 5520 + a 690-byte bool mask, + 26624
-    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25, sparse_format="dense_bool") == 32834
-    # csr: 2 copies of values (169 + 14)*4 = 732, + one index 169*4 = 676: 2140, + 26624
-    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25, sparse_format="csr") == 28764
-    # ZO: weights once + batch 8 * 256 = 2048 + max(forward 8 * (2304 - 256) = 16384, one chunk)
+    # dense_bitmap: 2 * 690*4 + ceil(676/8) = 5520 + 85 = 5605, + 43008
+    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25) == 48613
+    # dense_bool: 5520 + a 690-byte bool mask, + 43008
+    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25, sparse_format="dense_bool") == 49218
+    # csr: 2 copies of values (169 + 14)*4 = 732, + one index 169*4 = 676: 2140, + 43008
+    assert cost.bp_peak_memory_bytes(tiny, B, density=0.25, sparse_format="csr") == 45148
+    # ZO: weights once + batch 8 * 256 = 2048 + max(forward 8 * (3328 - 256) = 24576, one chunk)
     assert cost.zo_chunk_bytes(tiny) == 8970  # n = min(4096, 690): (3*4 + 1) * 690
-    assert cost.zo_peak_memory_bytes(tiny, B) == 21192  # 2760 + 2048 + 16384
+    assert cost.zo_peak_memory_bytes(tiny, B) == 29384  # 2760 + 2048 + 24576
     assert cost.zo_chunk_bytes(tiny, 0.25) == 3111  # n = D = 183, gathered: (4*4 + 1) * 183
-    assert cost.zo_peak_memory_bytes(tiny, B, 0.25) == 21277  # 2760 + 85 + 2048 + 16384
+    assert cost.zo_peak_memory_bytes(tiny, B, 0.25) == 29469  # 2760 + 85 + 2048 + 24576
     assert cost.zo_index_bytes(tiny, 0.25, "dense_bool") == 1464  # 8 * 183
-    assert cost.zo_peak_memory_bytes(tiny, B, 0.25, "dense_bool") == 23346  # 2760 + 690 + 1464 + 18432
+    assert cost.zo_peak_memory_bytes(tiny, B, 0.25, "dense_bool") == 31538  # 2760 + 690 + 1464 + 26624
     assert cost.zo_chunk_bytes(tiny, 0.25, "csr") == 2379  # values contiguous: 13 * 183
-    assert cost.zo_peak_memory_bytes(tiny, B, 0.25, "csr") == 19840  # 169*8 + 14*4 = 1408, + 18432
+    assert cost.zo_peak_memory_bytes(tiny, B, 0.25, "csr") == 28032  # 169*8 + 14*4 = 1408, + 26624
     # NTK: 7 * 690*4 = 19320 + the linear layer's 640-weight slice of dm 640*4 = 2560 + 690 bool mask,
-    # + 8 * (S 1792 + A_train 3328) = 40960
-    assert cost.ntk_scoring_memory_bytes(tiny, B) == 63530
+    # + 8 * (S 1792 + A_train 5376) = 57344
+    assert cost.ntk_scoring_memory_bytes(tiny, B) == 79914
 
 
 def test_zo_chunks_win_when_activations_are_small(tiny):
-    # batch 1: forward 2304 - 256 = 2048 < one chunk 8970
+    # batch 1: forward 3328 - 256 = 3072 < one chunk 8970
     assert cost.zo_peak_memory_bytes(tiny, 1) == 2760 + 256 + 8970
 
 

@@ -127,6 +127,21 @@ def test_peak_memory_within_ten_percent(name, batch, case):
     assert abs(modelled - measured) / measured <= MEMORY_TOLERANCE, (modelled, measured)
 
 
+@pytest.mark.parametrize("architecture", [(3, 3), (1, 1), (5, 9), (16, 1)])
+@pytest.mark.parametrize("batch", [8, 64])
+def test_a_pruned_cnn_within_five_percent(architecture, batch):
+    """Structured pruning leaves convs with few filters, which oneDNN pads to 8 channels: before the cost
+    model charged the padding, cnn at (3, 3) was under-estimated by half and at (1, 1) by three quarters."""
+    fm = FunctionalModel("cnn", architecture=architecture)
+    gen = torch.Generator().manual_seed(0)
+    data = ClientData(torch.randn(SAMPLES, *fm.input_shape, generator=gen),
+                      torch.randint(0, fm.num_classes, (SAMPLES,), generator=gen))
+    measured = measure_peak(lambda: bp_update(fm, ModelState(fm.init_weights(0)), data, STEPS, batch,
+                                              OptimizerStep("sgd", 0.01), 1)).peak_bytes
+    modelled = cost.bp_peak_memory_bytes(profile_named_model("cnn", architecture=architecture), batch, "sgd")
+    assert abs(modelled - measured) / measured <= 0.05, (modelled, measured)
+
+
 @pytest.mark.parametrize("name", CONV_MODELS)
 @pytest.mark.parametrize("case, per_sample", [
     ("bp-sgd", lambda p: p.training_bytes_per_sample),

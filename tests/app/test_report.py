@@ -102,3 +102,12 @@ def test_a_timing_comparison_has_no_learning_tables(tmp_path):
     text = write_comparison(timing, tmp_path)
     assert "## Rounds" in text and "## Accuracy and cost" not in text
     assert not (tmp_path / "comparison_classes.csv").exists()
+
+
+def test_a_demand_that_peaks_in_some_rounds_says_how_many(tmp_path):
+    """FedMef's adjustment rounds cost more than its other rounds; the model does not change size."""
+    adjusting = [("fedmef", summary_of("fedmef", 742_000, [659_000, 742_000, 659_000, 659_000],
+                                       {"big": [1, 1, 1, 1], "small": [0, 0, 0, 0]}, None))]
+    text = write_comparison(adjusting, tmp_path)
+    assert ("- fedmef: the task's peak memory was 659 kB in round 0 and in the last round, between 659 kB and "
+            "742 kB (1 of 4 rounds at 742 kB).") in text
