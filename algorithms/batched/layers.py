@@ -111,10 +111,16 @@ class BatchedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+        return _linear_grads(ctx.needs_input_grad, g, x, w)
+
+
+def _linear_grads(needs: tuple[bool, ...], g: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> tuple:
+    """``(g w, g^T x, sum of g over the batch)`` for a stack of linear layers, each None unless ``needs``
+    says that input wants its gradient (``x`` is None when the weight gradient is not needed)."""
+    gx = torch.bmm(g, w) if needs[0] else None
+    gw = torch.bmm(g.transpose(1, 2), x) if needs[1] else None
+    gb = g.sum(1, keepdim=True) if needs[2] else None
+    return gx, gw, gb
 
 
 def sap_kept_input(x: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -145,10 +151,7 @@ class SapBatchedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         kept, w = ctx.saved_tensors
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), kept) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None
+        return (*_linear_grads(ctx.needs_input_grad, g, kept, w), None)
 
 
 def supports_sap(fm: FunctionalModel) -> bool:
