@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-SHIMS = {"fleet-run": "fleet.run", "fleet-agent": "fleet.agent", "fleet-keys": "fleet.keys"}
+SHIMS = {"fleet-run": "fleet.run", "fleet-sweep": "fleet.sweep", "fleet-agent": "fleet.agent",
+         "fleet-keys": "fleet.keys"}
 
 
 def test_every_documented_command_has_an_entry_point():

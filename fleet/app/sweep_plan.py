@@ -1,0 +1,203 @@
+"""The plan of a sweep: which runs, where each writes, the command that makes it, and whether it is done.
+
+A sweep is settings × seeds. A setting is one point of the ``--grid`` product: a list of ``--set`` overrides
+(``fleet.app.scenario.apply_override`` reads them, so keys and values are exactly ``fleet.run``'s) and a stable,
+readable folder name (``rounds=3,lr=0.1``). Each run is the command
+``python -m fleet.run SCENARIO --seed S --set k=v ... --out OUT/<setting>/s<S> --quiet``, so any run can be made
+again alone; ``run_summaries`` says whether a run's folder already holds its finished outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "expand_grid", "parse_grid", "parse_seeds", "plan_runs",
+           "run_summaries", "split_values"]
+
+MAX_RUNS = 10_000  # settings × seeds; a typo such as 0-99999 fails at once instead of planning for hours
+DEFAULT_SETTING = "default"  # the one setting of a sweep without --grid
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # a key of the scenario, or a list index
+_PLAIN = re.compile(r"[A-Za-z0-9._+-]{1,40}")  # a value that names a folder as it is
+_SEEDS = re.compile(r"(\d{1,19})(?:-(\d{1,19}))?")
+
+
+class PlanError(Exception):
+    """Bad --seeds or --grid: one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the grid: ``values`` are (dotted key, raw value) in --grid order; ``name`` its folder."""
+
+    name: str
+    values: tuple[tuple[str, str], ...]
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{key}={value}" for key, value in self.values]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One whole run: ``argv`` follows the Python interpreter (``python -m fleet.run ...``)."""
+
+    setting: Setting
+    seed: int
+    out: Path
+    argv: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting.name}/s{self.seed}"
+
+    @property
+    def command(self) -> str:
+        """The shell line that makes this run alone (from the sweep's working folder)."""
+        return shlex.join(["python", *self.argv])
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-9``, ``3``, ``1,4,7`` or ``0-4,10-12``: distinct seeds >= 0 in the order written."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        m = _SEEDS.fullmatch(part.strip())
+        if not m:
+            raise PlanError(f"--seeds {text!r}: expected seeds >= 0 such as 0-9, 3 or 1,4,7")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise PlanError(f"--seeds {text!r}: the range {part.strip()} is empty (write it low-high)")
+        if hi - lo + len(seeds) >= MAX_RUNS:
+            raise PlanError(f"--seeds {text!r}: more than {MAX_RUNS:,} seeds")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise PlanError(f"--seeds {text!r}: a seed is listed twice")
+    return seeds
+
+
+def split_values(raw: str) -> list[str]:
+    """Split ``v1,v2,...`` at the commas outside YAML brackets, braces and quotes (``[1, 2],[3]`` is two)."""
+    values, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth < 0:
+                break
+        elif ch == "," and depth == 0:
+            values.append(raw[start:i].strip())
+            start = i + 1
+    if depth != 0 or quote:
+        raise ValueError("unbalanced brackets or quotes")
+    values.append(raw[start:].strip())
+    return values
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """Each ``--grid key=v1,v2`` as (key, values); keys distinct, values distinct per key."""
+    grid: list[tuple[str, list[str]]] = []
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        key = key.strip()
+        shown = spec if len(spec) <= 120 else spec[:117] + "..."
+        if not sep or not all(_SEGMENT.fullmatch(s) for s in key.split(".")):
+            raise PlanError(f"--grid {shown!r}: expected path.to.key=value1,value2,... (a key of the scenario)")
+        try:
+            values = split_values(raw)
+        except ValueError as exc:
+            raise PlanError(f"--grid {shown!r}: {exc}") from None
+        if len(set(values)) != len(values):
+            raise PlanError(f"--grid {shown!r}: a value is listed twice")
+        if any(key == k for k, _ in grid):
+            raise PlanError(f"--grid {key}: given twice (list every value in one --grid)")
+        grid.append((key, values))
+    return grid
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Each key's shortest dotted suffix that is not a suffix of another key (``algorithm.params.lr`` -> ``lr``)."""
+    split = {k: k.split(".") for k in keys}
+
+    def suffix_of(tail: list[str], other: str) -> bool:
+        parts = split[other]
+        return len(parts) >= len(tail) and parts[len(parts) - len(tail):] == tail
+
+    out = {}
+    for key, parts in split.items():
+        for k in range(1, len(parts) + 1):
+            if not any(suffix_of(parts[-k:], other) for other in keys if other != key):
+                break
+        out[key] = ".".join(parts[-k:])
+    return out
+
+
+def _token(value: str) -> str:
+    """A value as a folder-name token: itself when plain, else its safe characters and a short hash."""
+    if _PLAIN.fullmatch(value):
+        return value
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "-", value).strip("-")[:32]
+    digest = hashlib.sha1(value.encode()).hexdigest()[:6]
+    return f"{safe}-{digest}" if safe else digest
+
+
+def expand_grid(grid: list[tuple[str, list[str]]]) -> list[Setting]:
+    """The cartesian product of ``grid`` (the first key varies slowest); one ``default`` setting when empty."""
+    if not grid:
+        return [Setting(DEFAULT_SETTING, ())]
+    short = _short_keys([k for k, _ in grid])
+    settings = []
+    for combo in itertools.product(*(values for _, values in grid)):
+        values = tuple((key, value) for (key, _), value in zip(grid, combo))
+        settings.append(Setting(",".join(f"{short[k]}={_token(v)}" for k, v in values), values))
+    return settings
+
+
+def plan_runs(scenario: str, settings: list[Setting], seeds: list[int], out: Path,
+              figures: bool = True) -> list[Run]:
+    """Every run, setting by setting and seed by seed, each into ``out/<setting>/s<seed>``."""
+    runs = []
+    for setting in settings:
+        for seed in seeds:
+            run_out = out / setting.name / f"s{seed}"
+            argv = ["-m", "fleet.run", scenario, "--seed", str(seed)]
+            for override in setting.overrides:
+                argv += ["--set", override]
+            argv += ["--out", str(run_out), "--quiet", *([] if figures else ["--no-figures"])]
+            runs.append(Run(setting, seed, run_out, tuple(argv)))
+    return runs
+
+
+def _complete(path: Path, seed: int) -> dict | None:
+    """The summary at ``path`` when it is whole (it parses, and it is the run of ``seed``), else None."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("seed") != seed or "event_log_sha256" not in summary:
+        return None
+    return summary
+
+
+def run_summaries(run: Run, variants: list[str]) -> dict[str, dict] | None:
+    """``{variant: summary}`` of a finished run, or None while any part is missing or incomplete.
+
+    One variant: ``OUT/summary.json``; several (a scenario with ``variants``): ``OUT/<variant>/summary.json`` for
+    each and ``OUT/comparison.json``, which ``fleet.run`` writes after the last variant."""
+    if len(variants) == 1:
+        summary = _complete(run.out / "summary.json", run.seed)
+        return None if summary is None else {variants[0]: summary}
+    found = {v: _complete(run.out / v / "summary.json", run.seed) for v in variants}
+    if any(s is None for s in found.values()) or not (run.out / "comparison.json").is_file():
+        return None
+    return found

@@ -1,0 +1,194 @@
+"""The report of a sweep: the study's figures per setting and variant over seeds, as sweep.md, sweep.csv and
+sweep.png.
+
+It reads only the runs' ``summary.json`` (``fleet.app.study.summary``). Each figure is described by
+``fleet.app.sweep_stats.describe`` over the seeds that have a value (a time to target that was never reached,
+an accuracy in timing mode, a round time with no round: no value, so ``n`` says how many seeds had one).
+Outputs are strict: an empty CSV cell and ``n/a`` in the table for "no value", never NaN.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.app.comparison import fmt
+from fleet.app.sweep_plan import Setting
+from fleet.app.sweep_stats import Spread, describe
+from fleet.core.messages import CAUSES
+
+__all__ = ["CSV_COLUMNS", "FIGURES", "HEADLINE", "Cell", "aggregate", "figures_for", "write_report"]
+
+#: (figure id: a dotted path into summary.json, label), in the order the report shows them; one
+#: ``dropouts.<cause>`` per dropout cause is added after participation (``figures_for``).
+FIGURES = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accuracy"),
+           ("time_to_target_s", "time to target (s)"), ("participation_rate", "participation"),
+           ("round_time_s.p50", "round time p50 (s)"), ("round_time_s.p90", "round time p90 (s)"),
+           ("client_flops", "client FLOPs"), ("bytes_up", "bytes up"), ("bytes_down", "bytes down"))
+#: The figures of the headline table (one column each: mean ± half the 95 % interval).
+HEADLINE = ("final_accuracy", "best_accuracy", "time_to_target_s", "participation_rate", "round_time_s.p50",
+            "round_time_s.p90", "client_flops")
+CSV_COLUMNS = ("variant", "figure", "runs", "n", "mean", "sd", "ci95_low", "ci95_high", "min", "max")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One figure of one setting and variant over the seeds: ``runs`` finished runs, ``spread`` of the values."""
+
+    setting: Setting
+    variant: str
+    figure: str
+    label: str
+    runs: int
+    spread: Spread
+
+
+def _get(summary: dict, path: str):
+    node = summary
+    for key in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def figures_for(summaries: list[dict]) -> list[tuple[str, str]]:
+    """``FIGURES`` with one ``dropouts.<cause>`` per cause (the known causes, then any other the runs name)."""
+    causes = list(CAUSES)
+    for s in summaries:
+        causes += [c for c in (s.get("dropouts") or {}) if c not in causes]
+    at = [f for f, _ in FIGURES].index("participation_rate") + 1
+    return [*FIGURES[:at], *((f"dropouts.{c}", f"dropouts: {c}") for c in causes), *FIGURES[at:]]
+
+
+def aggregate(groups: dict[tuple[Setting, str], list[dict]], level: float = 0.95) -> list[Cell]:
+    """One ``Cell`` per (setting, variant) of ``groups`` (their finished runs' summaries) and figure."""
+    figures = figures_for([s for runs in groups.values() for s in runs])
+    return [Cell(setting, variant, figure, label, len(runs), describe([_get(s, figure) for s in runs], level))
+            for (setting, variant), runs in groups.items() for figure, label in figures]
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None or not math.isfinite(v) else repr(float(v))
+
+
+def write_csv(cells: list[Cell], keys: list[str], path: Path) -> None:
+    """``sweep.csv``: one row per setting × variant × figure; a column per grid key holds its raw value."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", *keys, *CSV_COLUMNS])
+        for c in cells:
+            values = dict(c.setting.values)
+            s = c.spread
+            w.writerow([c.setting.name, *(values.get(k, "") for k in keys), c.variant, c.figure, c.runs, s.n,
+                        *(_num(v) for v in (s.mean, s.sd, s.ci_low, s.ci_high, s.min, s.max))])
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _pm(c: Cell) -> str:
+    """``mean ± half-width``, and ``(n of runs)`` when some runs had no value."""
+    s = c.spread
+    if s.n == 0:
+        return "n/a"
+    text = fmt(s.mean) if s.half_width is None else f"{fmt(s.mean)} ± {fmt(s.half_width)}"
+    return text if s.n == c.runs else f"{text} ({s.n} of {c.runs})"
+
+
+def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> str:
+    pct = f"{level:.0%}".replace("%", " %")
+    labels = dict((c.figure, c.label) for c in cells)
+    present = [f for f in labels if any(c.spread.n for c in cells if c.figure == f)]
+    absent = [labels[f] for f in labels if f not in present]
+    zero = [f for f in present if all(c.spread.n == 0 or c.spread.min == c.spread.max == 0
+                                      for c in cells if c.figure == f)]
+    by = {(c.setting.name, c.variant, c.figure): c for c in cells}
+    groups = list(dict.fromkeys((c.setting.name, c.variant) for c in cells))
+    head = [f for f in HEADLINE if f in present]
+    runs = {(c.setting.name, c.variant): c.runs for c in cells}
+    lines = [f"# {title}", "", *intro, "",
+             "Each figure over the seeds of a setting and variant: the mean, the sample standard deviation (sd) and "
+             f"the {pct} t interval of the mean (mean ± t({0.5 + level / 2:g}, n-1) · sd / √n); n counts the seeds "
+             "with a value (a time to target counts only the seeds that reached the target). One run gives no sd or "
+             "interval.",
+             "", f"## Headline (mean ± half the {pct} interval)", ""]
+    lines += _table(["setting", "variant", "runs", *(labels[f] for f in head)],
+                    [[s, v, str(runs[(s, v)]), *(_pm(by[(s, v, f)]) for f in head)]
+                     for s, v in groups])
+    lines += ["", "## Every figure", ""]
+    for figure in (f for f in present if f not in zero):
+        rows = []
+        for s, v in groups:
+            sp = by[(s, v, figure)].spread
+            interval = "n/a" if sp.ci_low is None else f"[{fmt(sp.ci_low)}, {fmt(sp.ci_high)}]"
+            rows.append([s, v, str(sp.n), fmt(sp.mean), fmt(sp.sd), interval, fmt(sp.min), fmt(sp.max)])
+        lines += [f"### {labels[figure]} (`{figure}`)", "",
+                  *_table(["setting", "variant", "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
+    if zero:
+        lines += ["Zero in every run: " + ", ".join(labels[f] for f in zero) + ".", ""]
+    if absent:
+        lines += ["No value in any run (timing mode, or never reached): " + ", ".join(absent) + ".", ""]
+    lines += ["![every figure with its interval](sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def draw(cells: list[Cell], path: Path) -> bool:
+    """``sweep.png``: per figure with a non-zero value, each variant's mean per setting with its interval as error
+    bars (no bar below two seeds). False when there is nothing to draw."""
+    figures = [f for f in dict.fromkeys(c.figure for c in cells if c.spread.n)
+               if any(c.spread.n and (c.spread.min, c.spread.max) != (0, 0) for c in cells if c.figure == f)]
+    if not figures:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(c.setting.name for c in cells))
+    variants = list(dict.fromkeys(c.variant for c in cells))
+    labels = dict((c.figure, c.label) for c in cells)
+    by = {(c.setting.name, c.variant, c.figure): c.spread for c in cells}
+    ncols = min(3, len(figures))
+    nrows = math.ceil(len(figures) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    width = 0.8 / len(variants)
+    for ax, figure in zip(axes.flat, figures):
+        for j, variant in enumerate(variants):
+            xs, ys, errs = [], [], []
+            for i, setting in enumerate(settings):
+                sp = by.get((setting, variant, figure))
+                if sp is not None and sp.n:
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ys.append(sp.mean)
+                    errs.append(sp.half_width or 0.0)
+            ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3, label=variant)
+        ax.set_title(labels[figure], fontsize=9)
+        ax.set_xticks(range(len(settings)))
+        ax.set_xlim(-0.6, len(settings) - 0.4)
+        ax.set_xticklabels(settings, rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(figures):]:
+        ax.axis("off")
+    if len(variants) > 1:
+        axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(groups: dict[tuple[Setting, str], list[dict]], keys: list[str], out: Path, title: str,
+                 intro: list[str], level: float = 0.95, figure: bool = True) -> str:
+    """Write ``sweep.csv``, ``sweep.md`` and (``figure``) ``sweep.png`` into ``out``; return the markdown."""
+    cells = aggregate(groups, level)
+    write_csv(cells, keys, out / "sweep.csv")
+    drawn = figure and draw(cells, out / "sweep.png")
+    text = _markdown(cells, title, intro, level)
+    if not drawn:
+        text = text.replace("![every figure with its interval](sweep.png)\n", "")
+    (out / "sweep.md").write_text(text)
+    return text
