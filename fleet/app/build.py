@@ -40,7 +40,7 @@ from fleet.core.paced import PacedEnvironment
 from fleet.core.transport import Transport
 from fleet.core.view import FleetView, JoinedView
 from fleet.core.work import NullWork
-from fleet.learning.backends import ClientDataSource, make_backend
+from fleet.learning.backends import BackendUnavailable, ClientDataSource, make_backend
 from fleet.learning.checkpoints import CheckpointStore
 from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import DeviceRules, SimulatedDevices
@@ -123,7 +123,10 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
         raise ScenarioError(f"data: {exc}") from None
     e = scenario.executor
     source = ClientDataSource(d.dataset, d.dir, tuple(parts))
-    backend = make_backend(e.backend, scenario.algorithm.name, params, source, e.workers)
+    try:
+        backend = make_backend(e.backend, scenario.algorithm.name, params, source, e.workers, e.ray_address)
+    except BackendUnavailable as exc:
+        raise ScenarioError(f"executor: {exc}") from None
     with warnings.catch_warnings():  # the cached arrays are read-only; nothing here writes to them
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         tensors = [torch.from_numpy(np.asarray(a)) for a in

@@ -268,9 +268,22 @@ class EvaluationConfig(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    backend: Literal["sequential", "vectorized", "process_pool"] = Field(
-        "vectorized", description="Where local updates run (results agree; docs/learning.md).")
-    workers: int = Field(2, gt=0, le=256, description="process_pool: worker processes, 1 to 256.")
+    backend: Literal["sequential", "vectorized", "process_pool", "ray"] = Field(
+        "vectorized", description="Where local updates run (results agree; docs/learning.md). ray needs "
+        "pip install '.[ray]'.")
+    workers: int = Field(2, gt=0, le=256, description="process_pool and ray: worker processes (Ray actors), "
+                         "1 to 256.")
+    ray_address: str | None = Field(
+        None, min_length=1, max_length=300, description="ray: the cluster to join (host:port of its head, "
+        "ray://host:port, or auto); null = the RAY_ADDRESS environment variable if set, else (and with local) "
+        "a Ray instance started on this machine for the run, on loopback only.")
+
+    @field_validator("ray_address")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and ("\0" in v or not v.strip()):
+            raise ValueError("an address cannot be blank or contain a NUL character")
+        return v
 
 
 class BridgeConfig(_Strict):

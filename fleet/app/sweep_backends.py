@@ -102,19 +102,26 @@ class LocalPool:
 
 
 class RayMissing(Exception):
-    """``--backend ray`` without the ray package installed."""
+    """``--backend ray`` without the ray package installed, or with a cluster address that does not answer."""
 
 
 class RayPool:
-    """Each job a Ray task (one CPU) on the cluster ``ray.init()`` finds (``RAY_ADDRESS``, else a local one),
-    connected when the first job is submitted. Every node must see the project, the scenario and the sweep's
-    folder at the same paths (a shared file system) and have the project installed (``python -m fleet.run``)."""
+    """Each job a Ray task (one CPU) on the cluster ``RAY_ADDRESS`` names, else on a private Ray instance on
+    this machine (loopback only, no dashboard, no usage reporting: ``fleet.learning.ray_backend.connect``),
+    connected when the pool is made and shut down after the runs if this pool started it. Every node must see
+    the project, the scenario and the sweep's folder at the same paths (a shared file system) and have the
+    project installed (``python -m fleet.run``)."""
 
     def __init__(self, jobs: int | None):
+        from fleet.learning.backends import BackendUnavailable
+        from fleet.learning.ray_backend import connect
+
         try:
-            import ray
-        except ImportError:
-            raise RayMissing("--backend ray needs the ray package: pip install '.[ray]'") from None
+            self._started = connect(None)
+        except BackendUnavailable as exc:
+            raise RayMissing(f"--backend ray: {exc}") from None
+        import ray
+
         self.ray = ray
         self.jobs = jobs
 
@@ -122,8 +129,6 @@ class RayPool:
         ray, todo = self.ray, list(jobs)
         if not todo:
             return
-        if not ray.is_initialized():
-            ray.init()
         remote = ray.remote(num_cpus=1)(execute)
         limit = self.jobs or len(todo)
         pending: dict = {}
@@ -143,3 +148,5 @@ class RayPool:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            if self._started:
+                ray.shutdown()

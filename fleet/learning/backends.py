@@ -9,7 +9,8 @@ differ (docs/learning.md states and tests the bound).
 
 Backends: ``sequential`` (in this process), ``process_pool`` (spawned workers that load the data themselves),
 ``vectorized`` (``algorithms.batched``: the learner's ``batched_kernel``, when it declares one; ``fit``
-otherwise). A Ray backend would implement ``Backend.run`` the same way as the pool.
+otherwise), ``ray`` (``fleet.learning.ray_backend``: long-lived Ray actors sharing one copy of the data, on this
+machine or a cluster; the only module that imports ray, and only when that backend is made).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 from algorithms.base import Learner, TaskConfig
 from algorithms.local import ClientData, ClientResult, ModelState
 
-__all__ = ["Job", "ClientDataSource", "client_data", "Backend", "SequentialBackend", "VectorizedBackend",
-           "ProcessPoolBackend", "BACKENDS", "LOCAL_UPDATE_THREADS", "make_backend"]
+__all__ = ["Job", "ClientDataSource", "client_data", "Backend", "BackendUnavailable", "SequentialBackend",
+           "VectorizedBackend", "ProcessPoolBackend", "BACKENDS", "LOCAL_UPDATE_THREADS", "make_backend"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ def client_data(train_x, train_y, indices: np.ndarray) -> ClientData:
 
     idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
     return ClientData(train_x[idx], train_y[idx])
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start here: its package is missing, its cluster does not answer, its workers do not
+    start. The message is one line saying what to do; the CLI reports it as a scenario error (exit 2)."""
 
 
 class Backend(ABC):
@@ -172,17 +178,24 @@ class ProcessPoolBackend(Backend):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-BACKENDS = ("sequential", "vectorized", "process_pool")
+BACKENDS = ("sequential", "vectorized", "process_pool", "ray")
 
 
 def make_backend(name: str, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
-                 workers: int = 2) -> Backend:
-    """The backend ``name`` (one of ``BACKENDS``); the pool builds the algorithm ``algorithm_name`` with
-    ``algorithm_params`` in each worker and loads its data from ``source``."""
+                 workers: int = 2, ray_address: str | None = None,
+                 threads_per_worker: int = LOCAL_UPDATE_THREADS) -> Backend:
+    """The backend ``name`` (one of ``BACKENDS``); the pool and Ray build the algorithm ``algorithm_name`` with
+    ``algorithm_params`` in each of their ``workers`` and take the data from ``source``. ``ray_address`` joins
+    a Ray cluster (else ``RAY_ADDRESS``, else Ray starts on this machine). ``BackendUnavailable`` when the
+    backend cannot start here."""
     if name == "sequential":
         return SequentialBackend()
     if name == "vectorized":
         return VectorizedBackend()
     if name == "process_pool":
-        return ProcessPoolBackend(algorithm_name, algorithm_params, source, workers)
+        return ProcessPoolBackend(algorithm_name, algorithm_params, source, workers, threads_per_worker)
+    if name == "ray":
+        from fleet.learning.ray_backend import RayBackend
+
+        return RayBackend(algorithm_name, algorithm_params, source, workers, threads_per_worker, ray_address)
     raise ValueError(f"executor backend must be one of {', '.join(BACKENDS)}, got {name!r}")

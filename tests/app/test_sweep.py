@@ -231,7 +231,8 @@ def test_resume_skips_finished_runs_and_failures_are_reported(tmp_path, monkeypa
     (["--seeds", "0-1", "--grid", "coordinator.rounds"], "fleet.sweep: --grid 'coordinator.rounds': expected"),
     (["--seeds", "99999999999999999999"], "fleet.sweep: --seeds"),
     (["--seeds", "9999999999999999999"], "seed: Input should be less than or equal to"),
-    (["--seeds", "0", "--backend", "ray"], "fleet.sweep: --backend ray needs the ray package: pip install '.[ray]'"),
+    (["--seeds", "0", "--backend", "ray"], "fleet.sweep: --backend ray: the ray backend needs the ray package: "
+                                           "pip install '.[ray]'"),
 ])
 def test_bad_input_is_one_line_and_status_2(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, installed or not
@@ -275,12 +276,17 @@ def test_ray_pool_submits_each_run_as_a_task(tmp_path, monkeypatch):
         calls.append(options)
         return lambda fn: types.SimpleNamespace(remote=lambda *args: Ref(fn, args))
 
-    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda: calls.append("init"), remote=remote,
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    fake = types.SimpleNamespace(is_initialized=lambda: False, remote=remote,
+                                 init=lambda **options: calls.append(("init", options["address"],
+                                                                      options["include_dashboard"])),
                                  wait=lambda refs, num_returns: (refs[:num_returns], refs[num_returns:]),
-                                 get=lambda ref: ref.value, cancel=lambda ref, force: None)
+                                 get=lambda ref: ref.value, cancel=lambda ref, force: None,
+                                 shutdown=lambda: calls.append("shutdown"))
     monkeypatch.setitem(sys.modules, "ray", fake)
     got = dict(RayPool(1).run(JOBS, str(tmp_path)))
-    assert calls == ["init", {"num_cpus": 1}]
+    # a private local instance without its dashboard, one CPU a task, shut down after the runs
+    assert calls == [("init", "local", False), {"num_cpus": 1}, "shutdown"]
     assert got["ok"].returncode == 0 and got["bad"].returncode == 3
 
 

@@ -1,0 +1,298 @@
+"""The Ray backend: local updates on long-lived Ray actors, on this machine or on a cluster.
+
+The shape is the process pool's (``backends.ProcessPoolBackend``): each worker builds the algorithm from its
+registry name once, and a job is ``fit(state, config, its client's data, seed)`` with ``LOCAL_UPDATE_THREADS``
+torch thread, so the results are bit-identical to ``sequential`` (tested). What Ray adds:
+
+* **Data shared once.** The driver puts the training split (and the partition indices) in Ray's object store
+  ONCE; every actor receives the same ``ObjectRef`` and holds zero-copy, read-only numpy views of it (on a
+  node other than the driver's, Ray copies the object to that node once). A round's global state is put once
+  per aggregation and shared by its jobs.
+* **Warm workers.** ``workers`` actors are built when the backend is made (torch imported, the algorithm
+  built, threads set) and live for the run; a job is one actor method call.
+* **Failure.** A job whose worker dies (the process killed, its node lost) is resubmitted, to a
+  surviving worker or to the actor started in the dead one's place, up to ``max_retries`` times; ``run``
+  keeps exactly one result per job, in job order, so nothing is aggregated twice. An exception raised by
+  ``fit`` itself is not retried: it propagates as it would from the other backends.
+* **Where Ray runs.** ``address`` (the scenario key ``executor.ray_address``), else ``RAY_ADDRESS``, joins an
+  existing cluster after a ``CONNECT_TIMEOUT_S`` TCP probe (Ray itself waits minutes for a silent address);
+  without one, a private Ray instance starts on this machine, on loopback only, without dashboard, usage
+  reporting or worker log forwarding, and ``close`` shuts it down. A process that already called
+  ``ray.init`` keeps its own session.
+
+Ray is an optional dependency (``pip install '.[ray]'``): it is imported only when this backend is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from collections import deque
+from contextlib import contextmanager
+from typing import Sequence
+
+import numpy as np
+
+from fleet.learning.backends import (
+    LOCAL_UPDATE_THREADS,
+    Backend,
+    BackendUnavailable,
+    ClientDataSource,
+    Job,
+    client_data,
+)
+
+__all__ = ["RayBackend", "RAY_MISSING", "CONNECT_TIMEOUT_S", "START_TIMEOUT_S", "import_ray", "connect",
+           "ray_address"]
+
+RAY_MISSING = "the ray backend needs the ray package: pip install '.[ray]' (or pip install 'fleet-sim[ray]')"
+CONNECT_TIMEOUT_S = 5.0  # a cluster address must accept a TCP connection within this
+START_TIMEOUT_S = 120.0  # the workers must be built (torch imported, algorithm made) within this
+IN_FLIGHT = 2  # jobs queued on one actor: the next one's arguments arrive while it computes
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1 (its macOS default)
+
+
+def import_ray():
+    """The ``ray`` module, with usage reporting off unless the user set ``RAY_USAGE_STATS_ENABLED``;
+    ``BackendUnavailable`` (one line) when it is not installed."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise BackendUnavailable(f"{RAY_MISSING} ({exc})") from None
+    return ray
+
+
+def ray_address(configured: str | None) -> tuple[str | None, str]:
+    """The cluster to join and where that address came from: ``executor.ray_address``, else ``RAY_ADDRESS``;
+    ``(None, "")`` for a private instance on this machine (neither set, or either is ``local``)."""
+    if configured == "local":
+        return None, ""
+    if configured:
+        return configured, "executor.ray_address"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "local":
+        return env, "RAY_ADDRESS"
+    return None, ""
+
+
+def _probe(address: str, where: str, timeout_s: float) -> None:
+    """Fail fast, in one line, when nothing accepts a TCP connection at ``address`` (host:port, or
+    ray://host:port); ``auto`` (find the cluster started on this machine) is left to Ray."""
+    if address == "auto":
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise BackendUnavailable(f"{where} {address!r}: expected host:port (or ray://host:port, or auto)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise BackendUnavailable(f"{where} {address}: no Ray cluster answers within {timeout_s:g} s ({reason}); "
+                                 "start one with `ray start --head`, or unset it to run Ray on this machine") from None
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    """Drop Ray's start-up notice that token authentication is on (its default for a new local instance,
+    whose token lives in ~/.ray/auth_token): a line on every run, nothing to act on."""
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+@contextmanager
+def _loopback():
+    """While Ray starts here: make it take 127.0.0.1 as this node's address, so its servers listen on loopback
+    only, and keep its token notice quiet. On Linux Ray otherwise replaces 127.0.0.1 (``_node_ip_address``)
+    by the routable address and listens on every interface; its macOS/Windows default
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) is loopback. Ray reads that variable when it is imported, so the
+    imported constant is set too."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a later Ray moved it: fall back to its own choice of address
+        ray_constants = None
+    saved_env = os.environ.get(_LOCAL_ONLY_ENV)
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_LOCAL_ONLY_ENV] = "0"
+    if saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    announcer = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    announcer.addFilter(_quiet_token_notice)
+    try:
+        yield
+    finally:
+        announcer.removeFilter(_quiet_token_notice)
+        if saved_env is None:
+            os.environ.pop(_LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[_LOCAL_ONLY_ENV] = saved_env
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Make ``ray`` usable in this process; True when this call started it (then the caller shuts it down).
+
+    Already initialised: nothing to do. ``address`` (else ``RAY_ADDRESS``): join that cluster, after a probe.
+    Neither: start a private instance on loopback with ``num_cpus`` logical CPUs (default: the machine's)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    target, where = ray_address(address)
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if target is not None:
+            _probe(target, where, CONNECT_TIMEOUT_S)
+            ray.init(address=target, **quiet)
+        else:
+            with _loopback():
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                         _node_ip_address="127.0.0.1", **quiet)
+    except BackendUnavailable:
+        raise
+    except (Exception, SystemExit) as exc:  # Ray exits the process on some connection failures
+        what = f"cannot join the Ray cluster at {target} ({where})" if target else "cannot start Ray"
+        raise BackendUnavailable(f"{what}: {_first_line(exc)}") from None
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+class _Worker:
+    """One long-lived worker (a Ray actor): the algorithm built once, the shared data held as views."""
+
+    def __init__(self, algorithm_name: str, algorithm_params: dict, shared: tuple, threads: int) -> None:
+        import torch
+
+        from algorithms.registry import create_algorithm
+
+        self._torch, self._threads = torch, threads
+        torch.set_num_threads(threads)
+        self._shared_x, y, self._partitions = shared  # numpy views of the object store's one copy (read-only)
+        with warnings.catch_warnings():  # nothing writes to them: clients take copies of their rows
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self._x, self._y = torch.from_numpy(self._shared_x), torch.from_numpy(y)
+        self._algorithm = create_algorithm(algorithm_name, **algorithm_params)
+
+    def info(self) -> dict:
+        """What a test or an operator can check: the process, its torch threads, whether the data is shared."""
+        x = self._shared_x
+        return {"pid": os.getpid(), "threads": self._torch.get_num_threads(),
+                "shared_data": not x.flags.writeable and not x.flags.owndata}
+
+    def run(self, state, job: Job):
+        if self._torch.get_num_threads() != self._threads:  # a library reset it: results depend on it
+            self._torch.set_num_threads(self._threads)
+        data = client_data(self._x, self._y, self._partitions[job.device])
+        return self._algorithm.fit(state, job.config, data, job.seed)
+
+
+class RayBackend(Backend):
+    """Jobs spread over ``workers`` Ray actors (``threads_per_worker`` torch threads and as many Ray CPUs
+    each), retried on worker death; the module docstring says how data and failures are handled."""
+
+    name = "ray"
+
+    def __init__(self, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
+                 workers: int = 2, threads_per_worker: int = LOCAL_UPDATE_THREADS, address: str | None = None,
+                 max_retries: int = 3) -> None:
+        self._ray = import_ray()
+        self._workers: list = []
+        self._started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads_per_worker))
+        self.max_retries = max_retries
+        self.retries = 0  # jobs resubmitted after their worker died, over the backend's life
+        self.replaced = 0  # workers started in place of dead ones
+        try:
+            ray = self._ray
+            dataset = source.load()  # cached in this process: the driver has it already
+            self._shared = ray.put((np.asarray(dataset.train_x), np.asarray(dataset.train_y),
+                                    tuple(source.partitions)))
+            self._actor = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(_Worker)
+            self._args = (algorithm_name, dict(algorithm_params), threads_per_worker)
+            self._workers = [self._new_worker() for _ in range(workers)]
+            self._await_workers(workers * threads_per_worker)
+        except BaseException:
+            self.close()
+            raise
+
+    def _new_worker(self):
+        name, params, threads = self._args
+        return self._actor.remote(name, params, self._shared, threads)
+
+    def _await_workers(self, cpus: int) -> None:
+        ray = self._ray
+        try:
+            ray.get([w.info.remote() for w in self._workers], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            have = ray.cluster_resources().get("CPU", 0)
+            raise BackendUnavailable(f"ray: {len(self._workers)} workers did not start within {START_TIMEOUT_S:g} s "
+                                     f"(they need {cpus} CPUs; the cluster has {have:g})") from None
+        except ray.exceptions.RayError as exc:
+            raise BackendUnavailable(f"ray: a worker failed to start: {_first_line(exc)}") from None
+
+    def worker_info(self) -> list[dict]:
+        """Each worker's ``_Worker.info``: pid, torch threads, shared_data."""
+        return self._ray.get([w.info.remote() for w in self._workers])
+
+    def _submit(self, slot: int, state_ref, job: Job):
+        """Send ``job`` to the worker in ``slot``; its result's ObjectRef."""
+        return self._workers[slot].run.remote(state_ref, job)
+
+    def _replace(self, slot: int) -> None:
+        """Start a worker in place of the dead one in ``slot`` (it warms up while the jobs queue on it)."""
+        try:
+            self._ray.kill(self._workers[slot], no_restart=True)
+        except Exception:  # already gone
+            pass
+        self._workers[slot] = self._new_worker()
+        self.replaced += 1
+
+    def run(self, learner, states, jobs: Sequence[Job], data_of):
+        ray = self._ray
+        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError,
+                ray.exceptions.NodeDiedError)
+        state_refs = {v: ray.put(states[v]) for v in sorted({j.version for j in jobs})}
+        out: list = [None] * len(jobs)
+        attempts = [0] * len(jobs)
+        todo = deque(range(len(jobs)))
+        load = [0] * len(self._workers)
+        in_flight: dict = {}  # result ref -> (slot, job index, the worker it was sent to)
+        while todo or in_flight:
+            for slot in range(len(self._workers)):
+                while todo and load[slot] < IN_FLIGHT:
+                    i = todo.popleft()
+                    ref = self._submit(slot, state_refs[jobs[i].version], jobs[i])
+                    in_flight[ref] = (slot, i, self._workers[slot])
+                    load[slot] += 1
+            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            slot, i, worker = in_flight.pop(ref)
+            load[slot] -= 1
+            try:
+                out[i] = ray.get(ref)
+            except lost as exc:
+                attempts[i] += 1
+                if attempts[i] > self.max_retries:
+                    raise RuntimeError(f"ray: the update of task {jobs[i].task_id} lost its worker "
+                                       f"{attempts[i]} times; last: {_first_line(exc)}") from None
+                if self._workers[slot] is worker:  # the first of its jobs to report the death
+                    self._replace(slot)
+                todo.appendleft(i)
+                self.retries += 1
+        return out
+
+    def close(self) -> None:
+        ray = self._ray
+        for w in self._workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:  # already dead, or Ray already down
+                pass
+        self._workers = []
+        self._shared = None
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
