@@ -19,13 +19,13 @@ from devices.physics import (
     joules_per_flop,
     serialization_time_s,
 )
+from devices.sampled import SampledFleet, sample_fleet, sample_fleet_arrays
 from devices.sampling import (
     FRACTION_SUM_TOLERANCE,
     LINK_OVERRIDES,
     DeviceProfile,
     MixEntry,
     largest_remainder_counts,
-    sample_fleet,
 )
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "LinkClass",
     "MixEntry",
     "RandomFailure",
+    "SampledFleet",
     "battery_level_j",
     "compute_time_s",
     "energy_j",
@@ -59,5 +60,6 @@ __all__ = [
     "joules_per_flop",
     "largest_remainder_counts",
     "sample_fleet",
+    "sample_fleet_arrays",
     "serialization_time_s",
 ]

@@ -111,7 +111,8 @@ class RandomFailure:
     O(log n) in the edges held, plus the drawing it triggers.
     """
 
-    __slots__ = ("mtbf_s", "mttr_s", "_rng", "_start", "_edges_s", "_offset", "_forgotten_s", "_batch")
+    __slots__ = ("mtbf_s", "mttr_s", "_rng", "_state", "_start", "_edges_s", "_offset", "_forgotten_s",
+                 "_batch")
 
     _FIRST_BATCH = 32
     _MAX_BATCH = 1 << 16
@@ -121,17 +122,34 @@ class RandomFailure:
         check_positive("mttr_s", mttr_s)
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        child = _child(rng)
+        self._setup(mtbf_s, mttr_s, child, child.bit_generator.state)
+
+    @classmethod
+    def from_state(cls, mtbf_s: float, mttr_s: float, generator: np.random.Generator,
+                   state: dict) -> "RandomFailure":
+        """The timeline drawn from the bit-generator ``state`` (what ``rng.spawn(1)[0].bit_generator.state``
+        would be for the ``rng`` of the constructor), with ``generator``'s methods: a generator of the same
+        kind, which may be shared by many timelines (each sets its own state before drawing). Equal, query for
+        query, to ``RandomFailure(mtbf_s, mttr_s, rng)``; it saves building a generator per timeline."""
+        timeline = cls.__new__(cls)
+        timeline._setup(mtbf_s, mttr_s, generator, state)
+        return timeline
+
+    def _setup(self, mtbf_s: float, mttr_s: float, generator: np.random.Generator, state: dict) -> None:
+        check_positive("mtbf_s", mtbf_s)
+        check_positive("mttr_s", mttr_s)
         self.mtbf_s = float(mtbf_s)
         self.mttr_s = float(mttr_s)
-        self._rng = _child(rng)
-        self._start = self._rng.bit_generator.state  # a copy: where a redraw starts
+        self._rng = generator
+        self._start = state  # where a redraw starts (never changed: states are replaced, not mutated)
         self._restart()
 
     def __repr__(self) -> str:
         return f"RandomFailure(mtbf_s={self.mtbf_s!r}, mttr_s={self.mttr_s!r})"
 
     def _restart(self) -> None:
-        self._rng.bit_generator.state = self._start
+        self._state = self._start
         # Edge number k (k = 0, 1, ...; even: a failure, odd: the repair after it) is held at
         # _edges_s[k - _offset]; the edges before _offset are forgotten, the last at _forgotten_s.
         self._edges_s = array("d")
@@ -143,8 +161,11 @@ class RandomFailure:
         """Draw the next batch; forget the held edges at or before ``keep_after_s``."""
         n = self._batch
         steps = np.empty(2 * n)
+        bits = self._rng.bit_generator
+        bits.state = self._state
         steps[0::2] = self._rng.exponential(self.mtbf_s, n)
         steps[1::2] = self._rng.exponential(self.mttr_s, n)
+        self._state = bits.state
         start_s = self._edges_s[-1] if self._edges_s else 0.0
         drawn = start_s + np.cumsum(steps)
         cut = bisect_right(self._edges_s, keep_after_s)

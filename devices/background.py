@@ -86,6 +86,11 @@ class BackgroundMemory:
         """
         _check_window(t0_s, t1_s, open_ended=True)
         check_finite("level_bytes", level_bytes)
+        return self.first_exceeding_unchecked(t0_s, t1_s, level_bytes)
+
+    def first_exceeding_unchecked(self, t0_s: float, t1_s: float, level_bytes: float) -> float | None:
+        """``first_exceeding`` without its checks, for Python floats the caller vouches for (the simulator's
+        hot path: a task's start and end, and a level from checked fields); same formula, same result."""
         if t0_s == t1_s:
             return t0_s if self.at(t0_s) > level_bytes else None
         if level_bytes < 0.0:
@@ -101,11 +106,33 @@ class BackgroundMemory:
         # sin(angle) > s on the open arcs (alpha, pi - alpha) + 2 pi k, alpha = asin(s).
         alpha = math.asin(s)
         arc = math.pi - 2.0 * alpha
-        into = (float(self._angle(t0_s)) - alpha) % _TWO_PI  # angle past the last arc start
+        into = (_TWO_PI * t0_s / self.period_s + self.phase_rad - alpha) % _TWO_PI  # angle past the last arc start
         if into < arc:
             return t0_s
         entry_s = t0_s + (_TWO_PI - into) * self.period_s / _TWO_PI
         return entry_s if entry_s < t1_s else None
+
+
+def free_bytes_many(trainable_bytes: np.ndarray, mean_bytes: np.ndarray, amplitude_bytes: np.ndarray,
+                    period_s: float, phase_rad: np.ndarray, t_s: float) -> np.ndarray:
+    """Free memory at one time ``t_s`` for many devices (int64): ``max(0, int(trainable - at(t_s)))``
+    with ``at`` a ``BackgroundMemory(mean, amplitude, period_s, phase)`` per element.
+
+    Equal, element by element, to the scalar path a simulated device takes (``at`` on a Python float and
+    ``fleet.sim.twins.free_memory_scalar_bytes``): the angle is computed with the same operations in the
+    same order, and numpy's sine, which may differ from ``math.sin`` in the last bits on some machines, is
+    trusted only where such a difference cannot move the rounded result; the few values within 64 units in
+    the last place of an integer are recomputed with ``math.sin``.
+    """
+    angle = _TWO_PI * t_s / period_s + phase_rad
+    use = mean_bytes + amplitude_bytes * np.sin(angle)
+    x = trainable_bytes - np.maximum(use, 0.0)
+    tol = 2.0 ** -46 * (np.abs(trainable_bytes) + np.abs(mean_bytes) + np.abs(amplitude_bytes))
+    for i in np.flatnonzero(np.abs(x - np.rint(x)) <= tol).tolist():
+        a = float(angle[i]) if np.ndim(angle) else float(angle)
+        background = max(float(mean_bytes[i]) + float(amplitude_bytes[i]) * math.sin(a), 0.0)
+        x[i] = float(trainable_bytes[i]) - background
+    return np.maximum(np.trunc(x), 0.0).astype(np.int64)
 
 
 def _check_window(t0_s: float, t1_s: float, open_ended: bool = False) -> None:

@@ -33,7 +33,7 @@ from devices._checks import (
     check_unit_open_closed,
 )
 from devices.background import BackgroundMemory
-from devices.catalog import DEVICE_CLASSES, DeviceClass
+from devices.catalog import DeviceClass
 from devices.links import LINK_CLASSES, LinkClass
 
 #: How far the mix fractions may sum from 1.
@@ -190,16 +190,11 @@ def _lookup(kind: str, name: str, table: Mapping[str, object]) -> object:
     return table[name]
 
 
-def sample_fleet(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generator,
-                 background_period_s: float = 3600.0, *,
-                 device_classes: Mapping[str, DeviceClass] = DEVICE_CLASSES,
-                 link_classes: Mapping[str, LinkClass] = LINK_CLASSES) -> list[DeviceProfile]:
-    """Sample ``n_devices`` profiles from ``mix``; device ids 0..n-1 in mix order.
-
-    Fractions must be ``>= 0`` and sum to 1 within ``FRACTION_SUM_TOLERANCE``; class names must
-    be keys of ``device_classes`` / ``link_classes`` (the catalogs by default; pass others to
-    try measured figures). The same ``rng`` state gives the same fleet.
-    """
+def checked_mix(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generator, background_period_s: float,
+                device_classes: Mapping[str, DeviceClass],
+                link_classes: Mapping[str, LinkClass]) -> tuple[tuple[MixEntry, ...], list[int], list[LinkClass]]:
+    """``sample_fleet``'s arguments checked: the entries, the device count of each, their link classes (with
+    their ``link`` overrides applied). Raises ``ValueError`` naming what is wrong."""
     check_int_at_least("n_devices", n_devices, 0)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -221,37 +216,4 @@ def sample_fleet(mix: Sequence[MixEntry], n_devices: int, rng: np.random.Generat
     if abs(total - 1.0) > FRACTION_SUM_TOLERANCE:
         raise ValueError(f"mix fractions must sum to 1 (within {FRACTION_SUM_TOLERANCE}), "
                          f"got {total!r}")
-
-    counts = largest_remainder_counts([e.fraction for e in entries], n_devices)
-    profiles: list[DeviceProfile] = []
-    for entry, count, lc in zip(entries, counts, links):
-        if count:
-            profiles.extend(_sample_entry(entry, count, len(profiles), rng, background_period_s,
-                                          device_classes[entry.device_class], lc))
-    return profiles
-
-
-def _sample_entry(entry: MixEntry, count: int, first_id: int, rng: np.random.Generator,
-                  period_s: float, dc: DeviceClass, lc: LinkClass) -> list[DeviceProfile]:
-    speed = rng.lognormal(0.0, dc.flops_sigma, count)
-    bandwidth = rng.lognormal(0.0, lc.bandwidth_sigma, count)
-    latency = rng.lognormal(0.0, lc.latency_sigma, count)
-    phase = rng.uniform(0.0, 2.0 * math.pi, count)
-
-    flops_per_s = (dc.sustained_flops_per_s * speed).tolist()
-    up = (lc.up_bit_per_s * bandwidth).tolist()
-    down = (lc.down_bit_per_s * bandwidth).tolist()
-    latency_s = (lc.latency_s * latency).tolist()
-    trainable = dc.ram_bytes - dc.runtime_reserve_bytes
-    mean_bytes = dc.background_mean_fraction * trainable
-    amplitude_bytes = dc.background_amplitude_fraction * trainable
-    # Positional arguments, in DeviceProfile field order: this loop runs once per device.
-    return [
-        DeviceProfile(device_id, entry.device_class, entry.link_class, dc.ram_bytes,
-                      dc.runtime_reserve_bytes, f, dc.compute_power_w, dc.battery_j,
-                      dc.recharge_w, u, d, lat, lc.loss_prob, lc.duty_cycle,
-                      lc.max_frame_payload_bytes, lc.frame_overhead_bytes, lc.tx_j_per_byte,
-                      BackgroundMemory(mean_bytes, amplitude_bytes, period_s, ph))
-        for device_id, f, u, d, lat, ph in zip(range(first_id, first_id + count), flops_per_s,
-                                               up, down, latency_s, phase.tolist())
-    ]
+    return entries, largest_remainder_counts([e.fraction for e in entries], n_devices), links

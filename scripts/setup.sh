@@ -18,4 +18,4 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${apt_packages[@]}"
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet ${FLEET_PIP_ARGS:-} -e ".[test,ray]"
+.venv/bin/python -m pip install --quiet ${FLEET_PIP_ARGS:-} -e ".[test,ray,parquet]"

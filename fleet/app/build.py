@@ -26,8 +26,8 @@ from devices import (
     Diurnal,
     MixEntry,
     RandomFailure,
-    largest_remainder_counts,
-    sample_fleet,
+    SampledFleet,
+    sample_fleet_arrays,
 )
 from fleet.app.scenario import Scenario, ScenarioError
 from fleet.app.simulation import Simulation
@@ -45,39 +45,47 @@ from fleet.learning.checkpoints import CheckpointStore
 from fleet.learning.plane import LearningPlane
 from fleet.sim.devices import DeviceRules, SimulatedDevices
 from fleet.sim.network import SimulatedNetwork
-from fleet.sim.topology import GatewaySpec, build_topology
+from fleet.sim.population import LazyAvailability, OptionalFloats
+from fleet.sim.topology import GatewaySpec, build_topology_coded
 from fleet.sim.view import SimulatedView
 
 
-def _availability(scenario: Scenario, kernel: Kernel, entry_of: np.ndarray) -> list[Availability]:
-    rng = kernel.rng.stream("availability")
-    n = len(entry_of)
-    phases = rng.random(n)  # one draw per device, used when its entry is diurnal
-    out: list[Availability] = []
+def _availability(scenario: Scenario, kernel: Kernel, entry_of: np.ndarray) -> LazyAvailability:
+    """Each device's availability timeline, made when first asked for (``LazyAvailability``) from its mix
+    entry's settings: always on, diurnal (its phase drawn here, one draw per device), random failures (its
+    own ``failure`` stream), or both."""
+    phases = kernel.rng.stream("availability").random(len(entry_of))  # one draw per device, used if diurnal
     always = AlwaysOn()
-    for device in range(n):
-        cfg = scenario.fleet.mix[entry_of[device]].availability
-        parts: list[Availability] = []
-        if cfg.diurnal is not None:
-            d = cfg.diurnal
-            parts.append(Diurnal(d.period_s, d.on_fraction, float(phases[device]) * d.period_s))
-        if cfg.failure is not None:
-            f = cfg.failure
-            parts.append(RandomFailure(f.mtbf_s, f.mttr_s, kernel.rng.stream("failure", device)))
-        out.append(always if not parts else parts[0] if len(parts) == 1 else AllOf(tuple(parts)))
-    return out
+    shared = np.random.Generator(np.random.PCG64())  # lends its methods to every failure timeline
+
+    def maker(cfg) -> Callable[[int], Availability]:
+        def make(device: int) -> Availability:
+            parts: list[Availability] = []
+            if cfg.diurnal is not None:
+                d = cfg.diurnal
+                parts.append(Diurnal(d.period_s, d.on_fraction, phases.item(device) * d.period_s))
+            if cfg.failure is not None:
+                f = cfg.failure
+                # RandomFailure(f.mtbf_s, f.mttr_s, kernel.rng.stream("failure", device)), without the streams
+                parts.append(RandomFailure.from_state(f.mtbf_s, f.mttr_s, shared,
+                                                      kernel.rng.first_child_state("failure", device)))
+            return always if not parts else parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+        return make
+
+    return LazyAvailability(entry_of, [maker(e.availability) for e in scenario.fleet.mix])
 
 
-def _initial_battery(scenario: Scenario, kernel: Kernel, profiles, entry_of) -> list[float | None]:
-    draws = kernel.rng.stream("availability").random(len(profiles))
-    out: list[float | None] = []
-    for p, u, e in zip(profiles, draws.tolist(), entry_of.tolist()):
-        if p.battery_j is None:
-            out.append(None)
-        else:
-            charge = scenario.fleet.mix[e].battery_charge
-            out.append(p.battery_j * (charge.low + (charge.high - charge.low) * u))
-    return out
+def _initial_battery(scenario: Scenario, kernel: Kernel, fleet: SampledFleet) -> OptionalFloats:
+    """Each device's charge at t = 0 (None without a battery): a share of its class's capacity drawn
+    uniformly between its mix entry's ``battery_charge`` bounds, one draw per device."""
+    draws = kernel.rng.stream("availability").random(len(fleet))
+    levels = np.full(len(fleet), np.nan)
+    for e, (entry, dc) in enumerate(zip(scenario.fleet.mix, fleet.device_class_of_entry)):
+        members = fleet.entry_of == e
+        if dc.battery_j is not None and members.any():
+            charge = entry.battery_charge
+            levels[members] = dc.battery_j * (charge.low + (charge.high - charge.low) * draws[members])
+    return OptionalFloats(levels)
 
 
 def make_plan(algorithm: Algorithm) -> Callable[[int, int], tuple[TaskConfig, ResourceDemand]]:
@@ -147,16 +155,15 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
         raise ScenarioError(f"algorithm.params: {exc}") from None
 
 
-def _fleet(scenario: Scenario, kernel: Kernel) -> tuple[list, list[Availability], list[float | None]]:
-    """The simulated devices' profiles sampled from the mix, their availability and initial charge."""
+def _fleet(scenario: Scenario, kernel: Kernel) -> tuple[SampledFleet, LazyAvailability, OptionalFloats]:
+    """The simulated devices' profiles sampled from the mix (as arrays), their availability and initial
+    charge."""
     fleet_cfg = scenario.fleet
     mix = [MixEntry(e.device_class, e.link_class, e.fraction, e.link.figures()) for e in fleet_cfg.mix]
-    profiles = sample_fleet(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
-                            background_period_s=fleet_cfg.background_period_s)
-    entry_of = np.repeat(np.arange(len(mix)), largest_remainder_counts([e.fraction for e in mix],
-                                                                       fleet_cfg.devices))
-    availability = _availability(scenario, kernel, entry_of)
-    return profiles, availability, _initial_battery(scenario, kernel, profiles, entry_of)
+    profiles = sample_fleet_arrays(mix, fleet_cfg.devices, kernel.rng.stream("fleet"),
+                                   background_period_s=fleet_cfg.background_period_s)
+    availability = _availability(scenario, kernel, profiles.entry_of)
+    return profiles, availability, _initial_battery(scenario, kernel, profiles)
 
 
 def _simulated_world(scenario: Scenario, kernel: Kernel, profiles, availability,
@@ -165,9 +172,11 @@ def _simulated_world(scenario: Scenario, kernel: Kernel, profiles, availability,
     net_cfg = scenario.network
     specs = {kind: GatewaySpec(g.devices_per_gateway, g.channels, g.backhaul_latency_s,
                                g.backhaul_bit_per_s) for kind, g in net_cfg.gateways.items()}
-    kinds = [LINK_CLASSES[p.link_class].gateway_kind for p in profiles]
+    kind_of_entry = [LINK_CLASSES[e.link_class].gateway_kind for e in profiles.entries]
+    names = sorted(set(kind_of_entry))
+    codes = np.array([names.index(k) for k in kind_of_entry], dtype=np.int32)[profiles.entry_of]
     try:
-        topology = build_topology(kinds, specs, kernel.rng.stream("topology"))
+        topology = build_topology_coded(names, codes, specs, kernel.rng.stream("topology"))
     except ValueError as exc:
         raise ScenarioError(str(exc)) from None
     network = SimulatedNetwork(kernel, profiles, topology, specs, net_cfg.max_attempts,
@@ -245,6 +254,7 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     ``bridge`` section the run's clock is a ``PacedEnvironment`` and the real devices attach here."""
     kernel = Kernel(scenario.seed, PacedEnvironment() if scenario.bridge is not None else None)
     profiles, availability, battery = _fleet(scenario, kernel)
+    simulated = profiles
     network, devices = _simulated_world(scenario, kernel, profiles, availability, battery)
     algorithm, params = _algorithm(scenario)
     first_real = n = scenario.fleet.devices
@@ -267,7 +277,7 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     work = learning if learning is not None else NullWork()
     coordinator = _coordinator(scenario, kernel, transport, n, plan, work, can_ever_complete)
     bridge = transport if transport is not network else None
-    fleet_view: FleetView = SimulatedView(devices, profiles[:first_real])
+    fleet_view: FleetView = SimulatedView(devices, simulated)
     if bridge is not None:
         fleet_view = JoinedView([fleet_view, RealView(bridge)])
     sim = Simulation(scenario, kernel, profiles, availability, network, devices, algorithm, coordinator,

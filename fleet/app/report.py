@@ -16,7 +16,8 @@ from fleet.app.figures import draw_figures
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
 
-__all__ = ["print_study", "write_comparison", "write_outputs"]
+__all__ = ["EVENT_FORMATS", "PARQUET_ABOVE_EVENTS", "events_format", "parquet_available", "print_study",
+           "write_comparison", "write_events", "write_outputs"]
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
@@ -139,11 +140,46 @@ def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(sim: Simulation, out: Path, figures: bool = True) -> dict:
-    """Write every output of ``sim`` under ``out``; return the summary."""
-    out.mkdir(parents=True, exist_ok=True)
+#: ``events="auto"`` writes Parquet above this many events (when pyarrow is installed), CSV up to it.
+PARQUET_ABOVE_EVENTS = 1_000_000
+EVENT_FORMATS = ("auto", "csv", "parquet")
+
+
+def parquet_available() -> bool:
+    """Whether pyarrow, which writes Parquet, is installed (the ``parquet`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def events_format(sim: Simulation, events: str) -> str:
+    """``csv`` or ``parquet``: what ``events`` (one of ``EVENT_FORMATS``) means for ``sim``'s log."""
+    if events not in EVENT_FORMATS:
+        raise ValueError(f"events must be one of {', '.join(EVENT_FORMATS)}, got {events!r}")
+    if events == "auto":
+        large = len(sim.kernel.recorder.rows) > PARQUET_ABOVE_EVENTS
+        return "parquet" if large and parquet_available() else "csv"
+    return events
+
+
+def write_events(sim: Simulation, out: Path, events: str = "auto") -> str:
+    """Write the event log as ``out/events.csv`` or ``out/events.parquet`` (``events_format``); return the
+    SHA-256 of its CSV text, whichever was written (``event_log_sha256``). Raises
+    ``fleet.core.recorder.ParquetUnavailable`` when Parquet is asked for without pyarrow."""
+    recorder = sim.kernel.recorder
+    if events_format(sim, events) == "parquet":
+        recorder.write_parquet(out / "events.parquet")
+        return recorder.sha256()
     with (out / "events.csv").open("w", newline="") as f:
-        digest = sim.kernel.recorder.write_csv(f)
+        return recorder.write_csv(f)
+
+
+def write_outputs(sim: Simulation, out: Path, figures: bool = True, events: str = "auto") -> dict:
+    """Write every output of ``sim`` under ``out``; return the summary. ``events``: the event log's format,
+    ``auto`` (CSV up to ``PARQUET_ABOVE_EVENTS`` events, Parquet above when pyarrow is installed), ``csv``
+    or ``parquet``."""
+    out.mkdir(parents=True, exist_ok=True)
+    digest = write_events(sim, out, events)
     study = analyse(sim)
     summ = summary(sim, study, digest)
     write_rounds(sim, study, out / "rounds.csv")

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a scenario key, e.g. --set coordinator.rounds=5 (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--events", choices=("auto", "csv", "parquet"), default="auto", help=(
+        "the event log's format: events.csv, or events.parquet (needs pyarrow: the 'parquet' extra); "
+        "auto (default) writes Parquet above 1,000,000 events when pyarrow is installed, CSV otherwise"))
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed study")
     p.add_argument("--resume", action="store_true", help=(
         "learning mode: continue a crashed run in --out from its checkpoints (same scenario)"))
@@ -57,7 +60,7 @@ def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
                   disable=args.quiet) as progress:
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
         sim.run(on_round=lambda done: progress.update(bar, completed=done))
-    summ = write_outputs(sim, out, figures=not args.no_figures)
+    summ = write_outputs(sim, out, figures=not args.no_figures, events=args.events)
     return summ, sim.record.evaluations
 
 
@@ -106,6 +109,12 @@ def _main(args) -> int:
                 if warning not in warned:
                     warned.add(warning)
                     print(f"fleet.run: scenario warning: {args.scenario}: {warning}", file=sys.stderr)
+        if args.events == "parquet":
+            from fleet.app.report import parquet_available
+
+            if not parquet_available():
+                raise _OutputError("--events parquet needs pyarrow: pip install 'fleet-sim[parquet]' (or pyarrow), "
+                                   "or leave --events at auto or csv")
         base = Path(args.scenario).stem
         out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_out(out)

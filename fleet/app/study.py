@@ -12,24 +12,22 @@ take part round by round (``timeline``) and the energy per class come from ``fle
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from fleet.app.simulation import Simulation
 from fleet.app.timeline import class_energy_j, class_timeline, timeline_json
-from fleet.app.view import task_peak_bytes
+from fleet.app.view import classes_of, free_bytes_of, task_peak_bytes_all
 from fleet.core.messages import CAUSES
-from fleet.core.recorder import EVENT_COLUMNS
 
 #: Every cause the summary reports, zero or not.
 DROPOUT_CAUSES = CAUSES  # the one list, fleet.core.messages
 #: Why an update that arrived was not used: ``late`` (the coordinator had stopped waiting for it: an
 #: over-selected straggler after the round closed, or a task past its timeout) or ``stale``.
 DISCARD_CAUSES = ("late", "stale")
-_TERMINAL = frozenset(("update", "refusal", "dropout", "discard"))
-_COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
+_TERMINAL = ("update", "refusal", "dropout", "discard")
 
 
 def percentiles(values, qs=(50, 90, 99)) -> dict[str, float | None]:
@@ -66,63 +64,77 @@ class Study:
     empty_rounds: int  # rounds that ended having selected nobody (not in ``round_time_s``)
 
 
+def _counter(keys: np.ndarray, names: list) -> Counter:
+    """Counter of ``names[k]`` over the codes ``keys`` (only keys that occur)."""
+    codes, counts = np.unique(keys, return_counts=True)
+    return Counter({names[k]: int(n) for k, n in zip(codes.tolist(), counts.tolist())})
+
+
+def _nested(outer: np.ndarray, inner: np.ndarray, outer_name, inner_names: list) -> dict:
+    """{outer_name(o): Counter({inner_names[i]: count})} over the pairs (``outer``, ``inner``)."""
+    out: dict = {}
+    if len(outer):
+        pairs, counts = np.unique(np.stack([outer, inner]), axis=1, return_counts=True)
+        for (o, i), n in zip(pairs.T.tolist(), counts.tolist()):
+            out.setdefault(outer_name(o), Counter())[inner_names[i]] = int(n)
+    return out
+
+
+def first_outcomes(table) -> np.ndarray:
+    """Row numbers, in log order, of each task's first terminal row (its one outcome)."""
+    terminal = np.flatnonzero(np.isin(table["event"], [table.code("event", k) for k in _TERMINAL]))
+    _, first = np.unique(table["task"][terminal], return_index=True)
+    return terminal[np.sort(first)]
+
+
 def analyse(sim: Simulation) -> Study:
-    fleet = sim.fleet
-    cls_of = [fleet.device_class(d) for d in fleet.devices]
-    devices_by_class = dict(Counter(cls_of))
-    tasks, accepted = Counter(), Counter()
-    dropouts: dict[str, Counter] = defaultdict(Counter)
-    completion: dict[str, list[float]] = defaultdict(list)
-    parts: list[tuple[str, float, float, float, float]] = []
-    participants: set[int] = set()
-    ended: set[int] = set()
-    dispatched: dict[int, str] = {}  # task -> its device's class
-    discarded: dict[str, Counter] = defaultdict(Counter)
-    by_cause: Counter = Counter()
-    by_round: dict[int, Counter] = defaultdict(Counter)
-    peak_demand: dict[str, int] = {}
-    ev, dev_i, cause_i, task_i = _COL["event"], _COL["device"], _COL["cause"], _COL["task"]
-    demand_i = _COL["demand_bytes"]
-    for row in sim.kernel.recorder.rows:
-        kind = row[ev]
-        if kind == "dispatch":
-            c = cls_of[row[dev_i]]
-            tasks[c] += 1
-            dispatched[row[task_i]] = c
-            if row[demand_i] is not None and row[demand_i] > peak_demand.get(c, -1):
-                peak_demand[c] = row[demand_i]
-            continue
-        if kind not in _TERMINAL or row[task_i] in ended:
-            continue
-        ended.add(row[task_i])
-        if kind == "discard":
-            discarded[cls_of[row[dev_i]]][row[cause_i]] += 1
-        elif kind == "update":
-            c = cls_of[row[dev_i]]
-            accepted[c] += 1
-            participants.add(row[dev_i])
-            task_s = row[_COL["task_s"]]
-            completion[c].append(task_s)
-            parts.append((c, task_s, row[_COL["compute_s"]], row[_COL["link_s"]],
-                          row[_COL["queue_s"]]))
-        else:
-            dropouts[cls_of[row[dev_i]]][row[cause_i]] += 1
-            by_cause[row[cause_i]] += 1
-            by_round[row[_COL["round"]]][row[cause_i]] += 1
-    tail: dict[str, Counter] = defaultdict(Counter)
+    """The study of ``sim``'s event log, read as columns (``EventRecorder.table``): the same figures as one
+    pass over the rows would give, a task counted at its first terminal row."""
+    names, cls_of = classes_of(sim.fleet)
+    devices_by_class = {names[c]: n for c, n in enumerate(np.bincount(cls_of, minlength=len(names)).tolist())
+                        if n}
+    t = sim.kernel.recorder.table(("event", "round", "device", "task", "cause", "demand_bytes", "compute_s",
+                                   "link_s", "queue_s", "task_s"))
+    ev, dev, causes = t["event"], t["device"], [*t.names["cause"], None]  # code -1: an empty cell
+    dispatch = np.flatnonzero(ev == t.code("event", "dispatch"))
+    dispatch_cls = cls_of[dev[dispatch]]
+    tasks = _counter(dispatch_cls, names)
+    demand = t["demand_bytes"][dispatch]
+    with_demand = demand >= 0
+    peak = np.full(len(names), -1, dtype=np.int64)
+    np.maximum.at(peak, dispatch_cls[with_demand], demand[with_demand])
+    peak_demand = {names[c]: int(v) for c, v in enumerate(peak.tolist()) if v >= 0}
+
+    first = first_outcomes(t)
+    kind, first_cls, cause = ev[first], cls_of[dev[first]], t["cause"][first]
+    discard = kind == t.code("event", "discard")
+    discarded = _nested(first_cls[discard], cause[discard], names.__getitem__, causes)
+    update = kind == t.code("event", "update")
+    accepted = _counter(first_cls[update], names)
+    participants = np.unique(dev[first][update])
+    rows = first[update]
+    task_s, upd_cls = t["task_s"][rows], first_cls[update]
+    completion = {names[c]: task_s[upd_cls == c].tolist() for c in np.unique(upd_cls).tolist()}
+    dropped = ~(discard | update)
+    dropouts = _nested(first_cls[dropped], cause[dropped], names.__getitem__, causes)
+    by_cause = _counter(cause[dropped], causes)
+    by_round = _nested(t["round"][first][dropped], cause[dropped], int, causes)
+
+    tail: dict[str, Counter] = {}
     threshold = None
-    if parts:
-        threshold = float(np.percentile([p[1] for p in parts], 90))
-        for c, task_s, compute_s, link_s, queue_s in parts:
-            if task_s >= threshold:
-                shares = {"compute": compute_s, "link": link_s, "queueing": queue_s}
-                tail[c][max(shares, key=shares.get)] += 1
+    if len(rows):
+        threshold = float(np.percentile(task_s, 90))
+        slow = task_s >= threshold
+        shares = np.stack([t["compute_s"][rows], t["link_s"][rows], t["queue_s"][rows]], axis=1)[slow]
+        tail = _nested(upd_cls[slow], np.argmax(shares, axis=1), names.__getitem__,
+                       ["compute", "link", "queueing"])
     ended_rounds = sim.coordinator.rounds
     round_time_s = [r.end_s - r.start_s for r in ended_rounds if r.status != "empty"]
-    in_flight = Counter(c for task, c in dispatched.items() if task not in ended)
-    return Study(devices_by_class, tasks, accepted, dict(dropouts), dict(completion), dict(tail),
-                 threshold, len(participants), round_time_s, by_cause, dict(by_round), peak_demand,
-                 Counter(cls_of[d] for d in participants), dict(discarded), in_flight,
+    open_tasks = ~np.isin(t["task"][dispatch], t["task"][first])
+    in_flight = _counter(dispatch_cls[open_tasks], names)
+    return Study(devices_by_class, tasks, accepted, dropouts, completion, tail,
+                 threshold, len(participants), round_time_s, by_cause, by_round, peak_demand,
+                 _counter(cls_of[participants], names), discarded, in_flight,
                  sum(r.status == "empty" for r in ended_rounds))
 
 
@@ -177,20 +189,23 @@ def memory_eligible(sim: Simulation) -> int:
 
 def memory_eligible_by_class(sim: Simulation) -> Counter:
     """``memory_eligible`` per device class (classes with none eligible absent)."""
-    demand = task_peak_bytes(sim, "train")
+    demand = task_peak_bytes_all(sim, "train")
     if demand is None:
         return Counter()
-    fleet = sim.fleet
-    return Counter(fleet.device_class(d) for d in fleet.devices if fleet.free_bytes_at(d, 0.0) >= demand(d))
+    names, cls_of = classes_of(sim.fleet)
+    return _counter(cls_of[free_bytes_of(sim.fleet, 0.0) >= demand], names)
 
 
 def free_bytes_p50_by_class(sim: Simulation) -> dict[str, int]:
     """The median free memory at t = 0 of each class's devices (bytes, rounded down)."""
-    fleet = sim.fleet
-    free: dict[str, list[int]] = defaultdict(list)
-    for d in fleet.devices:
-        free[fleet.device_class(d)].append(fleet.free_bytes_at(d, 0.0))
-    return {c: int(np.median(v)) for c, v in free.items()}
+    names, cls_of = classes_of(sim.fleet)
+    free = free_bytes_of(sim.fleet, 0.0)
+    out = {}
+    for c, name in enumerate(names):
+        mine = free[cls_of == c]
+        if len(mine):
+            out[name] = int(np.median(mine))
+    return out
 
 
 def rounds_summary(sim: Simulation, study: Study) -> dict:

@@ -6,7 +6,8 @@ dispatched in it (the ``demand_bytes`` of its ``dispatch`` rows, the round's ful
 less data than a batch gets a smaller one), read from the log, so an algorithm whose model shrinks during
 the run shows its demand falling round by round. A device is *memory-eligible* in round ``r`` when its free
 memory at the round's first dispatch covers that demand; a round that dispatched nothing has demand None
-and no eligible devices. Every figure here is an int, a finite float or None (strict JSON).
+and no eligible devices. Every figure here is an int, a finite float or None (strict JSON). The log is read
+as columns and the fleet as arrays, so a run of millions of devices is analysed in numpy, not per event.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from fleet.app.simulation import Simulation
-from fleet.core.recorder import EVENT_COLUMNS
+from fleet.app.view import classes_of, free_bytes_of, real_mask_of
 
 __all__ = ["ClassTimeline", "class_energy_j", "class_timeline", "timeline_json"]
 
-_COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
-_TERMINAL = frozenset(("update", "refusal", "dropout", "discard"))
 #: The per-round, per-class series, in ``timeline_json`` order.
 SERIES = ("eligible", "dispatched", "accepted", "memory_refused", "participants_so_far")
 
@@ -38,93 +39,89 @@ class ClassTimeline:
     rejoined: dict[str, int]
 
 
-def _round_count(sim: Simulation, dispatches: list[tuple]) -> int:
-    coord = sim.coordinator
-    ended = len(coord.rounds) + (coord.unfinished_round is not None)
-    return max(ended, max((row[_COL["round"]] + 1 for row in dispatches), default=0))
+def _grid(cls: np.ndarray, rounds_of: np.ndarray, n_classes: int, rounds: int) -> np.ndarray:
+    """Counts per (class, round) of the pairs (``cls``, ``rounds_of``)."""
+    flat = np.bincount(cls.astype(np.int64) * rounds + rounds_of, minlength=n_classes * rounds)
+    return flat.reshape(n_classes, rounds) if rounds else np.zeros((n_classes, 0), dtype=np.int64)
 
 
-def _round_demand(dispatches: list[tuple], rounds: int) -> tuple[list[int | None], list[float | None]]:
-    """Per round: the largest dispatched demand (bytes) and the time of the first dispatch (s)."""
-    demand: list[int | None] = [None] * rounds
-    first_s: list[float | None] = [None] * rounds
-    r_i, d_i, t_i = _COL["round"], _COL["demand_bytes"], _COL["time_s"]
-    for row in dispatches:
-        r = row[r_i]
-        if first_s[r] is None:
-            first_s[r] = row[t_i]
-        if row[d_i] is not None and (demand[r] is None or row[d_i] > demand[r]):
-            demand[r] = row[d_i]
-    return demand, first_s
-
-
-def _eligible(sim: Simulation, cls_of: list[str], classes: list[str], demand: list[int | None],
-              first_s: list[float | None]) -> dict[str, list[int]]:
-    out = {c: [0] * len(demand) for c in classes}
-    fleet = sim.fleet
-    for r, (need, t_s) in enumerate(zip(demand, first_s)):
-        if need is None:
-            continue
-        for d in fleet.devices:
-            if fleet.free_bytes_at(d, t_s) >= need:
-                out[cls_of[d]][r] += 1
-    return out
+def _as_series(grid: np.ndarray, classes: list[str]) -> dict[str, list[int]]:
+    return {c: grid[i].tolist() for i, c in enumerate(classes)}
 
 
 def class_timeline(sim: Simulation) -> ClassTimeline:
     """The participation timeline of ``sim`` (see the module docstring). A task counts once, at its first
     terminal row, as in ``fleet.app.study.analyse``."""
-    fleet = sim.fleet
-    cls_of = [fleet.device_class(d) for d in fleet.devices]
-    classes = sorted(set(cls_of))
-    rows = sim.kernel.recorder.rows
-    ev, dev_i, task_i, r_i, cause_i = (_COL[k] for k in ("event", "device", "task", "round", "cause"))
-    dispatches = [row for row in rows if row[ev] == "dispatch"]
-    rounds = _round_count(sim, dispatches)
-    demand, first_s = _round_demand(dispatches, rounds)
-    zeros = lambda: {c: [0] * rounds for c in classes}  # noqa: E731
-    dispatched, accepted, refused = zeros(), zeros(), zeros()
-    for row in dispatches:
-        dispatched[cls_of[row[dev_i]]][row[r_i]] += 1
-    ended: set[int] = set()
-    first_update: dict[int, int] = {}  # device -> round of its first accepted update
-    refused_in: dict[int, int] = {}  # device -> round of its first memory refusal
-    later: dict[int, bool] = defaultdict(bool)  # device -> accepted in a round after a memory refusal
-    for row in rows:
-        kind = row[ev]
-        if kind not in _TERMINAL or row[task_i] in ended:
-            continue
-        ended.add(row[task_i])
-        d, r = row[dev_i], row[r_i]
-        if kind == "update":
-            accepted[cls_of[d]][r] += 1
-            first_update.setdefault(d, r)
-            if d in refused_in and r > refused_in[d]:
-                later[d] = True
-        elif kind in ("refusal", "dropout") and row[cause_i] == "memory":
-            refused[cls_of[d]][r] += 1
-            refused_in.setdefault(d, r)
-    so_far = zeros()
-    for d, r in first_update.items():
-        for k in range(r, rounds):
-            so_far[cls_of[d]][k] += 1
-    rejoined = {c: 0 for c in classes}
-    for d, joined in later.items():
-        rejoined[cls_of[d]] += int(joined)
-    series = {"eligible": _eligible(sim, cls_of, classes, demand, first_s), "dispatched": dispatched,
-              "accepted": accepted, "memory_refused": refused, "participants_so_far": so_far}
-    return ClassTimeline(demand, series, rejoined)
+    from fleet.app.study import first_outcomes  # study imports this module
+
+    classes, cls_of = classes_of(sim.fleet)
+    n_classes = len(classes)
+    t = sim.kernel.recorder.table(("time_s", "event", "round", "device", "task", "cause", "demand_bytes"))
+    ev, dev, rnd = t["event"], t["device"], t["round"]
+    dispatch = np.flatnonzero(ev == t.code("event", "dispatch"))
+    coord = sim.coordinator
+    rounds = max(len(coord.rounds) + (coord.unfinished_round is not None),
+                 int(rnd[dispatch].max()) + 1 if len(dispatch) else 0)
+    demand: list[int | None] = [None] * rounds
+    first_s: list[float | None] = [None] * rounds
+    d_round, d_demand = rnd[dispatch], t["demand_bytes"][dispatch]
+    seen, first_row = np.unique(d_round, return_index=True)
+    for r, i in zip(seen.tolist(), first_row.tolist()):
+        first_s[r] = t["time_s"][dispatch[i]].item()
+    with_demand = d_demand >= 0
+    peak = np.full(rounds, -1, dtype=np.int64)
+    np.maximum.at(peak, d_round[with_demand], d_demand[with_demand])
+    demand = [None if v < 0 else v for v in peak.tolist()]
+
+    eligible = np.zeros((n_classes, rounds), dtype=np.int64)
+    for r, (need, t_s) in enumerate(zip(demand, first_s)):
+        if need is not None:
+            eligible[:, r] = np.bincount(cls_of[free_bytes_of(sim.fleet, t_s) >= need], minlength=n_classes)
+    dispatched = _grid(cls_of[dev[dispatch]], d_round, n_classes, rounds)
+
+    first = first_outcomes(t)
+    kind, f_dev, f_round = ev[first], dev[first], rnd[first]
+    update = kind == t.code("event", "update")
+    memory = (np.isin(kind, [t.code("event", "refusal"), t.code("event", "dropout")])
+              & (t["cause"][first] == t.code("cause", "memory")))
+    accepted = _grid(cls_of[f_dev[update]], f_round[update], n_classes, rounds)
+    refused = _grid(cls_of[f_dev[memory]], f_round[memory], n_classes, rounds)
+
+    # Each device's first accepted update (its round), and whether one came after its first memory refusal.
+    u_dev, u_first = np.unique(f_dev[update], return_index=True)
+    joined_round = f_round[update][u_first]
+    so_far = np.cumsum(_grid(cls_of[u_dev], joined_round, n_classes, rounds), axis=1)
+    m_dev, m_first = np.unique(f_dev[memory], return_index=True)
+    m_row, m_round = np.flatnonzero(memory)[m_first], f_round[memory][m_first]
+    u_rows = np.flatnonzero(update)
+    at = np.searchsorted(m_dev, f_dev[u_rows])
+    has_refusal = at < len(m_dev)
+    has_refusal[has_refusal] = m_dev[at[has_refusal]] == f_dev[u_rows][has_refusal]
+    later = has_refusal.copy()
+    later[has_refusal] = ((u_rows[has_refusal] > m_row[at[has_refusal]])
+                          & (f_round[u_rows][has_refusal] > m_round[at[has_refusal]]))
+    rejoined_devices = np.unique(f_dev[u_rows][later])
+    rejoined_counts = np.bincount(cls_of[rejoined_devices], minlength=n_classes).tolist()
+    series = {"eligible": _as_series(eligible, classes), "dispatched": _as_series(dispatched, classes),
+              "accepted": _as_series(accepted, classes), "memory_refused": _as_series(refused, classes),
+              "participants_so_far": _as_series(so_far, classes)}
+    return ClassTimeline(demand, series, dict(zip(classes, rejoined_counts)))
 
 
 def class_energy_j(sim: Simulation) -> dict[str, float]:
     """Joules the simulated devices of each class spent on tasks (compute and radio, ``devices.physics.
-    energy_j``; ``SimulatedDevices.energy_spent_j``). Real devices report none."""
-    spent = sim.devices.energy_spent_j
+    energy_j``; ``SimulatedDevices.energy_spent_j``), summed in device order. Real devices report none."""
     fleet = sim.fleet
+    classes, cls_of = classes_of(fleet)
+    simulated = ~real_mask_of(fleet)
     out: dict[str, float] = defaultdict(float)
-    for d in fleet.devices:
-        if not fleet.is_real(d):
-            out[fleet.device_class(d)] += float(spent(d))
+    for c in np.unique(cls_of[simulated]).tolist():
+        out[classes[c]] = 0.0
+    by_device = getattr(sim.devices, "energy_by_device", None)
+    spent = by_device() if by_device is not None else {d: sim.devices.energy_spent_j(d) for d in fleet.devices}
+    for d, joules in spent.items():  # the devices that spent nothing add nothing
+        if simulated[d]:
+            out[classes[cls_of[d]]] += float(joules)
     return dict(sorted(out.items()))
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol
 
+import numpy as np
+
+from fleet.core.view import codes_of
+
 __all__ = ["RealView", "real_class"]
 
 
@@ -55,6 +59,15 @@ class RealView:
         if device not in self._bridge.real:
             raise KeyError(f"device {device} is not a real device here ({self.devices})")
         return True
+
+    def class_codes(self) -> tuple[list[str], np.ndarray]:
+        return codes_of([self.device_class(d) for d in self.devices])
+
+    def free_bytes_all(self, t_s: float) -> np.ndarray:
+        return np.array([self.free_bytes_at(d, t_s) for d in self.devices], dtype=np.int64)
+
+    def real_mask(self) -> np.ndarray:
+        return np.ones(len(self.devices), dtype=bool)
 
     @property
     def flops_spent(self) -> int:

@@ -11,7 +11,7 @@ of what a task may ask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Literal, get_args
 
 from algorithms.base import PHASES, TaskConfig
@@ -28,6 +28,26 @@ CAUSES: tuple[Cause, ...] = get_args(Cause)
 Phase = Literal["train", "prune"]  # spells out PHASES for type checkers; a test holds the two equal
 
 
+def _stored_through_slots(cls):
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot's descriptor
+    (the same values, defaults and keywords as the generated one, which calls ``object.__setattr__`` per
+    field): a simulated task makes three of these messages, and this halves what each costs."""
+    params, body, names = [], [], {}
+    for f in fields(cls):
+        names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            names[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), names)  # noqa: S102 (our own text)
+    names["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = names["__init__"]
+    return cls
+
+
+@_stored_through_slots
 @dataclass(frozen=True, slots=True)
 class Task:
     """The coordinator asks ``device`` to run one local update on ``model_version``."""
@@ -53,6 +73,7 @@ class Task:
         return TaskConfig(self.phase, self.local_steps, self.batch_size, self.mode, self.architecture)
 
 
+@_stored_through_slots
 @dataclass(frozen=True, slots=True)
 class Update:
     """A finished local update, with what the device measured of its own work."""
@@ -67,6 +88,7 @@ class Update:
     payload_bytes: int
 
 
+@_stored_through_slots
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A task that will not produce an update, with the cause (one of ``CAUSES``)."""
@@ -79,6 +101,7 @@ class Refusal:
     free_bytes: int
 
 
+@_stored_through_slots
 @dataclass(frozen=True, slots=True)
 class Leave:
     """A device left (went offline, failed) while it held ``task_id`` (-1 when it held none)."""

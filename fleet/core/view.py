@@ -10,7 +10,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Mapping, Protocol, Sequence
 
-__all__ = ["FleetView", "JoinedView"]
+import numpy as np
+
+__all__ = ["FleetView", "JoinedView", "codes_of"]
 
 
 class FleetView(Protocol):
@@ -25,6 +27,11 @@ class FleetView(Protocol):
     coordinator accepted. ``rejected``: what the devices sent that was rejected (bad frames, wrong or
     stale updates, failed handshakes), count by reason; ids outside ``devices`` raise ``IndexError`` or
     ``KeyError``.
+
+    The same, for every device at once (a study of millions of devices reads these, not one call each),
+    in the order of ``devices``: ``class_codes()``, the distinct classes (sorted) and each device's index
+    into them; ``free_bytes_all(t_s)``, each device's ``free_bytes_at(d, t_s)`` (int64); ``real_mask()``,
+    each device's ``is_real(d)``.
     """
 
     @property
@@ -38,6 +45,15 @@ class FleetView(Protocol):
     def real_updates_accepted(self) -> int: ...
     @property
     def rejected(self) -> Mapping[str, int]: ...
+    def class_codes(self) -> tuple[list[str], np.ndarray]: ...
+    def free_bytes_all(self, t_s: float) -> np.ndarray: ...
+    def real_mask(self) -> np.ndarray: ...
+
+
+def codes_of(classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct ``classes``, sorted; each one's index into them): ``class_codes`` from a list of names."""
+    names, codes = np.unique(np.asarray(classes, dtype=str), return_inverse=True)
+    return names.tolist(), codes.astype(np.int32).reshape(-1)
 
 
 class JoinedView:
@@ -69,6 +85,19 @@ class JoinedView:
 
     def is_real(self, device: int) -> bool:
         return self._of(device).is_real(device)
+
+    def class_codes(self) -> tuple[list[str], np.ndarray]:
+        parts = [v.class_codes() for v in self._views]
+        names = sorted({name for part_names, _ in parts for name in part_names})
+        index = {name: i for i, name in enumerate(names)}
+        return names, np.concatenate([np.array([index[n] for n in part_names], dtype=np.int32)[codes]
+                                      for part_names, codes in parts]).astype(np.int32)
+
+    def free_bytes_all(self, t_s: float) -> np.ndarray:
+        return np.concatenate([v.free_bytes_all(t_s) for v in self._views]).astype(np.int64)
+
+    def real_mask(self) -> np.ndarray:
+        return np.concatenate([v.real_mask() for v in self._views]).astype(bool)
 
     @property
     def flops_spent(self) -> int:

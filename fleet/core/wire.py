@@ -34,7 +34,7 @@ import msgpack
 
 from fleet.core.messages import Message, Refusal, Task, Update
 
-__all__ = ["VERSION", "MAX_BODY_FIELDS", "HEADERS", "frame", "header", "encoded_size_bytes"]
+__all__ = ["VERSION", "MAX_BODY_FIELDS", "HEADERS", "frame", "header", "encoded_size_bytes", "packed_int_bytes"]
 
 VERSION = 2
 MAX_BODY_FIELDS = 15  # a msgpack fixmap: the most entries whose map header is one byte
@@ -104,6 +104,38 @@ def _header_of(msg: Message) -> tuple[str, Callable[[Any], dict]]:
 def encoded_size_bytes(msg: Message) -> int:
     """The length in bytes of the frame the bridge sends for ``msg``: its header packed for real, plus its
     ``payload_bytes`` (a refusal has none). Equal to ``len(frame(*header(msg)))`` plus the payload, without
-    building the frame: it is called once per simulated message."""
-    kind, fields = _header_of(msg)
-    return _ENVELOPE_BYTES[kind] + len(_packer().pack(fields(msg))) + getattr(msg, "payload_bytes", 0)
+    building the frame: it is called once per simulated message. A body's map header is one byte whatever
+    its entries (``MAX_BODY_FIELDS``), so a frame is the frame without ``task_id`` plus that entry: the rest
+    is packed once per distinct value (a round's tasks share it) and ``task_id``'s length follows msgpack's
+    integer classes (``packed_int_bytes``)."""
+    kind = type(msg)
+    if kind is Update:
+        return _UPDATE_BYTES + packed_int_bytes(msg.task_id) + msg.payload_bytes
+    if kind is Task:
+        key = (msg.round_index, msg.model_version, msg.phase, msg.local_steps, msg.batch_size,
+               msg.peak_memory_bytes, msg.deadline_s is None, msg.mode, msg.architecture)
+    elif kind is Refusal:
+        key = (msg.cause, msg.free_bytes)
+    else:
+        _header_of(msg)  # raises: this message has no frame
+    rest = _REST_BYTES.get((kind, key))
+    if rest is None:
+        name, fields = _header_of(msg)
+        body = fields(msg)
+        del body["task_id"]
+        rest = _REST_BYTES[(kind, key)] = _ENVELOPE_BYTES[name] + len(_packer().pack(body)) + _TASK_ID_KEY_BYTES
+        if len(_REST_BYTES) > 4096:  # distinct refusals' free bytes: keep the cache small
+            _REST_BYTES.clear()
+    return rest + packed_int_bytes(msg.task_id) + getattr(msg, "payload_bytes", 0)
+
+
+def packed_int_bytes(value: int) -> int:
+    """How many bytes msgpack packs the integer ``value`` into (its smallest integer class)."""
+    if value >= 0:
+        return 1 if value < 128 else 2 if value < 256 else 3 if value < 65536 else 5 if value < 2**32 else 9
+    return 1 if value >= -32 else 2 if value >= -128 else 3 if value >= -32768 else 5 if value >= -2**31 else 9
+
+
+_REST_BYTES: dict[tuple, int] = {}  # (kind, header values but task_id) -> frame bytes without task_id's entry
+_TASK_ID_KEY_BYTES = len(msgpack.packb("task_id"))
+_UPDATE_BYTES = _ENVELOPE_BYTES["update"] + 1 + _TASK_ID_KEY_BYTES + len(msgpack.packb("compute_s")) + 9

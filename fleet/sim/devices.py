@@ -22,22 +22,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from devices import (
     AllOf,
+    AlwaysOn,
     Availability,
     DeviceProfile,
     Diurnal,
-    battery_level_j,
-    energy_j,
     framed_transfer_time_scalar_s,
-    joules_per_flop,
 )
 from fleet.core.kernel import Kernel
 from fleet.core.messages import Leave, Refusal, Task, Update
 from fleet.core.transport import Delivery, DeviceLink
-from fleet.sim.twins import compute_time_scalar_s, free_memory_scalar_bytes
+from fleet.sim.twins import (
+    battery_level_scalar_j,
+    compute_time_scalar_s,
+    energy_scalar_j,
+    free_memory_scalar_bytes,
+    joules_per_flop_scalar,
+)
+
+if TYPE_CHECKING:
+    from fleet.sim.chain import TaskRun
+
+_SILENT = frozenset(("offline", "failure"))  # causes after which a device cannot tell the server itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +60,16 @@ class DeviceRules:
 
 
 class _DeviceState:
-    """The mutable part of one device: battery, spent FLOPs, spent energy."""
+    """What a device that received a task holds: its profile, timeline and joules per FLOP, looked up
+    once, and its mutable battery, spent FLOPs and spent energy. Made at its first task."""
 
-    __slots__ = ("battery_j", "battery_at_s", "flops_spent", "energy_spent_j")
+    __slots__ = ("profile", "trainable_bytes", "availability", "j_per_flop", "battery_j", "battery_at_s",
+                 "flops_spent", "energy_spent_j")
 
-    def __init__(self, battery_j: float | None) -> None:
+    def __init__(self, profile: DeviceProfile, availability: Availability, battery_j: float | None) -> None:
+        self.profile, self.availability = profile, availability
+        self.trainable_bytes = profile.trainable_bytes
+        self.j_per_flop = joules_per_flop_scalar(profile.compute_power_w, profile.flops_per_s)
         self.battery_j = battery_j
         self.battery_at_s = 0.0
         self.flops_spent = 0
@@ -65,7 +79,10 @@ class _DeviceState:
 class SimulatedDevices:
     """All simulated devices of a run, attached to a ``DeviceLink`` (the simulated network).
 
-    ``flops_spent_total`` counts the FLOPs devices computed, fleet-wide (interrupted work pro rata)."""
+    ``profiles``, ``availability`` and ``initial_battery_j`` are sequences by device id (lists, or the
+    lazy arrays of ``devices.SampledFleet`` and ``fleet.sim.population``): a device's are read when it
+    receives its first task, or when asked about. ``flops_spent_total`` counts the FLOPs devices
+    computed, fleet-wide (interrupted work pro rata)."""
 
     def __init__(
         self,
@@ -81,12 +98,23 @@ class SimulatedDevices:
         self._link = link
         self._profiles = profiles
         self._availability = availability
+        self._initial_battery_j = initial_battery_j
         self._rules = rules
-        self._state = [_DeviceState(b) for b in initial_battery_j]
-        self._j_per_flop = [joules_per_flop(p.compute_power_w, p.flops_per_s) for p in profiles]
+        self._state: dict[int, _DeviceState] = {}
         self._slowdown_draws = kernel.rng.device_draws("slowdown", "normal", len(profiles))
         self.flops_spent_total = 0
+        self._on_stopped, self._on_computed = [self._stopped], [self._computed]  # a TaskRun's callbacks
         link.attach_devices(self._on_message)
+        attach = getattr(link, "attach_simulated", None)
+        if attach is not None:
+            attach(self)
+
+    def _state_of(self, device: int) -> _DeviceState:
+        state = self._state.get(device)
+        if state is None:
+            state = self._state[device] = _DeviceState(self._profiles[device], self._availability[device],
+                                                       self._initial_battery_j[device])
+        return state
 
     def _on_message(self, msg, delivery: Delivery):
         """A task continues, in the delivering process, as the device's work on it."""
@@ -99,23 +127,32 @@ class SimulatedDevices:
         return free_memory_scalar_bytes(p.trainable_bytes, p.background.at(t_s))
 
     def battery_j(self, device: int, t_s: float) -> float | None:
-        state, p = self._state[device], self._profiles[device]
-        if state.battery_j is None:
+        state = self._state.get(device)
+        if state is None:
+            level, at_s, p = self._initial_battery_j[device], 0.0, self._profiles[device]
+        else:
+            level, at_s, p = state.battery_j, state.battery_at_s, state.profile
+        if level is None:
             return None
-        return battery_level_j(state.battery_j, p.battery_j, p.recharge_w, t_s - state.battery_at_s)
+        return battery_level_scalar_j(level, p.battery_j, p.recharge_w, t_s - at_s)
 
     def energy_spent_j(self, device: int) -> float:
         """Joules ``device`` spent on tasks, battery or not: compute and radio (``devices.physics.energy_j`` of
         the task's FLOPs and its download plus upload bytes), an interrupted task's pro rata."""
-        return self._state[device].energy_spent_j
+        state = self._state.get(device)
+        return 0.0 if state is None else state.energy_spent_j
 
-    def _spend_energy(self, device: int, t_s: float, joules: float) -> None:
+    def energy_by_device(self) -> dict[int, float]:
+        """``energy_spent_j`` of every device that received a task (the others spent nothing), by id."""
+        return {device: state.energy_spent_j for device, state in sorted(self._state.items())}
+
+    def _spend_energy(self, state: _DeviceState, t_s: float, joules: float) -> None:
         if joules == 0.0:
             return
-        state = self._state[device]
         state.energy_spent_j += joules
-        level = self.battery_j(device, t_s)
-        if level is not None:
+        if state.battery_j is not None:
+            p = state.profile
+            level = battery_level_scalar_j(state.battery_j, p.battery_j, p.recharge_w, t_s - state.battery_at_s)
             state.battery_j, state.battery_at_s = max(0.0, level - joules), t_s
 
     def can_ever_complete(self, task: Task, dispatched_s: float) -> bool:
@@ -127,19 +164,19 @@ class SimulatedDevices:
         ``refuse_hopeless``) the deadline falls before the fastest arrival (link latency) plus the
         expected compute and upload. True means the device may yet complete it."""
         dev = task.device
-        p, rules = self._profiles[dev], self._rules
+        state, rules = self._state_of(dev), self._rules
+        p = state.profile
         bg = p.background
         if task.peak_memory_bytes > int(p.trainable_bytes - max(0.0, bg.mean_bytes - bg.amplitude_bytes)):
             return False
-        if (rules.flop_budget_flops is not None
-                and self._state[dev].flops_spent + task.flops > rules.flop_budget_flops):
+        if rules.flop_budget_flops is not None and state.flops_spent + task.flops > rules.flop_budget_flops:
             return False
         if p.battery_j is not None:
-            joules = energy_j(task.flops, task.payload_bytes + task.bytes_up, self._j_per_flop[dev],
-                              p.tx_j_per_byte)
+            joules = energy_scalar_j(task.flops, task.payload_bytes + task.bytes_up, state.j_per_flop,
+                                     p.tx_j_per_byte)
             if joules > p.battery_j or (p.recharge_w == 0 and self.battery_j(dev, self._env.now) < joules):
                 return False
-        if compute_time_scalar_s(task.flops, p.flops_per_s) > _longest_up_s(self._availability[dev]):
+        if compute_time_scalar_s(task.flops, p.flops_per_s) > _longest_up_s(state.availability):
             return False
         if rules.refuse_hopeless and task.deadline_s is not None:
             expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
@@ -153,21 +190,20 @@ class SimulatedDevices:
                                                            p.max_frame_payload_bytes,
                                                            p.frame_overhead_bytes)
 
-    def _gate(self, task: Task, now: float, free: int) -> tuple[str | None, float]:
+    # --- a task, in the order the reference process runs it; the chain (``TaskRun``) calls the same ---
+    def _gate(self, task: Task, state: _DeviceState, now: float, free: int) -> tuple[str | None, float]:
         """The first gate ``task`` fails at ``now`` (or None), and the task's energy in joules."""
-        dev = task.device
-        p = self._profiles[dev]
-        cause = self._availability[dev].unavailable_cause(now)
+        p = state.profile
+        cause = state.availability.unavailable_cause(now)
         if cause is not None:
             return cause, 0.0
         if task.peak_memory_bytes > free:
             return "memory", 0.0
         rules = self._rules
-        if (rules.flop_budget_flops is not None
-                and self._state[dev].flops_spent + task.flops > rules.flop_budget_flops):
+        if rules.flop_budget_flops is not None and state.flops_spent + task.flops > rules.flop_budget_flops:
             return "flops", 0.0
-        joules = energy_j(task.flops, task.payload_bytes + task.bytes_up, self._j_per_flop[dev], p.tx_j_per_byte)
-        if p.battery_j is not None and self.battery_j(dev, now) < joules:
+        joules = energy_scalar_j(task.flops, task.payload_bytes + task.bytes_up, state.j_per_flop, p.tx_j_per_byte)
+        if p.battery_j is not None and self.battery_j(task.device, now) < joules:
             return "battery", joules
         if rules.refuse_hopeless and task.deadline_s is not None:
             expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
@@ -176,56 +212,112 @@ class SimulatedDevices:
                 return "deadline", joules
         return None, joules
 
-    def _run(self, task: Task, down: Delivery):
-        env, dev = self._env, task.device
-        p = self._profiles[dev]
-        now = env.now
-        free = self.free_memory_bytes(dev, now)
-        cause, joules = self._gate(task, now, free)
-        if cause is not None:
-            self._record(now, "refusal", task.round_index, dev, task.task_id, cause,
-                         demand_bytes=task.peak_memory_bytes, free_bytes=free)
-            if cause in ("offline", "failure"):
-                self._link.report_silence(Leave(dev, task.task_id, task.round_index, cause),
-                                          self._rules.failure_detection_s)
-            else:
-                yield from self._link.upload(Refusal(task.task_id, dev, task.round_index, cause,
-                                                     task.peak_memory_bytes, free))
-            return
+    def _refused(self, task: Task, now: float) -> tuple[_DeviceState, str | None, float, Refusal | Leave | None]:
+        """At the task's arrival: its device's state, the gate it failed (None), its energy, and what the
+        device says when refused (a ``Refusal`` to upload, or a ``Leave`` the server hears by silence; the
+        refusal is recorded here)."""
+        dev = task.device
+        state = self._state_of(dev)
+        free = free_memory_scalar_bytes(state.trainable_bytes, state.profile.background.at(now))
+        cause, joules = self._gate(task, state, now, free)
+        if cause is None:
+            return state, None, joules, None
+        self._record(now, "refusal", task.round_index, dev, task.task_id, cause,
+                     demand_bytes=task.peak_memory_bytes, free_bytes=free)
+        if cause in _SILENT:
+            return state, cause, joules, Leave(dev, task.task_id, task.round_index, cause)
+        return state, cause, joules, Refusal(task.task_id, dev, task.round_index, cause, task.peak_memory_bytes,
+                                             free)
 
+    def _compute_plan(self, task: Task, state: _DeviceState, now: float) -> tuple[float, tuple[float, str] | None]:
+        """The task's compute time (a slowdown drawn) and its first interruption (time, cause), if any."""
+        p = state.profile
         sigma = self._rules.slowdown_sigma
-        slowdown = math.exp(abs(sigma * self._slowdown_draws.next(dev))) if sigma > 0 else 1.0
+        slowdown = math.exp(abs(sigma * self._slowdown_draws.next(task.device))) if sigma > 0 else 1.0
         compute_s = compute_time_scalar_s(task.flops, p.flops_per_s, slowdown)
         end_s = now + compute_s
-        stop = self._availability[dev].next_interruption(now, end_s)
-        oom_s = p.background.first_exceeding(now, end_s,
-                                             p.trainable_bytes - task.peak_memory_bytes)
+        availability = state.availability
+        stop = None if type(availability) is AlwaysOn else availability.next_interruption(now, end_s)
+        oom_s = p.background.first_exceeding_unchecked(now, end_s, state.trainable_bytes - task.peak_memory_bytes)
         if oom_s is not None and (stop is None or oom_s < stop[0]):
             stop = (oom_s, "memory")
+        return compute_s, stop
+
+    def _interrupted(self, task: Task, state: _DeviceState, t0: float, stop_s: float, cause: str, joules: float,
+                     compute_s: float) -> Refusal | Leave:
+        """The task stopped at ``stop_s``: spend its share, record the dropout; what the device says."""
+        dev = task.device
+        self._spend_energy(state, stop_s, joules * (stop_s - t0) / compute_s)
+        self.flops_spent_total += int(task.flops * (stop_s - t0) / compute_s)
+        self._record(stop_s, "dropout", task.round_index, dev, task.task_id, cause,
+                     demand_bytes=task.peak_memory_bytes, free_bytes=self.free_memory_bytes(dev, stop_s),
+                     compute_s=stop_s - t0)
+        if cause == "memory":
+            return Refusal(task.task_id, dev, task.round_index, cause, task.peak_memory_bytes, 0)
+        return Leave(dev, task.task_id, task.round_index, cause)
+
+    def _completed(self, task: Task, state: _DeviceState, joules: float, compute_s: float, down_link_s: float,
+                   down_queue_s: float) -> Update:
+        """The task computed in full: spend its energy and FLOPs; the update to upload."""
+        self._spend_energy(state, self._env.now, joules)
+        state.flops_spent += task.flops
+        self.flops_spent_total += task.flops
+        return Update(task.task_id, task.device, task.round_index, task.model_version, compute_s,
+                      down_link_s, down_queue_s, task.bytes_up)
+
+    def _run(self, task: Task, down: Delivery):
+        """The reference: the device's work on ``task`` as the generator its delivering process runs."""
+        env = self._env
+        now = env.now
+        state, cause, joules, says = self._refused(task, now)
+        if cause is not None:
+            if isinstance(says, Leave):
+                self._link.report_silence(says, self._rules.failure_detection_s)
+            else:
+                yield from self._link.upload(says)
+            return
+        compute_s, stop = self._compute_plan(task, state, now)
         if stop is not None:
             stop_s, cause = stop
             yield env.timeout(stop_s - now)
-            self._spend_energy(dev, stop_s, joules * (stop_s - now) / compute_s)
-            self.flops_spent_total += int(task.flops * (stop_s - now) / compute_s)
-            self._record(stop_s, "dropout", task.round_index, dev, task.task_id, cause,
-                         demand_bytes=task.peak_memory_bytes,
-                         free_bytes=self.free_memory_bytes(dev, stop_s),
-                         compute_s=stop_s - now)
-            if cause == "memory":
-                yield from self._link.upload(Refusal(task.task_id, dev, task.round_index, cause,
-                                                     task.peak_memory_bytes, 0))
+            says = self._interrupted(task, state, now, stop_s, cause, joules, compute_s)
+            if isinstance(says, Leave):
+                self._link.report_silence(says, self._rules.failure_detection_s)
             else:
-                self._link.report_silence(Leave(dev, task.task_id, task.round_index, cause),
-                                          self._rules.failure_detection_s)
+                yield from self._link.upload(says)
             return
-
         yield env.timeout(compute_s)
-        self._spend_energy(dev, env.now, joules)
-        self._state[dev].flops_spent += task.flops
-        self.flops_spent_total += task.flops
-        update = Update(task.task_id, dev, task.round_index, task.model_version, compute_s,
-                        down.link_s, down.queue_s, task.bytes_up)
-        yield from self._link.upload(update)
+        yield from self._link.upload(self._completed(task, state, joules, compute_s, down.link_s, down.queue_s))
+
+    def _arrive(self, run: TaskRun, now: float) -> None:
+        """``_run`` up to its compute, for a ``TaskRun`` (the same calls, the same events)."""
+        task = run.task
+        state, cause, joules, says = self._refused(task, now)
+        if cause is not None:
+            self._say(run, says)
+            return
+        compute_s, stop = self._compute_plan(task, state, now)
+        run.state, run.joules, run.compute_s, run.t0 = state, joules, compute_s, now
+        if stop is not None:
+            run.stop_s, run.cause = stop
+            run.wait(stop[0] - now, self._on_stopped)
+        else:
+            run.wait(compute_s, self._on_computed)
+
+    def _stopped(self, run: TaskRun) -> None:
+        self._say(run, self._interrupted(run.task, run.state, run.t0, run.stop_s, run.cause, run.joules,
+                                         run.compute_s))
+
+    def _computed(self, run: TaskRun) -> None:
+        run.begin(self._completed(run.task, run.state, run.joules, run.compute_s, run.down_link_s,
+                                  run.down_queue_s), True, run.key)
+
+    def _say(self, run: TaskRun, says: Refusal | Leave) -> None:
+        if isinstance(says, Leave):
+            self._link.report_silence(says, self._rules.failure_detection_s)
+            run.end()
+        else:
+            run.begin(says, True, run.key)
 
 
 def _longest_up_s(availability: Availability) -> float:

@@ -16,7 +16,7 @@ The simulated path of a message between a device and the server:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import simpy
 
@@ -25,15 +25,20 @@ from fleet.core.kernel import Kernel
 from fleet.core.messages import Leave, Message, Task
 from fleet.core.transport import Delivery, DeviceLink, Transport
 from fleet.core.wire import encoded_size_bytes
+from fleet.sim.chain import Medium, TaskRun, start
 from fleet.sim.topology import GatewaySpec, Topology
-from fleet.sim.twins import serialization_time_scalar_s
+
+if TYPE_CHECKING:
+    from fleet.sim.devices import SimulatedDevices
 
 
 class SimulatedNetwork(Transport, DeviceLink):
     """The simulated network: routes on ``topology`` with per-device links from ``profiles``.
 
     ``bytes_sent[to_server]`` counts the bytes put on links in each direction, retransmissions
-    included."""
+    included. With ``SimulatedDevices`` attached (``attach_simulated``), a task runs as a
+    ``fleet.sim.chain.TaskRun``; with any other device handler, or with ``chains=False``, as one SimPy
+    process (``_carry``), the reference the chain is held equal to."""
 
     def __init__(
         self,
@@ -43,30 +48,46 @@ class SimulatedNetwork(Transport, DeviceLink):
         gateway_specs: dict[str, GatewaySpec],
         max_attempts: int = 4,
         retry_backoff_s: float = 1.0,
+        chains: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"network.max_attempts must be >= 1, got {max_attempts}")
         self._kernel = kernel
         self._env = kernel.env
         self._profiles = profiles
-        self._gateway_of = topology.gateway_of.tolist()
+        self._gateway_of = topology.gateway_of
         self._max_attempts = max_attempts
         self._retry_backoff_s = retry_backoff_s
         self._loss_draws = kernel.rng.device_draws("link", "uniform", len(profiles))
-        self._medium: dict[int, simpy.Resource | None] = {}
+        self._medium: dict[int, Medium | None] = {}
         self.bytes_sent = {True: 0, False: 0}
         self._backhaul: dict[int, tuple[float, float]] = {}
+        self._chains = chains
+        self._simulated: SimulatedDevices | None = None
+        self._starts = None  # the tasks sent at this instant, started as one step (``fleet.sim.chain.start``)
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
-            self._medium[gw] = (simpy.Resource(self._env, capacity=spec.channels)
-                                if spec.channels is not None else None)
+            self._medium[gw] = Medium(self._env, spec.channels) if spec.channels is not None else None
             self._backhaul[gw] = (spec.backhaul_latency_s, spec.backhaul_bit_per_s)
 
     @property
     def gateway_count(self) -> int:
         return len(self._medium)
 
-    def send(self, msg: Task) -> simpy.Process:
+    def attach_simulated(self, devices: SimulatedDevices) -> None:
+        """Carry every task to ``devices`` as a ``TaskRun`` (unless built with ``chains=False``)."""
+        if self._chains:
+            self._simulated = devices
+
+    def attach_devices(self, handler) -> None:
+        super().attach_devices(handler)
+        self._simulated = None  # a handler of its own: tasks run as processes
+
+    def send(self, msg: Task) -> simpy.Event:
+        if self._simulated is not None:
+            done = simpy.Event(self._env)
+            self._starts = start(TaskRun(self, self._simulated, msg, done), self._starts)
+            return done
         return self._env.process(self._carry(msg, msg.device, False))
 
     def upload(self, msg: Message):
@@ -88,35 +109,46 @@ class SimulatedNetwork(Transport, DeviceLink):
             return self._max_attempts, True
         return attempts, False
 
+    def _plan(self, msg: Message, p: DeviceProfile, backhaul: tuple[float, float],
+              to_server: bool) -> tuple[int, float, float, bool]:
+        """A transfer: its size on the wire, how long it holds the medium (every attempt's airtime), the rest of
+        the hop (duty-cycle silences, retry back-offs, access latency, backhaul) and whether it is lost. Draws
+        the link once when it is lossy; counts the bytes in ``bytes_sent``."""
+        size_bytes = encoded_size_bytes(msg)
+        rate = p.up_bit_per_s if to_server else p.down_bit_per_s
+        max_frame, overhead, duty = p.max_frame_payload_bytes, p.frame_overhead_bytes, p.duty_cycle
+        if max_frame is None and duty == 1.0:  # framed_transfer_time_scalar_s for one frame at full duty
+            airtime_s, silence_s = 8 * (size_bytes + overhead) / rate, 0.0
+        else:
+            airtime_s = framed_transfer_time_scalar_s(size_bytes, rate, 1.0, max_frame, overhead)
+            silence_s = 0.0
+            if duty < 1.0:
+                silence_s = framed_transfer_time_scalar_s(size_bytes, rate, duty, max_frame, overhead) - airtime_s
+        loss_prob = p.loss_prob
+        attempts, lost = (1, False) if loss_prob <= 0.0 else self._attempts(msg.device, loss_prob)
+        self.bytes_sent[to_server] += attempts * size_bytes
+        backhaul_latency_s, backhaul_bit_per_s = backhaul
+        rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + p.latency_s + backhaul_latency_s
+                  + 8.0 * size_bytes / backhaul_bit_per_s)  # serialization_time_scalar_s, inline
+        return size_bytes, attempts * airtime_s, rest_s, lost
+
     def _carry(self, msg: Message, device: int, to_server: bool):
         """The transfer as a generator (module docstring); returns the ``Delivery``, None if lost."""
         env = self._env
-        p = self._profiles[device]
-        gw = self._gateway_of[device]
-        size_bytes = encoded_size_bytes(msg)
-        rate = p.up_bit_per_s if to_server else p.down_bit_per_s
-        max_frame, overhead = p.max_frame_payload_bytes, p.frame_overhead_bytes
-        airtime_s = framed_transfer_time_scalar_s(size_bytes, rate, 1.0, max_frame, overhead)
-        silence_s = 0.0
-        if p.duty_cycle < 1.0:
-            silence_s = framed_transfer_time_scalar_s(size_bytes, rate, p.duty_cycle, max_frame,
-                                                      overhead) - airtime_s
-        attempts, lost = self._attempts(device, p.loss_prob)
-        self.bytes_sent[to_server] += attempts * size_bytes
+        gw = self._gateway_of.item(device)
+        size_bytes, hold_s, rest_s, lost = self._plan(msg, self._profiles[device], self._backhaul[gw], to_server)
         sent_s = env.now
         medium = self._medium[gw]
         if medium is not None:
-            with medium.request() as slot:
-                yield slot
-                queue_s = env.now - sent_s
-                yield env.timeout(attempts * airtime_s)
+            slot = env.event()
+            medium.request(slot.succeed)
+            yield slot
+            queue_s = env.now - sent_s
+            yield env.timeout(hold_s)
+            medium.release()
         else:
             queue_s = 0.0
-            yield env.timeout(attempts * airtime_s)
-        backhaul_latency_s, backhaul_bit_per_s = self._backhaul[gw]
-        rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s
-                  + p.latency_s + backhaul_latency_s
-                  + serialization_time_scalar_s(size_bytes, backhaul_bit_per_s))
+            yield env.timeout(hold_s)
         yield env.timeout(rest_s)
         if lost:
             self._loss_handler(msg, device)

@@ -57,7 +57,7 @@ def test_a_read_only_out_is_refused(tmp_path, capsys):
 def test_a_write_failing_mid_run_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
     target = tmp_path / "out" / "events.csv"
 
-    def full_disk(sim, out, figures=True):
+    def full_disk(sim, out, figures=True, events="auto"):
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
     monkeypatch.setattr("fleet.app.report.write_outputs", full_disk)

@@ -167,3 +167,15 @@ def test_memory_eligible_counts_simulated_and_real_devices_alike(kernel, peak_by
     fleet = JoinedView([SimulatedView(devices, profiles), RealView(_bridge())])
     sim = SimpleNamespace(fleet=fleet, learning=None, task_configs={"train": train}, demands={"train": demand})
     assert memory_eligible(sim) == eligible
+
+
+def test_every_view_reads_every_device_at_once_as_one_at_a_time(kernel):
+    """The bulk readings (``class_codes``, ``free_bytes_all``, ``real_mask``) of each view and of their join."""
+    simulated, _, _, _ = _simulated(kernel)
+    for view in (simulated, RealView(_bridge()), JoinedView([simulated, RealView(_bridge())])):
+        names, codes = view.class_codes()
+        assert [names[c] for c in codes] == [view.device_class(d) for d in view.devices]
+        assert names == sorted(set(names))
+        for t_s in (0.0, PERIOD_S / 4, 33.3):
+            assert view.free_bytes_all(t_s).tolist() == [view.free_bytes_at(d, t_s) for d in view.devices]
+        assert view.real_mask().tolist() == [view.is_real(d) for d in view.devices]

@@ -25,7 +25,8 @@ def test_the_public_surface_is_exactly_this():
         "compute_time_s", "free_memory_bytes", "fits_memory", "energy_j", "joules_per_flop",
         "serialization_time_s", "framed_transfer_time_s", "framed_transfer_time_scalar_s",
         "battery_level_j", "BackgroundMemory", "Availability", "AlwaysOn", "Diurnal", "RandomFailure",
-        "AllOf", "MixEntry", "DeviceProfile", "sample_fleet", "largest_remainder_counts"}
+        "AllOf", "MixEntry", "DeviceProfile", "sample_fleet", "largest_remainder_counts",
+        "SampledFleet", "sample_fleet_arrays"}  # a fleet of millions as arrays (docs/benchmarks.md, "Scale")
 
 
 def test_imports_only_numpy_and_stdlib():

@@ -32,3 +32,17 @@ def test_free_memory_twin_is_the_devices_formula():
 def test_serialization_twin_is_the_devices_formula():
     for size, rate in itertools.product(SIZES, RATES):
         assert serialization_time_scalar_s(size, rate) == serialization_time_s(size, rate)
+
+
+def test_energy_battery_and_joules_twins_are_the_devices_formulas():
+    from devices import battery_level_j, energy_j, joules_per_flop
+    from fleet.sim.twins import battery_level_scalar_j, energy_scalar_j, joules_per_flop_scalar
+
+    for flops, moved, jpf, tx in itertools.product(FLOPS, SIZES, [0.0, 1e-12, 3.3e-10], [0.0, 2.3e-6, 1e-3]):
+        assert energy_scalar_j(flops, moved, jpf, tx) == energy_j(flops, moved, jpf, tx)
+    for power, rate in itertools.product([0, 0.5, 3.0, 15.0], RATES):
+        assert joules_per_flop_scalar(power, rate) == joules_per_flop(power, rate)
+    for level, capacity, recharge, elapsed in itertools.product([0.0, 0.5, 99.0], [100.0, 6.2e4],
+                                                                [0, 0.0, 0.7, 12.0], [0.0, 1.5, 1e9, float("inf")]):
+        assert battery_level_scalar_j(level, capacity, recharge, elapsed) == battery_level_j(level, capacity,
+                                                                                              recharge, elapsed)

@@ -1,0 +1,243 @@
+"""A simulated task as a chain of steps: its download, the device's work and its upload, without a process.
+
+The reference is one SimPy process per task (``SimulatedNetwork.send`` with any device handler; the
+generator ``SimulatedNetwork._carry`` and ``SimulatedDevices._run``). A ``TaskRun`` does the same work in
+callbacks on ``fleet.core.steps`` steps, scheduling what the process schedules at the moments it does:
+
+* ``Initialize`` of the process (urgent, at the send) -> ``_started``;
+* a granted request for the gateway's medium -> ``_granted``; the airtime's timeout -> ``_aired``; the
+  release of the medium -> a ``Medium`` step; the rest of the hop (silences, retries, latencies,
+  backhaul) -> ``_arrived``;
+* the device's compute (or its interruption) -> ``_computed``; then the upload, as the download.
+
+The process's own end event is the one thing not scheduled: nobody waits for it (``send``'s event fires
+only if someone attached a callback to it by then). So every other event keeps its place in SimPy's loop,
+equal-time order included, and the event log is byte for byte the reference's (``tests/sim/test_chain.py``
+runs both on the same scenarios). ``Medium`` is ``simpy.Resource``'s FIFO with the same grant and release
+events, for both paths.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heappush
+from typing import TYPE_CHECKING, Callable
+
+from fleet.core.messages import Message, Task
+from fleet.core.steps import NORMAL, URGENT, Step, schedule, schedule_at
+from fleet.core.transport import Delivery
+
+if TYPE_CHECKING:
+    import simpy
+
+    from fleet.sim.devices import SimulatedDevices
+    from fleet.sim.network import SimulatedNetwork
+
+__all__ = ["Medium", "TaskRun", "start"]
+
+
+class _Release(Step):
+    __slots__ = ()
+
+
+class Medium:
+    """A gateway's shared medium: ``capacity`` transmissions at once, the rest wait first come, first served.
+
+    The events of ``simpy.Resource``, at the same moments: ``request(grant)`` queues ``grant`` and, as
+    ``Resource`` does on every request, grants the head of the queue if a channel is free; a grant is the
+    callable ``grant()``, which schedules the requester's "granted" event now. ``release()`` frees a
+    channel at once and schedules a release event, whose processing grants the head of the queue.
+
+    A release event does something only if, when the loop reaches it, someone waits and a channel is
+    free. Told where the loop is (``at``, the key of the step being processed), the medium takes the
+    release's place in the loop (its eid) but puts it on the queue only once that can happen before the
+    loop passes it: when a change leaves someone waiting with a channel free. Until then nothing waits or
+    no channel is free, so the release would have done nothing. Without ``at`` (a process's transfer) every
+    release is scheduled; a medium serves one kind of caller or the other."""
+
+    __slots__ = ("_env", "_capacity", "_users", "_queue", "_pending", "_on_release")
+
+    def __init__(self, env: simpy.Environment, capacity: int) -> None:
+        self._env = env
+        self._capacity = capacity
+        self._users = 0
+        self._queue: deque[Callable[[], None]] = deque()
+        self._pending: deque[tuple] = deque()  # places of releases not (yet) on the queue, in loop order
+        self._on_release = [self._trigger]  # the callbacks of every release step (read, never changed, by the loop)
+
+    def request(self, grant: Callable[[], None], at: tuple | None = None) -> None:
+        queue = self._queue
+        if not queue and self._users < self._capacity:  # the head at once: what _grant_head would do
+            self._users += 1
+            grant()
+        else:
+            queue.append(grant)
+            self._grant_head()
+        if at is not None and self._pending:
+            self._settle(at)
+
+    def release(self, at: tuple | None = None) -> None:
+        self._users -= 1
+        env = self._env
+        key = (env._now, NORMAL, next(env._eid))
+        if at is None or self._queue:
+            self._schedule(key)
+        else:
+            self._pending.append(key)
+        if at is not None:
+            self._settle(at)
+
+    def _schedule(self, key: tuple) -> None:
+        step = _Release()
+        step.callbacks = self._on_release
+        schedule_at(self._env, step, key)
+
+    def _trigger(self, step: _Release) -> None:
+        self._grant_head()
+        self._settle(step.key)
+
+    def _grant_head(self) -> None:
+        """``Resource._trigger_put``: look at the head of the queue only, grant it if a channel is free."""
+        if self._queue and self._users < self._capacity:
+            self._users += 1
+            self._queue.popleft()()
+
+    def _settle(self, at: tuple) -> None:
+        """Forget the releases the loop has passed; schedule the others if one of them can now grant."""
+        pending = self._pending
+        while pending and pending[0] < at:
+            pending.popleft()
+        if pending and self._queue and self._users < self._capacity:
+            while pending:
+                self._schedule(pending.popleft())
+
+
+class _Starts(Step):
+    """The ``Initialize`` events of tasks sent one after the other at one instant (consecutive eids: nothing
+    else was scheduled between them), processed as one step: in the loop they follow each other too."""
+
+    __slots__ = ("runs", "last_eid")
+
+    def __init__(self, env: simpy.Environment, run: TaskRun) -> None:
+        self.runs = [run]
+        self.callbacks = [self._start]
+        schedule(env, self, 0, URGENT)
+        self.last_eid = self.key[2]
+
+    def join(self, env: simpy.Environment, run: TaskRun) -> bool:
+        """Take ``run`` if its ``Initialize`` would come right after the last one taken (it takes its eid)."""
+        eid = next(env._eid)
+        if self.callbacks is None or eid != self.last_eid + 1 or env._now != self.key[0]:
+            return False
+        self.runs.append(run)
+        self.last_eid = eid
+        return True
+
+    def _start(self, step: _Starts) -> None:
+        at = step.key
+        for run in self.runs:
+            run.begin(run.task, False, at)
+
+
+class TaskRun(Step):
+    """One task, from the server's send to the server hearing back (see the module docstring).
+
+    ``done`` is what ``send`` returned: it fires (is scheduled) at the end only if someone is waiting on it,
+    with the download's ``Delivery`` (None when the download was lost), as the reference process would.
+    Each stage is a plain function of the run (``callbacks`` holds it: the loop calls it with the run)."""
+
+    __slots__ = ("net", "env", "devices", "task", "device", "profile", "medium", "backhaul", "done",
+                 "down_sent_s", "down_link_s", "down_queue_s", "down_size", "msg", "to_server", "size", "hold_s",
+                 "rest_s", "lost", "sent_s", "queue_s", "state", "joules", "compute_s", "t0", "stop_s", "cause")
+
+    def __init__(self, net: SimulatedNetwork, devices: SimulatedDevices, task: Task, done: simpy.Event) -> None:
+        self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
+        device = self.device = task.device
+        self.profile = net._profiles[device]
+        gw = net._gateway_of.item(device)
+        self.medium, self.backhaul = net._medium[gw], net._backhaul[gw]
+        self.down_link_s = None  # the download has not arrived (yet)
+
+    # --- the network's part: one transfer (``SimulatedNetwork._carry``) --------------------------------------
+    def begin(self, msg: Message, to_server: bool, at: tuple) -> None:
+        """Start carrying ``msg`` (to the server, or to the device), now; ``at`` is the loop's place."""
+        self.msg, self.to_server = msg, to_server
+        self.size, self.hold_s, self.rest_s, self.lost = self.net._plan(msg, self.profile, self.backhaul,
+                                                                        to_server)
+        env = self.env
+        self.sent_s = env._now
+        if self.medium is not None:
+            self.medium.request(self._grant, at)
+        else:
+            self.queue_s = 0.0
+            self.callbacks = _AIRED
+            schedule(env, self, self.hold_s)
+
+    # The stages below inline ``schedule`` (the same push): they run for every message.
+    def _grant(self) -> None:
+        env = self.env
+        t, eid = env._now + 0, next(env._eid)
+        self.key, self.callbacks = (t, NORMAL, eid), _GRANTED
+        heappush(env._queue, (t, NORMAL, eid, self))
+
+    def _granted(self) -> None:
+        env = self.env
+        now = env._now
+        self.queue_s = now - self.sent_s
+        t, eid = now + self.hold_s, next(env._eid)
+        self.key, self.callbacks = (t, NORMAL, eid), _AIRED
+        heappush(env._queue, (t, NORMAL, eid, self))
+
+    def _aired(self) -> None:
+        if self.medium is not None:
+            self.medium.release(self.key)
+        env = self.env
+        t, eid = env._now + self.rest_s, next(env._eid)
+        self.key, self.callbacks = (t, NORMAL, eid), _ARRIVED
+        heappush(env._queue, (t, NORMAL, eid, self))
+
+    def _arrived(self) -> None:
+        net, now = self.net, self.env._now
+        if self.lost:
+            net._loss_handler(self.msg, self.device)
+            self.end()
+            return
+        link_s = now - self.sent_s - self.queue_s
+        if self.to_server:
+            net._server_handler(self.msg, Delivery(self.sent_s, link_s, self.queue_s, self.size))
+            self.end()
+        else:
+            self.down_sent_s, self.down_link_s, self.down_queue_s, self.down_size = (self.sent_s, link_s,
+                                                                                      self.queue_s, self.size)
+            self.devices._arrive(self, now)
+
+    # --- the device's part calls these -----------------------------------------------------------------------
+    def wait(self, delay: float, then: list) -> None:
+        """Call ``then[0](run)`` ``delay`` seconds from now (a timeout in the reference process)."""
+        env = self.env
+        t, eid = env._now + delay, next(env._eid)
+        self.key, self.callbacks = (t, NORMAL, eid), then
+        heappush(env._queue, (t, NORMAL, eid, self))
+
+    def end(self) -> None:
+        """The reference process returns: its event fires, if anyone waits for it."""
+        done = self.done
+        done._ok = True
+        done._value = None if self.down_link_s is None else Delivery(self.down_sent_s, self.down_link_s,
+                                                                     self.down_queue_s, self.down_size)
+        if done.callbacks:
+            self.env.schedule(done)
+        else:
+            done.callbacks = None  # processed: nobody was waiting, and nobody will be scheduled for it
+
+
+_GRANTED, _AIRED, _ARRIVED = [TaskRun._granted], [TaskRun._aired], [TaskRun._arrived]
+
+
+def start(run: TaskRun, starts: _Starts | None) -> _Starts:
+    """Schedule ``run``'s ``Initialize``: in ``starts`` if it directly follows the last one there, else in a
+    new ``_Starts`` (returned, for the next send to join)."""
+    env = run.env
+    if starts is not None and starts.join(env, run):
+        return starts
+    return _Starts(env, run)
