@@ -22,8 +22,9 @@ asynchronous update can be) is left out of the average.
 
 Timing contract, FedAvg's BP cost on the task's architecture (``config.architecture``; the state's in
 learning mode, the registered one in timing mode): peak memory ``cost.bp_peak_memory_bytes``, FLOPs
-``local_steps * cost.bp_step_flops``, bytes down and up ``cost.dense_payload_bytes`` (P*b of the current
-architecture; the widths themselves travel in the task's header).
+``cost.bp_step_flops`` over the trained samples (``local_steps * bp_step_flops(B)`` with full batches), bytes
+down and up ``cost.dense_payload_bytes`` (P*b of the current architecture; the widths themselves travel in
+the task's header).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
 
     def __init__(self, model: str = "cnn_femnist", batch_size: int = 32, local_steps: int = 10,
                  optimizer: str = "sgd", lr: float = 0.05, local_epochs: float | None = None,
-                 band: float = 2.2, prune_until: int = 50, patience: int = 3, after_prune: str = "copy",
+                 epoch: str = "one_pass", band: float = 2.2, prune_until: int = 50, patience: int = 3,
+                 after_prune: str = "copy",
                  input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         self._init_task(model, batch_size, local_steps)
@@ -62,7 +64,7 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
         self.prune_until = _checks.non_negative_int("prune_until", prune_until)
         self.patience = _checks.positive_int("patience", patience)
         self.after_prune = _checks.choice("after_prune", after_prune, AFTER_PRUNE)
-        self._init_learning(lr, local_epochs, input_shape, num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes, epoch)
         self._profile: ModelProfile | None = None
 
     @property
@@ -109,10 +111,11 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
 
     def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
         return bp_update(self.functional_model_for(state.architecture), state, data, config.local_steps,
-                         config.batch_size, self.step, seed)
+                         config.batch_size, self.step, seed, self.partial_batches(config))
 
     def batched_kernel(self, config: TaskConfig) -> BackpropKernel:
-        return BackpropKernel(self.functional_model_for(config.architecture), self.step)
+        return BackpropKernel(self.functional_model_for(config.architecture), self.step,
+                              partial=self.partial_batches(config))
 
     def evaluate(self, state: ModelState, x, y) -> dict[str, float]:
         """Accuracy and loss, and ``params``: P of the state's architecture."""
@@ -132,7 +135,7 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
         profile = self.profile_for(config.architecture)
         return ResourceDemand(
             peak_memory_bytes=bp_peak_memory_bytes(profile, config.batch_size, self.optimizer),
-            flops=config.local_steps * bp_step_flops(profile, config.batch_size),
+            flops=bp_step_flops(profile, config.trained_samples),  # linear in the samples
             bytes_down=dense_payload_bytes(profile),
             bytes_up=dense_payload_bytes(profile),
         )
@@ -140,5 +143,5 @@ class AutoPrune(FlatLearner, ProfiledModel, Algorithm):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={self.model!r}, batch_size={self.batch_size}, "
                 f"local_steps={self.local_steps}, optimizer={self.optimizer!r}, lr={self.lr}, "
-                f"local_epochs={self.local_epochs}, band={self.band}, prune_until={self.prune_until}, "
-                f"patience={self.patience}, after_prune={self.after_prune!r})")
+                f"local_epochs={self.local_epochs}, epoch={self.epoch!r}, band={self.band}, "
+                f"prune_until={self.prune_until}, patience={self.patience}, after_prune={self.after_prune!r})")

@@ -58,6 +58,11 @@ class TaskConfig:
     * ``architecture``: the widths (output filters or units) of the model's prunable layers when the
       algorithm changes the architecture during the run (structured pruning); ``()`` is the model as
       registered. A device rebuilds the network from it.
+
+    And one for the cost side only, never sent: ``samples``, the samples the task trains in all when its
+    steps are not all full batches (local epochs that end in a partial batch, ``epoch: one_pass``), so the
+    demand charges what is computed; 0 (the default) means ``local_steps * batch_size``. A client derives
+    its batches from its own data (``local.batch_plan``), so the field need not travel.
     """
 
     phase: str
@@ -65,6 +70,7 @@ class TaskConfig:
     batch_size: int
     mode: str = ""
     architecture: tuple[int, ...] = ()
+    samples: int = 0
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -73,6 +79,16 @@ class TaskConfig:
         positive_int("TaskConfig.batch_size", self.batch_size)
         check_mode("TaskConfig.mode", self.mode)
         check_architecture("TaskConfig.architecture", self.architecture)
+        non_negative_int("TaskConfig.samples", self.samples)
+        if self.samples and not self.local_steps <= self.samples <= self.local_steps * self.batch_size:
+            raise ValueError(f"TaskConfig.samples must be 0 or between local_steps ({self.local_steps}) and "
+                             f"local_steps * batch_size ({self.local_steps * self.batch_size}), "
+                             f"got {self.samples}")
+
+    @property
+    def trained_samples(self) -> int:
+        """Samples the task trains in all (over every step): ``samples``, or ``local_steps * batch_size``."""
+        return self.samples or self.local_steps * self.batch_size
 
 
 MODE_MAX_CHARS = 16

@@ -78,7 +78,7 @@ __all__ = [
     "kept_weights", "parameter_state_bytes", "zo_index_bytes", "zo_chunk_bytes",
     "bp_peak_memory_bytes", "zo_peak_memory_bytes", "ntk_scoring_memory_bytes",
     "sparse_forward_flops_per_sample", "sparse_backward_flops_per_sample", "bp_step_flops",
-    "zo_trainable_params", "zo_step_flops", "ntk_scoring_flops",
+    "zo_trainable_params", "zo_step_flops", "zo_task_flops", "ntk_scoring_flops",
     "PROXIMAL_FLOPS_PER_ELEMENT", "proximal_peak_memory_bytes", "proximal_step_flops",
     "dense_payload_bytes", "mask_bytes", "sparse_values_bytes", "model_payload_bytes", "score_payload_bytes",
     "seed_pairs_bytes",
@@ -274,6 +274,16 @@ def zo_step_flops(profile: ModelProfile, batch_size: int, queries: int, density:
     forwards = 2 * queries * batch_size * sparse_forward_flops_per_sample(profile, density)
     per_element = ZO_PASSES_PER_QUERY * (AXPY_FLOPS_PER_ELEMENT + RNG_FLOPS_PER_ELEMENT)
     return forwards + queries * zo_trainable_params(profile, density) * per_element
+
+
+def zo_task_flops(profile: ModelProfile, samples: int, steps: int, queries: int, density: float = 1.0) -> int:
+    """``steps`` ZO steps whose batches hold ``samples`` samples in all (an epoch's last batch may be partial):
+    ``zo_step_flops`` summed over the steps, 2*q*S*F_sparse + steps*q*D*4*(2 + 1); ``steps *
+    zo_step_flops(B)`` when S = steps * B."""
+    _checks.positive_int("steps", steps)
+    per_element = ZO_PASSES_PER_QUERY * (AXPY_FLOPS_PER_ELEMENT + RNG_FLOPS_PER_ELEMENT)
+    return (zo_step_flops(profile, samples, queries, density)
+            + (steps - 1) * queries * zo_trainable_params(profile, density) * per_element)
 
 
 def ntk_scoring_flops(profile: ModelProfile, batch_size: int, samples: int = 1) -> int:

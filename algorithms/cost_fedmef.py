@@ -103,11 +103,14 @@ def fedmef_peak_memory_bytes(profile: ModelProfile, batch_size: int, optimizer: 
 
 
 def fedmef_flops(profile: ModelProfile, batch_size: int, steps: int, *, marked: int = 0,
-                 adjust: bool = False) -> int:
-    """FLOPs of one task: ``steps`` dense BP steps, BaE's elementwise work, and the adjustment gradient."""
+                 adjust: bool = False, samples: int = 0) -> int:
+    """FLOPs of one task: ``steps`` dense BP steps (of ``samples`` samples in all when an epoch ends in a
+    partial batch; 0: ``steps * batch_size``), BaE's elementwise work, and the adjustment gradient (one batch
+    of ``batch_size``)."""
     _checks.positive_int("steps", steps)
     step = bp_step_flops(profile, batch_size, 1.0)
-    return steps * (step + BAE_FLOPS_PER_MARKED * marked) + (step if adjust else 0)
+    trained = bp_step_flops(profile, samples or steps * batch_size, 1.0)  # linear in the samples
+    return trained + steps * BAE_FLOPS_PER_MARKED * marked + (step if adjust else 0)
 
 
 def _values_bytes(profile: ModelProfile, kept: int) -> int:

@@ -14,6 +14,10 @@ deviation of ``raw / max_value`` over every pixel of the *train* split, computed
 class indices in ``[0, num_classes)``. All arrays are read-only: a loaded dataset is cached per
 (name, directory) for the life of the process and shared by every caller.
 
+Fashion-MNIST is decoded once per machine: ``algorithms.datacache`` keeps the normalised arrays on disk
+(``$FLEET_CACHE_DIR``, else ``~/.cache/fleet``; keyed by the IDX files' paths, sizes and modification times)
+and later loads memory-map them, so a process starts in milliseconds and all processes share one copy.
+
 This module imports only numpy and the standard library, so the scenario validator can read ``DATASETS``
 without torch.
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+
+from algorithms.datacache import cached
 
 __all__ = ["DATASETS", "DATA_DIR_ENV", "FASHION_MNIST_DIR", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "Dataset",
            "DatasetMissing", "DatasetSpec", "load_dataset", "read_idx"]
@@ -175,10 +181,16 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _load_fashion_mnist(directory: Path) -> Dataset:
+    paths = {split: (_find(directory, images_stem), _find(directory, labels_stem))
+             for split, (images_stem, labels_stem) in _FASHION_MNIST_FILES.items()}
+    sources = [path for pair in paths.values() for path in pair]
+    return cached("fashion_mnist", sources, lambda: _decode_fashion_mnist(paths), Dataset)
+
+
+def _decode_fashion_mnist(paths: dict[str, tuple[Path, Path]]) -> Dataset:
     spec = DATASETS["fashion_mnist"]
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split, (images_stem, labels_stem) in _FASHION_MNIST_FILES.items():
-        images_path, labels_path = _find(directory, images_stem), _find(directory, labels_stem)
+    for split, (images_path, labels_path) in paths.items():
         images, labels = read_idx(images_path, IDX_IMAGES_MAGIC), read_idx(labels_path, IDX_LABELS_MAGIC)
         if images.shape[1:] != spec.input_shape[1:]:
             raise ValueError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
@@ -209,13 +221,15 @@ def _normalised(spec: DatasetSpec, raw: dict[str, tuple[np.ndarray, np.ndarray]]
     """Build the Dataset from uint8 images (N, C, H, W) in 0..max_value.
 
     The train split's mean and std come from exact integer sums of the grey levels and their squares
-    (uint64), then each split is scaled in place in float32: ``raw * (1 / (max_value * std)) - mean / std``.
+    (from the histogram of grey levels), then each split is scaled in place in float32:
+    ``raw * (1 / (max_value * std)) - mean / std``.
     """
     images = raw["train"][0]
     if images.size == 0 or int(images.max()) > max_value:
         raise ValueError(f"dataset {spec.name!r}: train images empty or above grey level {max_value}")
-    total = int(images.sum(dtype=np.uint64))
-    squares = int((images.astype(np.uint16) ** 2).sum(dtype=np.uint64))  # 255**2 fits in uint16
+    counts = np.bincount(images.reshape(-1), minlength=max_value + 1).tolist()  # exact, no temporaries
+    total = sum(level * count for level, count in enumerate(counts))
+    squares = sum(level * level * count for level, count in enumerate(counts))
     mean = total / images.size / max_value
     std = math.sqrt(max(squares / images.size / max_value**2 - mean**2, 0.0))
     if not std > 0:

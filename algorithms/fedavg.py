@@ -1,9 +1,11 @@
 """FedAvg with backpropagation: the dense (or masked) baseline every BP-free method is compared against.
 
-Timing contract: one task is ``local_steps`` SGD/momentum/Adam steps of ``batch_size`` samples.
+Timing contract: one task is ``local_steps`` SGD/momentum/Adam steps of ``batch_size`` samples (``samples`` in
+all when its epochs end in partial batches: ``TaskConfig.trained_samples``).
 
 * peak memory: ``cost.bp_peak_memory_bytes`` (weights, gradients, optimizer slots, saved activations, batch);
-* FLOPs: ``local_steps * cost.bp_step_flops`` (3*B*F per step, F scaled by density for pruned layers);
+* FLOPs: ``cost.bp_step_flops`` over the task's trained samples (3*F per sample, F scaled by density for pruned
+  layers; ``local_steps * bp_step_flops(B)`` when every step is a full batch);
 * downlink: the model, ``cost.model_payload_bytes`` (P*b dense; at density < 1 the kept values and biases plus
   the 1-bit mask, since a client may not know the mask yet);
 * uplink: the update, ``cost.sparse_values_bytes`` (P*b dense; at density < 1 only the kept values and biases:
@@ -48,14 +50,14 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10,
                  optimizer: str = "sgd", density: float = 1.0, sparse_format: str = "dense_bitmap",
-                 lr: float = 0.05, local_epochs: float | None = None,
+                 lr: float = 0.05, local_epochs: float | None = None, epoch: str = "one_pass",
                  input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         self._init_task(model, batch_size, local_steps)
         self.optimizer = _checks.choice("optimizer", optimizer, OPTIMIZER_STATE_SLOTS)
         self.density = _checks.density("density", density)
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
-        self._init_learning(lr, local_epochs, input_shape, num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes, epoch)
         self._profile: ModelProfile | None = None
 
     def init(self, seed: int) -> ModelState:
@@ -71,10 +73,10 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
 
     def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
         return bp_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.step,
-                         seed)
+                         seed, self.partial_batches(config))
 
     def batched_kernel(self, config: TaskConfig) -> BackpropKernel:
-        return BackpropKernel(self.functional_model, self.step)
+        return BackpropKernel(self.functional_model, self.step, partial=self.partial_batches(config))
 
     def demand(self, config: TaskConfig) -> ResourceDemand:
         """Cost of one training task (see the module docstring); phase ``'prune'`` raises ValueError."""
@@ -83,7 +85,7 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
         return ResourceDemand(
             peak_memory_bytes=bp_peak_memory_bytes(
                 profile, config.batch_size, self.optimizer, density, self.sparse_format),
-            flops=config.local_steps * bp_step_flops(profile, config.batch_size, density),
+            flops=bp_step_flops(profile, config.trained_samples, density),  # linear in the samples
             bytes_down=model_payload_bytes(profile, density),
             bytes_up=sparse_values_bytes(profile, density),
         )
@@ -91,7 +93,7 @@ class FedAvg(FlatLearner, ProfiledModel, Algorithm):
     def _fields(self) -> str:
         return (f"model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
                 f"optimizer={self.optimizer!r}, density={self.density}, sparse_format={self.sparse_format!r}, "
-                f"lr={self.lr}, local_epochs={self.local_epochs}")
+                f"lr={self.lr}, local_epochs={self.local_epochs}, epoch={self.epoch!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._fields()})"

@@ -73,7 +73,8 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
     name = "fedmef"
 
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10, optimizer: str = "sgd",
-                 lr: float = 0.05, local_epochs: float | None = None, density: float = 0.1,
+                 lr: float = 0.05, local_epochs: float | None = None, epoch: str = "one_pass",
+                 density: float = 0.1,
                  layer_density: str = "erk", adjust_every: int = 10, adjust_until: int = 100,
                  adjust_alpha: float = 0.2, grad_upload: str = "topk", bae: str = "on", bae_lambda: float = 1e-4,
                  bae_norm: str = "l2", bae_penalty: str = "squared", bae_rounds: str = "adjust",
@@ -95,7 +96,7 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
         self.bae_rounds = _checks.choice("bae_rounds", bae_rounds, ("adjust", "every"))
         self.sap_gamma = _unit_float("sap_gamma", sap_gamma, 0.999)
         self.sap_index = _checks.choice("sap_index", sap_index, ("int32", "bitmap"))
-        self._init_learning(lr, local_epochs, input_shape, num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes, epoch)
         self._profile: ModelProfile | None = None
 
     # --- the schedule --------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
         upload = self.grad_upload if mode == "adjust" else None
         return fedmef_update(fm, state, data, config.local_steps, config.batch_size, self.step, seed, bae=bae,
                              sap_gamma=self.sap_gamma, sap_index=self.sap_index, upload=upload,
-                             upload_counts=counts)
+                             upload_counts=counts, partial=self.partial_batches(config))
 
     def batched_kernel(self, config: TaskConfig) -> BackpropKernel | None:
         """``fit`` of a ``"mask"`` or ``"plain"`` round, batched: ``BackpropKernel`` with the state's mask
@@ -174,7 +175,8 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
             return MarkedPenalty({o: idx for (o, _, _), idx in zip(spans, indices)}, self.bae_lambda,
                                  self.bae_penalty)
 
-        return BackpropKernel(fm, self.step, self.sap_gamma, marked if self.bae_active(mode) else None)
+        return BackpropKernel(fm, self.step, self.sap_gamma, marked if self.bae_active(mode) else None,
+                              partial=self.partial_batches(config))
 
     def aggregate(self, state: ModelState, results: Sequence[ClientResult],
                   weights: Sequence[float]) -> ModelState:
@@ -224,14 +226,16 @@ class FedMef(FlatLearner, ProfiledModel, Algorithm):
                 activation_per_sample=activation_bytes_per_sample(profile, self.sap_gamma, self.sap_index),
                 forward_per_sample=forward_bytes_per_sample(profile, self.sap_gamma, self.sap_index),
                 marked=marked, upload=upload, upload_count=upload_count),
-            flops=fedmef_flops(profile, batch, config.local_steps, marked=marked, adjust=mode == "adjust"),
+            flops=fedmef_flops(profile, batch, config.local_steps, marked=marked, adjust=mode == "adjust",
+                               samples=config.samples),
             bytes_down=fedmef_bytes_down(profile, kept, with_mask),
             bytes_up=fedmef_bytes_up(profile, kept, upload, upload_count),
         )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in (
-            "model", "batch_size", "local_steps", "optimizer", "lr", "local_epochs", "density", "layer_density",
+            "model", "batch_size", "local_steps", "optimizer", "lr", "local_epochs", "epoch", "density",
+            "layer_density",
             "adjust_every", "adjust_until", "adjust_alpha", "grad_upload", "bae", "bae_lambda", "bae_norm",
             "bae_penalty", "bae_rounds", "sap_gamma", "sap_index"))
         return f"FedMef({fields})"

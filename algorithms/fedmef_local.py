@@ -106,14 +106,15 @@ def _train(fm, w, state, data, plan, step, bae, sap_gamma, sap_index) -> list[fl
 def fedmef_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int,
                   step: OptimizerStep, seed: int, *, bae: BaeSettings | None = None, sap_gamma: float = 0.0,
                   sap_index: str = "bitmap", upload: str | None = None,
-                  upload_counts: list[int] | None = None) -> ClientResult:
-    """``steps`` masked backprop steps of ``batch`` samples (see the module docstring), then, with
-    ``upload``, the adjustment gradient. ``state`` is never modified; all randomness comes from ``seed``."""
+                  upload_counts: list[int] | None = None, partial: bool = False) -> ClientResult:
+    """``steps`` masked backprop steps of ``batch`` samples (``local.batch_plan(..., partial)``: with
+    ``partial`` an epoch's last batch takes what is left; see the module docstring), then, with ``upload``,
+    the adjustment gradient. ``state`` is never modified; all randomness comes from ``seed``."""
     if not isinstance(step, OptimizerStep):
         raise ValueError(f"step must be an algorithms.optim.OptimizerStep, got {step!r:.80}")
     if upload is not None and upload not in GRADIENT_UPLOADS:
         raise ValueError(f"upload must be None or one of {', '.join(GRADIENT_UPLOADS)}, got {upload!r}")
-    plan = batch_plan(len(data), batch, steps + (upload is not None), seed)
+    plan = batch_plan(len(data), batch, steps + (upload is not None), seed, partial)
     w = state.weights.clone()
     losses = _train(fm, w, state, data, plan[:steps], step, bae, sap_gamma, sap_index)
     gradient = None

@@ -11,7 +11,7 @@ Timing contract (FedAvg's, ``algorithms.fedavg``, plus what the term costs a cli
 
 * peak memory: ``cost.proximal_peak_memory_bytes`` (the global weights stay alive as the anchor, and the
   term's temporary for one parameter tensor);
-* FLOPs: ``local_steps * (cost.bp_step_flops + cost.proximal_step_flops)``;
+* FLOPs: FedAvg's (``cost.bp_step_flops`` over the trained samples) + ``local_steps * cost.proximal_step_flops``;
 * payloads: as FedAvg's (the model down, the delta up).
 """
 
@@ -60,11 +60,11 @@ class FedProx(FedAvg):
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10,
                  optimizer: str = "sgd", mu: float = 0.01, density: float = 1.0,
                  sparse_format: str = "dense_bitmap", lr: float = 0.05, local_epochs: float | None = None,
-                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 epoch: str = "one_pass", input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         super().__init__(model=model, batch_size=batch_size, local_steps=local_steps, optimizer=optimizer,
                          density=density, sparse_format=sparse_format, lr=lr, local_epochs=local_epochs,
-                         input_shape=input_shape, num_classes=num_classes)
+                         epoch=epoch, input_shape=input_shape, num_classes=num_classes)
         self.mu = ProximalStep(self.optimizer, self.lr, mu).mu  # the step checks it
 
     @property
@@ -78,8 +78,8 @@ class FedProx(FedAvg):
         return ResourceDemand(
             peak_memory_bytes=proximal_peak_memory_bytes(
                 profile, config.batch_size, self.optimizer, density, self.sparse_format),
-            flops=config.local_steps * (bp_step_flops(profile, config.batch_size, density)
-                                        + proximal_step_flops(profile, density)),
+            flops=(bp_step_flops(profile, config.trained_samples, density)
+                   + config.local_steps * proximal_step_flops(profile, density)),
             bytes_down=model_payload_bytes(profile, density),
             bytes_up=sparse_values_bytes(profile, density),
         )

@@ -9,6 +9,10 @@ Contracts
   (run seed, device, round)), through local ``torch.Generator`` objects: never the global RNG.
 * Batches: a fresh permutation of the client's samples per epoch (``torch.randperm`` from the seed's batch
   generator), consumed ``batch`` at a time; a client with fewer than ``batch`` samples uses all of them.
+  What an epoch is (``EPOCHS``): ``one_pass``, one pass over the permutation whose last batch takes what is
+  left (n = 61, batch 32: 32 then 29), the standard definition; ``full_batches``, every step a full batch,
+  a new permutation drawn when fewer than a batch remain (32 then 32: the 29 left are never seen and a
+  step trains more samples than the client holds). ``epoch_steps`` and ``plan_samples`` count them.
 * Masks: pruned coordinates hold exactly 0 and never move: BP masks the gradient (so SGD, momentum and Adam
   steps are 0 there), ZO draws directions only over the kept coordinates.
 * ``bp_update`` returns the weight delta; its optimizer step is ``optim.OptimizerStep``, the one the batched
@@ -25,6 +29,8 @@ perturb/restore, at the cost of a sparse fix-up list instead of a stored directi
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +41,15 @@ from algorithms.optim import OptimizerStep
 from algorithms.params import FunctionalModel
 
 __all__ = [
-    "ModelState", "ClientData", "ClientResult", "UPLINKS", "ZO_CHUNK",
-    "derive_seed", "batch_plan", "bp_update", "zo_update", "keep_uplink", "replay_seed_pairs",
+    "ModelState", "ClientData", "ClientResult", "UPLINKS", "ZO_CHUNK", "EPOCHS",
+    "derive_seed", "batch_plan", "epoch_steps", "plan_samples", "bp_update", "zo_update", "keep_uplink",
+    "replay_seed_pairs",
     "kept_indices", "perturb", "restore", "fixup_fraction", "evaluate",
 ]
 
 ZO_CHUNK = 1024  # direction elements generated at a time (the seed trick's only buffers: a few chunks)
 UPLINKS = ("delta", "seeds")  # what a ZO client sends: the weight delta, or the seed pairs that rebuild it
+EPOCHS = ("one_pass", "full_batches")  # what a local epoch is (module docstring); the first is the default
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,12 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def batch_plan(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
-    """The sample indices of each local step: per-epoch permutations from ``seed``, ``min(batch, n)`` each."""
+def batch_plan(n: int, batch: int, steps: int, seed: int, partial: bool = False) -> list[torch.Tensor]:
+    """The sample indices of each local step: per-epoch permutations from ``seed``, ``min(batch, n)`` each.
+
+    ``partial`` False (``full_batches``): a new permutation is drawn when fewer than a batch remain in the
+    current one. ``partial`` True (``one_pass``): a batch never crosses the end of a permutation; the last
+    batch of each pass takes what is left. The two plans agree whenever ``min(batch, n)`` divides n."""
     if n < 1:
         raise ValueError("a client needs at least one sample")
     batch = min(batch, n)
@@ -102,17 +114,39 @@ def batch_plan(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
     perm, pos = torch.randperm(n, generator=gen), 0
     for _ in range(steps):
-        if pos + batch > n:
+        if pos + batch > n and (pos == n or not partial):
             perm, pos = torch.randperm(n, generator=gen), 0
-        out.append(perm[pos:pos + batch])
-        pos += batch
+        take = min(batch, n - pos)
+        out.append(perm[pos:pos + take])
+        pos += take
     return out
 
 
+def epoch_steps(n: int, batch: int, epochs: float, partial: bool) -> int:
+    """Local steps of ``epochs`` epochs over n samples in batches of ``min(batch, n)``: with ``partial``
+    (``one_pass``), ``ceil(n / batch)`` per whole epoch and, for a fraction f of one, ``ceil(f * n / batch)``
+    more batches (rounded up to whole batches); otherwise ``ceil(epochs * n / batch)``. At least 1."""
+    batch = max(1, min(batch, n))
+    if not partial:
+        return max(1, math.ceil(epochs * n / batch))
+    whole = math.floor(epochs)
+    return max(1, whole * -(-n // batch) + math.ceil((epochs - whole) * n / batch))
+
+
+def plan_samples(n: int, batch: int, steps: int, partial: bool) -> int:
+    """Samples ``batch_plan(n, batch, steps, seed, partial)`` trains in all (whatever the seed)."""
+    batch = max(1, min(batch, n))
+    if not partial:
+        return steps * batch
+    passes, rest = divmod(steps, -(-n // batch))
+    return passes * n + rest * batch
+
+
 def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int,
-              step: OptimizerStep, seed: int) -> ClientResult:
+              step: OptimizerStep, seed: int, partial: bool = False) -> ClientResult:
     """``steps`` backprop steps of cross-entropy, each applied by ``step`` (SGD, momentum or Adam, and the
-    local objective's extra gradient terms, anchored at ``state.weights``); returns the delta.
+    local objective's extra gradient terms, anchored at ``state.weights``), on the batches of
+    ``batch_plan(..., partial)``; returns the delta.
 
     Memory, as a device would hold it: the weights, one gradient per parameter tensor (autograd's own
     leaves are views of the flat weights, so no flat P-sized gradient is ever assembled), the optimizer
@@ -127,7 +161,7 @@ def bp_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: i
     masks = list(fm.layout.views(state.mask).values()) if state.mask is not None else [None] * len(views)
     slots = [step.slots(v) for v in views]
     losses = []
-    for t, idx in enumerate(batch_plan(len(data), batch, steps, seed), start=1):
+    for t, idx in enumerate(batch_plan(len(data), batch, steps, seed, partial), start=1):
         leaves = [v.detach().requires_grad_(True) for v in views]
         loss = F.cross_entropy(fm.call_with(leaves, data.x[idx]), data.y[idx])
         grads = torch.autograd.grad(loss, leaves)
@@ -204,7 +238,7 @@ def _loss(fm: FunctionalModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor
 
 
 def zo_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: int, batch: int, lr: float,
-              queries: int, mu: float, clip: float | None, seed: int) -> ClientResult:
+              queries: int, mu: float, clip: float | None, seed: int, partial: bool = False) -> ClientResult:
     """``steps`` central-difference ZO-SGD steps with ``queries`` directions each (the RGE):
 
         g = (1/q) sum_i c_i u_i,   c_i = (L(w + mu u_i) - L(w - mu u_i)) / (2 mu),   w <- w - lr g
@@ -218,7 +252,7 @@ def zo_update(fm: FunctionalModel, state: ModelState, data: ClientData, steps: i
     seeds = np.empty(steps * queries, dtype=np.int64)
     coefficients = np.empty(steps * queries, dtype=np.float32)
     losses = []
-    for s, idx in enumerate(batch_plan(len(data), batch, steps, seed)):
+    for s, idx in enumerate(batch_plan(len(data), batch, steps, seed, partial)):
         x, y = data.x[idx], data.y[idx]
         for i in range(queries):
             u_seed = derive_seed(seed, s, i)
@@ -268,14 +302,29 @@ def keep_uplink(result: ClientResult, uplink: str) -> ClientResult:
     return result
 
 
-@torch.inference_mode()
 def evaluate(fm: FunctionalModel, state: ModelState, x: torch.Tensor, y: torch.Tensor,
-             batch: int = 2000) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of the global model on a held-out set."""
-    correct, loss_sum = 0, 0.0
-    for start in range(0, len(y), batch):
-        logits = fm(state.weights, x[start:start + batch])
-        target = y[start:start + batch]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += int((logits.argmax(1) == target).sum())
-    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+             batch: int = 500) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the global model on a held-out set.
+
+    Batches of ``batch`` run on ``torch.get_num_threads()`` Python threads with one intra-op thread each
+    (torch releases the GIL), and the per-batch sums are added in batch order: the result does not depend on
+    the thread count, and no OpenMP thread spins at a barrier on a busy machine."""
+    starts = range(0, len(y), batch)
+
+    def part(start: int) -> tuple[float, int]:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            logits = fm(state.weights, x[start:start + batch])
+            target = y[start:start + batch]
+            return F.cross_entropy(logits, target, reduction="sum").item(), int((logits.argmax(1) == target).sum())
+
+    threads = torch.get_num_threads()
+    try:
+        if threads == 1 or len(starts) == 1:
+            parts = [part(s) for s in starts]
+        else:
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                parts = list(pool.map(part, starts))
+    finally:
+        torch.set_num_threads(threads)
+    return {"accuracy": sum(c for _, c in parts) / len(y), "loss": math.fsum(s for s, _ in parts) / len(y)}

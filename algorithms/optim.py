@@ -59,10 +59,13 @@ class OptimizerStep:
         plain empirical risk: ``grad``."""
         return grad
 
-    @torch.no_grad()
     def __call__(self, t: int, w: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor,
                  mask: torch.Tensor | None, slot1: torch.Tensor | None, slot2: torch.Tensor | None) -> None:
-        """Step ``t`` (from 1) on ``w`` in place; the slots are updated in place too."""
+        """Step ``t`` (from 1) on ``w`` in place; the slots are updated in place too. Runs without autograd
+        (entered here only when the caller has not: both callers have, and the check is cheaper)."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self(t, w, grad, anchor, mask, slot1, slot2)
         grad = self.gradient(w, grad, anchor)
         if mask is not None:
             grad.mul_(mask)

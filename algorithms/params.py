@@ -29,7 +29,7 @@ from torch import nn
 from algorithms.models import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, build_model, check_architecture
 from algorithms.nsconv import NSConv2d, ns_conv2d
 
-__all__ = ["ParamLayout", "FunctionalModel", "flatten_parameters"]
+__all__ = ["ParamLayout", "FunctionalModel", "flatten_parameters", "max_pool_2x2"]
 
 _PRUNABLE_KINDS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -107,6 +107,7 @@ class FunctionalModel:
         self.num_classes = num_classes
         self.layout = ParamLayout.of(self.module)
         self._steps = self._direct_steps()
+        self._inference_steps = _pool_first(self._steps)
 
     @property
     def size(self) -> int:
@@ -120,10 +121,12 @@ class FunctionalModel:
         return flatten_parameters(fresh)
 
     def __call__(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits of ``x`` (a batch) under the flat ``weights`` (one vector of length P)."""
+        """Logits of ``x`` (a batch) under the flat ``weights`` (one vector of length P). Without autograd a
+        ReLU followed by a 2x2 max pool runs as the pool (four strided slices) then the ReLU: the same values
+        (max and ReLU commute) in half the time of ATen's NCHW pool."""
         if self._steps is None:
             return torch.func.functional_call(self.module, self.layout.views(weights), (x,))
-        for kind, module, spans in self._steps:
+        for kind, module, spans in self._steps if torch.is_grad_enabled() else self._inference_steps:
             if kind == "nsconv":
                 (wo, ws), (bo, bs), (go, gs) = spans
                 x = ns_conv2d(x, weights[wo:wo + math.prod(ws)].view(ws), weights[bo:bo + bs[0]],
@@ -135,6 +138,8 @@ class FunctionalModel:
             elif kind == "linear":
                 (wo, ws), (bo, bs) = spans
                 x = F.linear(x, weights[wo:wo + math.prod(ws)].view(ws), weights[bo:bo + bs[0]])
+            elif kind == "pool_relu":
+                x = F.relu(max_pool_2x2(x))
             else:
                 x = module(x)
         return x
@@ -189,3 +194,35 @@ class FunctionalModel:
     def __repr__(self) -> str:
         return (f"FunctionalModel({self.name!r}, input_shape={self.input_shape}, "
                 f"architecture={self.architecture}, P={self.size})")
+
+
+def _is_pool_2x2(module: nn.Module) -> bool:
+    """An ``nn.MaxPool2d`` of 2x2 windows at stride 2, no padding, dilation 1, floor mode."""
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+    return (isinstance(module, nn.MaxPool2d) and not module.return_indices and not module.ceil_mode
+            and pair(module.kernel_size) == (2, 2) and pair(module.stride) == (2, 2)
+            and pair(module.padding) == (0, 0) and pair(module.dilation) == (1, 1))
+
+
+def _pool_first(steps):
+    """``steps`` with every ReLU directly followed by a 2x2 max pool merged into one ``pool_relu`` step."""
+    if steps is None:
+        return None
+    out, i = [], 0
+    while i < len(steps):
+        if (i + 1 < len(steps) and steps[i][0] == "plain" and type(steps[i][1]) is nn.ReLU
+                and steps[i + 1][0] == "plain" and _is_pool_2x2(steps[i + 1][1])):
+            out.append(("pool_relu", steps[i + 1][1], ()))
+            i += 2
+        else:
+            out.append(steps[i])
+            i += 1
+    return out
+
+
+def max_pool_2x2(h: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(h, 2)`` without autograd: the max of four strided slices (the same values, NaN
+    included, for any memory layout)."""
+    hh, ww = h.shape[2] // 2 * 2, h.shape[3] // 2 * 2
+    top = torch.maximum(h[:, :, 0:hh:2, 0:ww:2], h[:, :, 0:hh:2, 1:ww:2])
+    return torch.maximum(top, torch.maximum(h[:, :, 1:hh:2, 0:ww:2], h[:, :, 1:hh:2, 1:ww:2]), out=top)

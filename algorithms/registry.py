@@ -111,6 +111,8 @@ _COMMON = {  # every flat-weight learner: bounds under which memory, FLOPs and b
     "sparse_format": Param("choice", choices=_SPARSE_FORMATS),
     "lr": Param("float", 0.0, 1e3, open_low=True),
     "local_epochs": Param("float", 0.0, 1e4, open_low=True, optional=True),
+    # what a local epoch is: one pass with a partial last batch, or full batches only (algorithms.local)
+    "epoch": Param("choice", choices=("one_pass", "full_batches")),
 }
 _ZO = {
     **_COMMON,

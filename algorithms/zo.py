@@ -4,7 +4,8 @@
 directions each, on the kept coordinates of a mask of ``density`` (MeZO seed trick: memory stays at inference
 level).
 
-* peak memory: ``cost.zo_peak_memory_bytes``; FLOPs: ``local_steps * cost.zo_step_flops``;
+* peak memory: ``cost.zo_peak_memory_bytes``; FLOPs: ``local_steps * cost.zo_step_flops``
+  (``cost.zo_task_flops`` over the trained samples when an epoch ends in a partial batch);
 * downlink: ``cost.model_payload_bytes`` (dense, or kept values plus the mask);
 * uplink ``"delta"``: ``cost.sparse_values_bytes`` (the server knows the mask); uplink ``"seeds"``:
   ``cost.seed_pairs_bytes(queries, local_steps)``, one (seed, projected difference) pair per query per step,
@@ -44,7 +45,7 @@ from algorithms.cost import (
     seed_pairs_bytes,
     sparse_values_bytes,
     zo_peak_memory_bytes,
-    zo_step_flops,
+    zo_task_flops,
 )
 from algorithms.learner import FlatLearner
 from algorithms.local import (
@@ -85,7 +86,8 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
     def __init__(self, model: str = "cnn", batch_size: int = 32, local_steps: int = 10, queries: int = 20,
                  density: float = 1.0, uplink: str = "delta", sparse_format: str = "dense_bitmap",
                  lr: float = 0.002, mu: float = 1e-3, clip: float | None = None,
-                 local_epochs: float | None = None, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 local_epochs: float | None = None, epoch: str = "one_pass",
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         self._init_task(model, batch_size, local_steps)
         self.queries = _checks.positive_int("queries", queries)
@@ -94,7 +96,7 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         self.sparse_format = _checks.choice("sparse_format", sparse_format, SPARSE_FORMATS)
         self.mu = _checks.positive_float("mu", mu)
         self.clip = None if clip is None else _checks.positive_float("clip", clip)
-        self._init_learning(lr, local_epochs, input_shape, num_classes)
+        self._init_learning(lr, local_epochs, input_shape, num_classes, epoch)
         self._profile: ModelProfile | None = None
         self._fixup_fraction: float | None = None
 
@@ -106,13 +108,14 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
 
     def fit(self, state: ModelState, config: TaskConfig, data: ClientData, seed: int) -> ClientResult:
         result = zo_update(self.functional_model, state, data, config.local_steps, config.batch_size, self.lr,
-                           self.queries, self.mu, self.clip, seed)
+                           self.queries, self.mu, self.clip, seed, self.partial_batches(config))
         return keep_uplink(result, self.uplink)
 
     def batched_kernel(self, config: TaskConfig) -> ZerothOrderKernel | None:
         if config.phase != "train":
             return None
-        return ZerothOrderKernel(self.functional_model, self.lr, self.queries, self.mu, self.clip, self.uplink)
+        return ZerothOrderKernel(self.functional_model, self.lr, self.queries, self.mu, self.clip, self.uplink,
+                                 partial=self.partial_batches(config))
 
     def update_shape(self, config: TaskConfig) -> UpdateShape:
         if config.phase == "train" and self.uplink == "seeds":
@@ -147,7 +150,7 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         return ResourceDemand(
             peak_memory_bytes=zo_peak_memory_bytes(profile, config.batch_size, density, self.sparse_format,
                                                    self.fixup_fraction),
-            flops=config.local_steps * zo_step_flops(profile, config.batch_size, self.queries, density),
+            flops=zo_task_flops(profile, config.trained_samples, config.local_steps, self.queries, density),
             bytes_down=model_payload_bytes(profile, density),
             bytes_up=up,
         )
@@ -156,7 +159,7 @@ class ZerothOrder(FlatLearner, ProfiledModel, Algorithm):
         return (f"model={self.model!r}, batch_size={self.batch_size}, local_steps={self.local_steps}, "
                 f"queries={self.queries}, density={self.density}, uplink={self.uplink!r}, "
                 f"sparse_format={self.sparse_format!r}, lr={self.lr}, mu={self.mu}, clip={self.clip}, "
-                f"local_epochs={self.local_epochs}")
+                f"local_epochs={self.local_epochs}, epoch={self.epoch!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._fields()})"
@@ -173,10 +176,11 @@ class FedFPZO(ZerothOrder):
                  prune_on: str = "server", prune_samples: int = 1, prune_iters: int = 1,
                  pruner: str = "ntk", prune_data: str = "free", ntk_eps: float = 0.01,
                  lr: float = 0.002, mu: float = 1e-3, clip: float | None = None,
-                 local_epochs: float | None = None, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
+                 local_epochs: float | None = None, epoch: str = "one_pass",
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE,
                  num_classes: int = DEFAULT_NUM_CLASSES) -> None:
         super().__init__(model, batch_size, local_steps, queries, density, uplink, sparse_format, lr, mu,
-                         clip, local_epochs, input_shape, num_classes)
+                         clip, local_epochs, epoch, input_shape, num_classes)
         self.prune_on = _checks.choice("prune_on", prune_on, PRUNE_SITES)
         self.prune_samples = _checks.positive_int("prune_samples", prune_samples)
         self.prune_iters = _checks.positive_int("prune_iters", prune_iters)

@@ -4,9 +4,11 @@ Batching is a capability an algorithm declares: ``Learner.batched_kernel(config)
 from this package's building blocks, or None. This package never names an algorithm (an import contract
 holds it to that); it offers:
 
-* ``BackpropKernel(model, step, sap_gamma, penalty)`` (``bp.py``): ``local.bp_update`` with any
-  ``optim.OptimizerStep``; optionally under SAP (linear layers) and with a ``MarkedPenalty`` (BaE's);
-* ``ZerothOrderKernel(model, lr, queries, mu, clip, uplink)`` (``zo.py``): ``local.zo_update`` and the uplink;
+* ``BackpropKernel(model, step, sap_gamma, penalty, partial)`` (``bp.py``): ``local.bp_update`` with any
+  ``optim.OptimizerStep``; optionally under SAP (linear layers) and with a ``MarkedPenalty`` (BaE's); epochs
+  with a partial last batch (``partial``) padded, the padding weighed 0;
+* ``ZerothOrderKernel(model, lr, queries, mu, clip, uplink, partial)`` (``zo.py``): ``local.zo_update`` and
+  the uplink (a client whose epoch ends in a partial batch runs ``fit``);
 * ``UnitKernel`` (``units.py``): the base to write another kernel on (grouping, units, threads);
 * ``batched_local_updates(learner, state, config, datas, seeds)``: what
   ``[learner.fit(state, config, datas[k], seeds[k]) for k]`` returns, through the learner's kernel where it

@@ -2,10 +2,10 @@
 
 ``BackpropKernel(model, step)`` computes, for every client of a unit, what
 ``bp_update(model, state, data, steps, batch, step, seed)`` computes: the same batches (``batch_plan``), the
-same loss (``layers.mean_nll``: ``nll_loss``'s cascade sum), and ``step`` itself applied per parameter tensor
-to the slice of every client's stacked weights (so an algorithm that changes the local objective through
-``OptimizerStep.gradient``, as FedProx, is batched with no code here). How close the results are:
-``docs/learning.md``.
+same loss (``nll_loss``'s cascade sum over each client's picked log-probabilities), and ``step`` itself applied
+per parameter tensor to the slice of every client's stacked weights (so an algorithm that changes the local
+objective through ``OptimizerStep.gradient``, as FedProx, is batched with no code here). How close the results
+are: ``docs/learning.md``.
 
 Two options serve sparse training (FedMef's plain and mask rounds, ``fedmef_local.fedmef_update`` without an
 upload):
@@ -14,6 +14,12 @@ upload):
   convolution gets no result from the kernel (``layers.supports_sap``), so ``fit`` runs;
 * ``penalty``: from the round's global state, a ``MarkedPenalty`` (or None), the same for every client; its
   gradient is added to the loss gradient of every step before ``step`` (so the mask still applies last).
+
+``partial``: epochs whose last batch is partial (``local.batch_plan``). A step where some client's batch is
+partial runs at the largest batch of the unit's clients in that step (``UnitKernel`` puts clients of similar
+last batches together), the others padded and the padding weighed 0: each client's loss is the sum of its
+samples' losses times 1/b (b its samples in the step), so every sample's gradient is the reference's
+``-1/b``. Not under SAP (its kept set would see the padding): those clients run ``fit``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 
 from algorithms.bae import BAE_PENALTIES
 from algorithms.base import TaskConfig
-from algorithms.batched.layers import batched_forward, layer_params, mean_nll, picked_log_probs, supports_sap
+from algorithms.batched.layers import batched_forward, layer_params, picked_log_probs, supports_sap
 from algorithms.batched.units import BUDGET_BYTES, MAX_UNIT, Net, UnitKernel, gather
 from algorithms.local import ClientData, ClientResult, ModelState
 from algorithms.optim import OptimizerStep
@@ -79,7 +85,11 @@ class BackpropKernel(UnitKernel):
     step: OptimizerStep
     sap_gamma: float = 0.0
     penalty: Callable[[ModelState], MarkedPenalty | None] | None = None
+    partial: bool = False
     needs_grad = True
+
+    def computes_partial(self) -> bool:
+        return self.sap_gamma == 0
 
     def run(self, state: ModelState, config: TaskConfig, datas: Sequence[ClientData],
             seeds: Sequence[int]) -> list[ClientResult | None]:
@@ -99,34 +109,58 @@ class BackpropKernel(UnitKernel):
     def run_unit(self, net: Net, state: ModelState, datas: list[ClientData], seeds: list[int], steps: int,
                  batch: int, penalty: MarkedPenalty | None = None, **options) -> list[ClientResult]:
         n, size = len(datas), state.weights.numel()
-        inputs, ys = gather(net, datas, seeds, steps, batch)
+        inputs, ys, counts = gather(net, datas, seeds, steps, batch, self.partial)
         w = state.weights.expand(n, size).clone()
         mask, anchor = state.mask, state.weights
         slot1, slot2 = self.step.slots(w)
-        picked = torch.empty(steps, n, batch)
+        # per parameter tensor, once: its slice of the weights, the anchor, the mask and the slots
+        lengths = dict(zip(net.offsets, np.diff([*net.offsets, size]).tolist()))
+        parts = {o: (w[:, o:o + m], anchor[o:o + m], None if mask is None else mask[o:o + m],
+                     None if slot1 is None else slot1[:, o:o + m], None if slot2 is None else slot2[:, o:o + m])
+                 for o, m in lengths.items()}
+        mosts = [batch] * steps if counts is None else counts.max(1).values.tolist()  # padding trimmed
+        padded = [False] * steps if counts is None else (counts.min(1).values < counts.max(1).values).tolist()
+        picked = []  # per step: each client's log-probabilities of its labels, (n, most)
+        step_inputs, step_labels = inputs.unbind(0), ys.unbind(0)
         for t in range(1, steps + 1):
+            most = mosts[t - 1]
             leaves: dict[int, torch.Tensor] = {}  # one leaf per parameter tensor: no (n, P) slice backward
 
             def leaf(o: int, count: int) -> torch.Tensor:
-                leaves[o] = w[:, o:o + count].detach().requires_grad_(True)
+                leaves[o] = parts[o][0].detach().requires_grad_(True)
                 return leaves[o].unsqueeze(1)
 
             params = layer_params(net.spec, leaf, n, 1)
-            logp = F.log_softmax(batched_forward(net.spec, params, inputs[t - 1], n, 1, self.sap_gamma), -1)
-            y = ys[t - 1]
-            loss = F.nll_loss(logp.reshape(n * batch, -1), y.reshape(-1), reduction="sum") / batch
+            x, y = step_inputs[t - 1], step_labels[t - 1]
+            if most < batch:
+                x, y = x[:most] if net.spatial else x[:, :most], y[:, :most]
+            logp = F.log_softmax(batched_forward(net.spec, params, x, n, 1, self.sap_gamma), -1)
+            if not padded[t - 1]:
+                loss = F.nll_loss(logp.reshape(n * most, -1), y.reshape(-1), reduction="sum") / most
+            else:  # padded: a sample weighs 1/b in its client's loss, the padding 0
+                b = counts[t - 1, :, None]
+                scale = (torch.arange(most) < b).float() / b.float()
+                loss = (F.nll_loss(logp.reshape(n * most, -1), y.reshape(-1), reduction="none").view(n, most)
+                        * scale).sum()
             offsets = sorted(leaves)
             grads = torch.autograd.grad(loss, [leaves[o] for o in offsets])
             with torch.no_grad():
-                picked[t - 1] = picked_log_probs(logp.detach(), y)
+                picked.append(picked_log_probs(logp.detach(), y))
                 for o, grad in zip(offsets, grads):  # per parameter tensor, as the reference
-                    part = slice(o, o + grad.shape[1])
+                    part, anchor_part, mask_part, slot1_part, slot2_part = parts[o]
                     if penalty is not None:
-                        penalty.add_gradient(o, grad, w[:, part])
-                    self.step(t, w[:, part], grad, anchor[part], None if mask is None else mask[part],
-                              None if slot1 is None else slot1[:, part], None if slot2 is None else slot2[:, part])
+                        penalty.add_gradient(o, grad, part)
+                    self.step(t, part, grad, anchor_part, mask_part, slot1_part, slot2_part)
         delta = w.sub_(state.weights)
-        per_step = mean_nll(picked.view(steps * n, batch)).view(steps, n)
-        per_client = np.ascontiguousarray(per_step.double().numpy().T)
-        return [ClientResult("delta", len(d), delta=delta[k].clone(), train_loss=float(np.mean(per_client[k])))
+        # each step's mean loss over the client's own samples, by nll_loss itself on the picked log-probs: its
+        # cascade sum, so the reference's bits (layers.mean_nll emulates it; a few calls are cheaper here)
+        sizes = [[batch] * n] * steps if counts is None else counts.tolist()
+        zeros = torch.zeros(batch, dtype=torch.int64)
+        losses = []
+        for t in range(steps):
+            for row, b in zip(picked[t].unbind(0), sizes[t]):
+                losses.append(F.nll_loss((row if b == row.shape[0] else row[:b]).unsqueeze(1), zeros[:b]))
+        per_client = np.ascontiguousarray(torch.stack(losses).view(steps, n).double().numpy().T)
+        means = per_client.mean(axis=1)  # row by row as np.mean of each client's list of step losses
+        return [ClientResult("delta", len(d), delta=delta[k].clone(), train_loss=float(means[k]))
                 for k, d in enumerate(datas)]

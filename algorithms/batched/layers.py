@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.params import FunctionalModel
+from algorithms.params import FunctionalModel, max_pool_2x2
 from algorithms.sap import check_gamma, kept_count
 
 __all__ = ["Layer", "layer_spec", "layer_params", "BatchedLinear", "SapBatchedLinear", "sap_kept_input",
@@ -168,9 +168,7 @@ def _max_pool(h: torch.Tensor, args: tuple) -> torch.Tensor:
     if (torch.is_grad_enabled() or ceil_mode or _pair(kernel) != (2, 2) or _pair(stride) != (2, 2)
             or _pair(padding) != (0, 0) or _pair(dilation) != (1, 1)):
         return F.max_pool2d(h, kernel, stride, padding, dilation, ceil_mode)
-    hh, ww = h.shape[2] // 2 * 2, h.shape[3] // 2 * 2
-    top = torch.maximum(h[:, :, 0:hh:2, 0:ww:2], h[:, :, 0:hh:2, 1:ww:2])
-    return torch.maximum(top, torch.maximum(h[:, :, 1:hh:2, 0:ww:2], h[:, :, 1:hh:2, 1:ww:2]), out=top)
+    return max_pool_2x2(h)
 
 
 def _pair(v) -> tuple:

@@ -10,6 +10,11 @@ and the threads that run the units. A kernel (``bp.BackpropKernel``, ``zo.Zeroth
 3. the others are grouped by batch size ``min(config.batch_size, n)`` (small clients are batched too), and
    each group is cut into units (``units``) that run on ``torch.get_num_threads()`` Python threads with one
    intra-op thread each (the kernels release the GIL).
+
+Epochs with a partial last batch (a kernel's ``partial``, ``local.batch_plan``): ``gather`` pads a partial
+batch to the unit's batch size with copies of one of its samples and says how many samples each step holds;
+a kernel whose ``computes_partial()`` is True weighs the padding 0 in the loss, the others get None for a
+client whose plan has a partial batch (``fit`` runs it).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from algorithms.base import TaskConfig
 from algorithms.batched.layers import Layer, channels_last_steps, layer_spec
-from algorithms.local import ClientData, ClientResult, ModelState, batch_plan
+from algorithms.local import ClientData, ClientResult, ModelState, batch_plan, plan_samples
 from algorithms.params import FunctionalModel
 
 __all__ = ["BUDGET_BYTES", "MAX_UNIT", "Net", "network", "gather", "fits", "units", "UnitKernel"]
@@ -62,20 +67,31 @@ def network(fm: FunctionalModel) -> Net | None:
     return Net(fm, spec, offsets, spec[0].kind == "conv", sum(sizes), act_max)
 
 
-def gather(net: Net, datas: Sequence[ClientData], seeds: Sequence[int], steps: int, batch: int):
-    """Each client's batches (``batch_plan``): the step inputs ``inputs[t]`` (``(B, n*Cin, H, W)``
-    channels-last for a convolutional model, ``(n, B, F)`` otherwise) and the labels ``(steps, n, B)``."""
+def gather(net: Net, datas: Sequence[ClientData], seeds: Sequence[int], steps: int, batch: int,
+           partial: bool = False):
+    """Each client's batches (``batch_plan(..., partial)``): the step inputs ``inputs[t]`` (``(B, n*Cin, H, W)``
+    channels-last for a convolutional model, ``(n, B, F)`` otherwise), the labels ``(steps, n, B)``, and
+    ``counts``: None when every batch is full, else the samples of each client's step ``(steps, n)``, a
+    partial batch being padded to B with copies of its first sample (and label)."""
     n, shape = len(datas), tuple(net.fm.input_shape)
     xs = torch.empty(n, steps * batch, *shape)
     ys = torch.empty(steps, n, batch, dtype=torch.int64)
+    counts = None
     for k, (d, s) in enumerate(zip(datas, seeds)):
-        idx = torch.cat(batch_plan(len(d), batch, steps, s))
+        plan = batch_plan(len(d), batch, steps, s, partial)
+        taken = [p.shape[0] for p in plan]
+        if min(taken) < batch:
+            if counts is None:
+                counts = torch.full((steps, n), batch, dtype=torch.int64)
+            counts[:, k] = torch.tensor(taken)
+            plan = [p if m == batch else torch.cat([p, p[:1].expand(batch - m)]) for p, m in zip(plan, taken)]
+        idx = torch.cat(plan)
         torch.index_select(d.x, 0, idx, out=xs[k])
         ys[:, k] = d.y[idx].view(steps, batch)
     xs = xs.view(n, steps, batch, *shape)
     if net.spatial:
-        return channels_last_steps(xs), ys
-    return xs.view(n, steps, batch, -1).transpose(0, 1), ys  # a client's step batch stays contiguous
+        return channels_last_steps(xs), ys, counts
+    return xs.view(n, steps, batch, -1).transpose(0, 1), ys, counts  # a client's step batch stays contiguous
 
 
 def fits(net: Net, state: ModelState, data: ClientData) -> bool:
@@ -107,6 +123,11 @@ class UnitKernel(ABC):
 
     model: FunctionalModel
     needs_grad: ClassVar[bool]  # whether a unit runs under autograd
+    partial: bool = False  # whether epochs end in a partial batch (``local.batch_plan``); a field of subclasses
+
+    def computes_partial(self) -> bool:
+        """Whether ``run_unit`` computes clients whose plan has a partial batch (False: they get None)."""
+        return False
 
     @abstractmethod
     def unit_plan(self, net: Net, state: ModelState, batch: int) -> tuple[int, dict]:
@@ -127,12 +148,18 @@ class UnitKernel(ABC):
         if net is None:
             return results
         by_batch: dict[int, list[int]] = {}
+        steps, partial = config.local_steps, self.partial
+        sizes = [len(d) for d in datas]
         for k, d in enumerate(datas):
-            if fits(net, state, d):
-                by_batch.setdefault(min(config.batch_size, len(d)), []).append(k)
+            batch = min(config.batch_size, sizes[k])
+            if fits(net, state, d) and (not partial or self.computes_partial()
+                                        or plan_samples(sizes[k], batch, steps, True) == steps * batch):
+                by_batch.setdefault(batch, []).append(k)
         threads = torch.get_num_threads()
         jobs = []
         for batch, members in by_batch.items():
+            if partial:  # clients whose last batches are alike share units: less padding (bp.BackpropKernel)
+                members.sort(key=lambda k: sizes[k] % batch or batch)
             per_unit, options = self.unit_plan(net, state, batch)
             jobs += [(unit, batch, options) for unit in units(members, per_unit, threads)]
 

@@ -1,7 +1,8 @@
 """The batched zeroth-order kernel: ``local.zo_update`` for many clients at once, seed trick included.
 
-``ZerothOrderKernel(model, lr, queries, mu, clip, uplink)`` computes, for every client of a unit, what
-``keep_uplink(zo_update(model, state, data, steps, batch, lr, queries, mu, clip, seed), uplink)`` computes.
+``ZerothOrderKernel(model, lr, queries, mu, clip, uplink, partial)`` computes, for every client of a unit,
+what ``keep_uplink(zo_update(model, state, data, steps, batch, lr, queries, mu, clip, seed, partial), uplink)``
+computes; a client whose plan has a partial batch gets None (``fit`` runs it).
 Shared with the reference, exactly: the batches (``batch_plan``); the direction seeds (``derive_seed``,
 vectorized as ``seeds.derive_seeds``, checked against it on every call); the directions (``torch.randn`` per
 seed, in ``ZO_CHUNK`` pieces; whole chunks merged into one draw when that gives the same values, checked
@@ -128,6 +129,7 @@ class ZerothOrderKernel(UnitKernel):
     mu: float
     clip: float | None
     uplink: str
+    partial: bool = False  # a client whose plan has a partial batch gets None (``fit`` runs it)
     needs_grad = False
 
     def unit_plan(self, net: Net, state: ModelState, batch: int) -> tuple[int, dict]:
@@ -142,7 +144,7 @@ class ZerothOrderKernel(UnitKernel):
     def run_unit(self, net: Net, state: ModelState, datas: list[ClientData], seeds: list[int], steps: int,
                  batch: int, per_forward: int = 1) -> list[ClientResult]:
         n, size, queries = len(datas), state.weights.numel(), self.queries
-        inputs, ys = gather(net, datas, seeds, steps, batch)
+        inputs, ys, _ = gather(net, datas, seeds, steps, batch, self.partial)  # no partial batch here
         kept = kept_indices(state.mask)
         dim = size if kept is None else kept.numel()
         u_seeds = derive_seeds(np.asarray(seeds, dtype=np.int64)[:, None, None], np.arange(steps)[None, :, None],

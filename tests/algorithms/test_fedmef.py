@@ -30,7 +30,7 @@ def test_the_constructor_takes_the_registry_parameters():
     assert isinstance(algorithm, FedMef)
     assert algorithm.sap_gamma == 0.5 and algorithm.bae == "on" and algorithm.layer_density == "erk"
     assert set(PARAMETERS["fedmef"]) == {"model", "batch_size", "local_steps", "optimizer", "lr", "local_epochs",
-                                         "density", "layer_density", "adjust_every", "adjust_until",
+                                         "epoch", "density", "layer_density", "adjust_every", "adjust_until",
                                          "adjust_alpha", "grad_upload", "bae", "bae_lambda", "bae_norm",
                                          "bae_penalty", "bae_rounds", "sap_gamma", "sap_index"}
     with pytest.raises(ValueError, match="sap_gamma"):

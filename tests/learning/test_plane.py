@@ -39,12 +39,16 @@ def test_a_cost_model_without_a_learning_side_is_refused():
         _plane(_CostOnly())
 
 
-def test_the_plan_is_the_states_task_fitted_to_the_clients_data():
-    algorithm = FedAvg(model="mlp_small", batch_size=16, local_steps=3, local_epochs=1.0, input_shape=DIGITS)
-    plane = _plane(algorithm)
+@pytest.mark.parametrize("epoch, samples", [("one_pass", (30, 0, 40)), ("full_batches", (0, 0, 0))])
+def test_the_plan_is_the_states_task_fitted_to_the_clients_data(epoch, samples):
+    algorithm = FedAvg(model="mlp_small", batch_size=16, local_steps=3, local_epochs=1.0, epoch=epoch,
+                       input_shape=DIGITS)
+    plane = _plane(algorithm)  # clients of 30, 12 and 40 samples: one pass is 16 + 14, 12, 16 + 16 + 8
     assert [plane.plan(0, d)[0] for d in range(3)] == [
-        TaskConfig("train", 2, 16), TaskConfig("train", 1, 12), TaskConfig("train", 3, 16)]
+        TaskConfig("train", 2, 16, samples=samples[0]), TaskConfig("train", 1, 12),
+        TaskConfig("train", 3, 16, samples=samples[2])]
     assert plane.plan(0, 1)[1] == algorithm.demand(TaskConfig("train", 1, 12))
+    assert plane.plan(0, 0)[1].flops == algorithm.demand(TaskConfig("train", 1, samples[0] or 32)).flops
 
 
 @pytest.mark.parametrize("algorithm", [

@@ -1,0 +1,248 @@
+"""Where W's time goes, per client update: torch's computation against everything around it.
+
+    .venv/bin/python benchmarks/learning_profile.py            # 3 rounds of W (300 updates) per measurement
+    .venv/bin/python benchmarks/learning.py --profile          # the same
+
+Three measurements, each on ``benchmarks/workload_w.yaml`` cut to ``--rounds`` rounds:
+
+1. The simulator without learning: W in timing mode (the same fleet, rounds, selection and event loop, no
+   learning plane), wall time of the event loop per task, unprofiled. This is the per-update cost of
+   everything that is not the learning plane: dispatch, the simulated network, the device processes, the
+   round's bookkeeping and the event log.
+2. The learning plane (``LearningPlane.aggregate``: building each client's data, the backend, the
+   aggregation), under cProfile, with one torch thread so that the vectorized kernel's units run on the
+   profiled thread, for the ``vectorized`` and the ``sequential`` backend, timed in the thread's CPU time (so
+   that waiting for a core on a busy machine is not counted). Time inside torch's C functions
+   (operators, autograd's engine, ``Function.apply``) is torch's computation; the rest (Python, numpy, the
+   per-operator Python wrappers of torch) is overhead. cProfile slows Python code down (every call is
+   hooked), so the overhead it reports is an upper bound.
+3. The same learning plane unprofiled, for the wall time the profile's shares are applied to.
+4. For comparison, the benchmark's plain torch loop (``nn.Module``, ``torch.optim.SGD``) on the same updates,
+   profiled the same way.
+5. Unprofiled, the backends on W's clients (their sample counts and seeds, the rounds of measurement 2) with
+   a 4x4 input instead of 28x28: the same operators in the same order with almost no arithmetic, so the time
+   per update is the overhead (Python, and torch's per-operator dispatch) without cProfile's inflation;
+   next to the same clients on 28x28 random data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORKLOAD = ROOT / "benchmarks" / "workload_w.yaml"
+
+
+def _is_torch(key: tuple) -> bool:
+    """Whether a cProfile entry is torch's own C code (an operator, autograd's engine, a Function's apply)."""
+    filename, _, name = key
+    if filename != "~":
+        return False
+    return "torch" in name or name in ("<built-in method apply>",) or "_EngineBase" in name
+
+
+def _area(key: tuple) -> str:
+    filename, _, name = key
+    if filename == "~":
+        return "builtins (numpy, Python)" if "torch" not in name else "torch C"
+    for part, label in (("/algorithms/", "algorithms/"), ("/fleet/", "fleet/"), ("/torch/", "torch (Python)"),
+                        ("/simpy/", "simpy"), ("/numpy/", "numpy (Python)")):
+        if part in filename:
+            return label
+    return "other Python"
+
+
+def _hook_cost(calls: int = 200_000) -> float:
+    """cProfile's own cost per profiled call (a Python function calling a builtin), in seconds: what its
+    figures for Python code are inflated by, per call it counts."""
+    def f(x):
+        return abs(x)
+
+    def loop():
+        for i in range(calls):
+            f(i)
+
+    t0 = time.perf_counter()
+    loop()
+    bare = time.perf_counter() - t0
+    profile = cProfile.Profile(time.thread_time)
+    t0 = time.perf_counter()
+    profile.runcall(loop)
+    return max(0.0, (time.perf_counter() - t0 - bare) / (2 * calls))  # two profiled calls per iteration
+
+
+def _run(backend: str, rounds: int, out: Path, mode: str = "learning", profile: cProfile.Profile | None = None):
+    """W with ``backend`` (in-process); returns (summary, seconds inside ``LearningPlane.aggregate``)."""
+    import torch
+
+    from fleet.app import run as app_run
+    from fleet.learning.plane import LearningPlane
+
+    inner = LearningPlane.aggregate
+    spent = [0.0]
+
+    def aggregate(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        try:
+            return inner(self, *args, **kwargs)
+        finally:
+            if profile is not None:
+                profile.disable()
+            spent[0] += time.perf_counter() - t0
+
+    LearningPlane.aggregate = aggregate
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if profile is not None else threads)
+    try:
+        app_run.main([str(WORKLOAD), "--out", str(out), "--quiet", "--no-figures", "--set",
+                      f"executor.backend={backend}", "--set", f"coordinator.rounds={rounds}", "--set", f"mode={mode}"])
+    finally:
+        LearningPlane.aggregate = inner
+        torch.set_num_threads(threads)
+    return json.loads((out / "summary.json").read_text()), spent[0]
+
+
+def operator_overhead(run_dir: Path, repeats: int = 3) -> None:
+    """Measurement 4: the backends on the clients of ``run_dir``'s events.csv, 28x28 and 4x4 inputs."""
+    import csv
+
+    import numpy as np
+    import torch
+
+    from algorithms.datasets import load_dataset
+    from algorithms.fedavg import FedAvg
+    from algorithms.local import ClientData, derive_seed
+    from algorithms.partition import partition
+    from fleet.core.rng import PURPOSES, RngStreams
+    from fleet.learning.backends import Job, SequentialBackend, VectorizedBackend
+
+    labels = np.asarray(load_dataset("fashion_mnist").train_y)
+    parts = partition(labels, 1000, "dirichlet", RngStreams(1).stream("partition"), alpha=0.5, min_size=8)
+    with open(run_dir / "events.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["event"] == "update"]
+    rounds: dict[int, list[tuple[int, int]]] = {}
+    for r in rows:
+        rounds.setdefault(int(r["round"]), []).append((int(r["task"]), int(r["device"])))
+    updates = len(rows)
+    results = {}
+    for shape in ((1, 28, 28), (1, 4, 4)):
+        algorithm = FedAvg(model="cnn", local_steps=1, local_epochs=1.0, lr=0.05, input_shape=shape)
+        states = {0: algorithm.init(0)}
+        gen = torch.Generator().manual_seed(0)
+        datas = {d: ClientData(torch.randn(len(parts[d]), *shape, generator=gen),
+                               torch.randint(0, 10, (len(parts[d]),), generator=gen))
+                 for jobs in rounds.values() for _, d in jobs}
+        jobs = [[Job(t, d, r, 0, algorithm.fit_config(algorithm.task(r), len(parts[d])),
+                     derive_seed(1, PURPOSES["local"], d, r, t)) for t, d in sorted(jobs)]
+                for r, jobs in sorted(rounds.items())]
+        for backend in (VectorizedBackend(), SequentialBackend()):
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for round_jobs in jobs:
+                    backend.run(algorithm, states, round_jobs, datas.__getitem__)
+                best = min(best, time.perf_counter() - t0)
+            results[backend.name, shape] = best / updates
+    print(f"\n5. unprofiled, at {torch.get_num_threads()} torch threads, ms per update (best of {repeats}), the same "
+          f"{updates} clients with random data:")
+    for name in ("vectorized", "sequential"):
+        real, tiny = results[name, (1, 28, 28)], results[name, (1, 4, 4)]
+        print(f"   {name:<10} 28x28 {real * 1e3:6.2f}   4x4 (the operators without the arithmetic) {tiny * 1e3:6.3f}"
+              f"   difference (the arithmetic) {(real - tiny) * 1e3:6.2f}")
+
+
+def _report(title: str, stats: dict, updates: int, hook: float, top: int) -> None:
+    """Print a profile's split, per update: torch's C functions against the rest, by area and by function."""
+    total = sum(v[2] for v in stats.values())
+    in_torch = sum(v[2] for k, v in stats.items() if _is_torch(k))
+    waiting = sum(v[2] for k, v in stats.items() if "acquire" in k[2])
+    overhead = total - in_torch - waiting
+    events = sum(v[1] for v in stats.values())
+    hooks = min(overhead, events * hook)
+    print(f"\n{title}: profiled at 1 thread {total / updates * 1e3:.2f} ms per update: torch "
+          f"{in_torch / updates * 1e3:.2f} ms, outside torch {overhead / updates * 1e3:.3f} ms "
+          f"({overhead / total:.1%}); "
+          f"less cProfile's own cost ({events / updates:.0f} profiled calls per update at {hook * 1e6:.2f} us): "
+          f"{(overhead - hooks) / updates * 1e3:.3f} ms")
+    areas: dict[str, float] = {}
+    for k, v in stats.items():
+        if not _is_torch(k) and "acquire" not in k[2]:
+            areas[_area(k)] = areas.get(_area(k), 0.0) + v[2]
+    print("   outside torch, by area (ms per update): " + ", ".join(
+        f"{a} {t / updates * 1e3:.3f}" for a, t in sorted(areas.items(), key=lambda kv: -kv[1])))
+    print("   largest outside torch (ms per update, calls):")
+    for t, key in sorted(((v[2], k) for k, v in stats.items() if not _is_torch(k) and "acquire" not in k[2]),
+                         reverse=True)[:top]:
+        filename, line, name = key
+        where = name if filename == "~" else f"{Path(filename).name}:{line} {name}"
+        print(f"     {t / updates * 1e3:7.3f}  {stats[key][1]:>7}  {where}")
+    largest = sorted(((v[2], k) for k, v in stats.items() if _is_torch(k)), reverse=True)[:6]
+    print("   largest in torch (ms per update): " + ", ".join(f"{k[2]} {t / updates * 1e3:.2f}" for t, k in largest))
+
+
+def _profile_plain(run_dir: Path, tmp: Path) -> tuple[dict, int]:
+    """cProfile of the benchmark's plain torch loop on the rounds of ``run_dir``, at one thread."""
+    import numpy as np
+    import torch
+
+    from algorithms.datasets import load_dataset
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning import plain_rounds, plain_setup, schedule_from
+
+    schedule_from(run_dir, tmp / "schedule.json")
+    plan = json.loads((tmp / "schedule.json").read_text())
+    data = load_dataset("fashion_mnist")
+    model, parts = plain_setup(plan, np.asarray(data.train_y))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    profile = cProfile.Profile(time.thread_time)
+    x, y = np.asarray(data.train_x), np.asarray(data.train_y)
+    try:
+        plain_rounds({**plan, "rounds": plan["rounds"][:1]}, model, parts, x, y)  # warm: torch.optim's lazy imports
+        profile.runcall(plain_rounds, plan, model, parts, x, y)
+    finally:
+        torch.set_num_threads(threads)
+    return pstats.Stats(profile).stats, sum(len(r) for r in plan["rounds"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _run("vectorized", args.rounds, tmp / "warm")  # imports, caches, first-call costs
+        summary, _ = _run("vectorized", args.rounds, tmp / "timing", mode="timing")
+        tasks = summary["client_tasks"]
+        print(f"1. simulator without learning (timing mode): {summary['wall_s'] / tasks * 1e3:.3f} ms per task "
+              f"({tasks} tasks, {summary['wall_s']:.2f} s)")
+        hook = _hook_cost()
+        for n, backend in enumerate(("vectorized", "sequential")):
+            summary, wall = _run(backend, args.rounds, tmp / f"{backend}-wall")
+            updates = summary["updates_accepted"]
+            profile = cProfile.Profile(time.thread_time)  # this thread's CPU time: waiting for a core is not counted
+            _run(backend, args.rounds, tmp / backend, profile=profile)
+            print(f"\n{2 + n}. learning plane, {backend}: {updates} updates, unprofiled {wall / updates * 1e3:.2f} ms "
+                  f"per update ({wall:.2f} s) ")
+            _report(f"   {backend}", pstats.Stats(profile).stats, updates, hook, args.top)
+        stats, updates = _profile_plain(tmp / "warm", tmp)
+        _report("4. the plain torch loop (benchmarks/learning.py), the same updates", stats, updates, hook, args.top)
+        operator_overhead(tmp / "warm")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
