@@ -199,7 +199,8 @@ def _profile_plain(run_dir: Path, tmp: Path) -> tuple[dict, int]:
     from algorithms.datasets import load_dataset
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from learning import plain_rounds, plain_setup, schedule_from
+    from learning import schedule_from
+    from plain_loop import plain_rounds, plain_setup
 
     schedule_from(run_dir, tmp / "schedule.json")
     plan = json.loads((tmp / "schedule.json").read_text())
