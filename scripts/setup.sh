@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with the project, its test tools and Ray (the optional extra), from a fresh Debian machine.
+# Create .venv with the project, its test tools and the optional extras (Ray, Parquet, pandas), from a fresh Debian machine.
 # CPU-only torch: torch is pinned to 2.13.0, which pip takes from a local CPU wheel folder where
 # one is configured (pip's find-links); elsewhere set FLEET_PIP_ARGS to PyTorch's CPU wheel
 # index (README, "CPU-only torch") so pip does not pull the CUDA build.
@@ -18,4 +18,4 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${apt_packages[@]}"
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet ${FLEET_PIP_ARGS:-} -e ".[test,ray,parquet]"
+.venv/bin/python -m pip install --quiet ${FLEET_PIP_ARGS:-} -e ".[test,ray,parquet,pandas]"
