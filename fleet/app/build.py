@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from devices import (
     SampledFleet,
     sample_fleet_arrays,
 )
+from devices.traces import TraceError, load_traces, select_clients, shown, trace_fleet
 from fleet.app.scenario import Scenario, ScenarioError
 from fleet.app.simulation import Simulation
 from fleet.bridge.view import RealView
@@ -155,6 +157,50 @@ def _learning_plane(scenario: Scenario, kernel: Kernel, algorithm: Algorithm,
         raise ScenarioError(f"algorithm.params: {exc}") from None
 
 
+@dataclass(frozen=True)
+class BuiltFleet:
+    """The simulated devices: profiles as arrays, a timeline and an initial charge each, and (a trace fleet)
+    each device's client id in the trace."""
+
+    profiles: SampledFleet
+    availability: Sequence[Availability]
+    battery: OptionalFloats
+    client_ids: tuple[str, ...] | None = None
+
+
+def reference_flops_per_sample(scenario: Scenario, algorithm: Algorithm) -> float:
+    """The forward FLOPs per sample a trace's ``computation`` (ms per sample) is read against:
+    ``fleet.trace.reference_flops_per_sample``, else the scenario model's (``algorithm.profile``)."""
+    trace = scenario.fleet.trace
+    if trace is not None and trace.reference_flops_per_sample is not None:
+        return trace.reference_flops_per_sample
+    profile = getattr(algorithm, "profile", None)
+    if profile is None:
+        raise ScenarioError(f"fleet.trace.reference_flops_per_sample: {scenario.algorithm.name} has no model "
+                            "profile to read the trace's ms per sample against; set it")
+    return float(profile.forward_flops_per_sample)
+
+
+def _trace_fleet(scenario: Scenario, kernel: Kernel, algorithm: Algorithm) -> BuiltFleet:
+    """The devices of ``fleet.trace``: ``fleet.devices`` clients (first, or sampled from the ``fleet`` stream,
+    which then deals the memory classes and draws the background phases: devices.traces.mapping)."""
+    fleet_cfg, t = scenario.fleet, scenario.fleet.trace
+    rng = kernel.rng.stream("fleet")
+    try:
+        traces = load_traces(t.capacity, t.behaviour, t.pairing)
+        chosen = select_clients(traces, fleet_cfg.devices, t.select, rng, where=shown(t.capacity))
+        built = trace_fleet(chosen, reference_flops_per_sample(scenario, algorithm), t.memory_shares(),
+                            t.link_class, rng, fleet_cfg.background_period_s, where=shown(t.capacity))
+    except TraceError as exc:
+        raise ScenarioError(f"fleet.trace: {exc}") from None
+    levels = built.battery_j_at_start.copy()
+    for e, dc in enumerate(built.fleet.device_class_of_entry):
+        members = (built.fleet.entry_of == e) & np.isnan(levels)
+        if dc.battery_j is not None:
+            levels[members] = dc.battery_j  # a trace says nothing of charge: full
+    return BuiltFleet(built.fleet, built.availability, OptionalFloats(levels), built.client_ids)
+
+
 def _fleet(scenario: Scenario, kernel: Kernel) -> tuple[SampledFleet, LazyAvailability, OptionalFloats]:
     """The simulated devices' profiles sampled from the mix (as arrays), their availability and initial
     charge."""
@@ -164,6 +210,21 @@ def _fleet(scenario: Scenario, kernel: Kernel) -> tuple[SampledFleet, LazyAvaila
                                    background_period_s=fleet_cfg.background_period_s)
     availability = _availability(scenario, kernel, profiles.entry_of)
     return profiles, availability, _initial_battery(scenario, kernel, profiles)
+
+
+def _devices(scenario: Scenario, kernel: Kernel, algorithm: Algorithm) -> BuiltFleet:
+    """The simulated devices: from ``fleet.trace``, or sampled from the mix."""
+    if scenario.fleet.trace is not None:
+        return _trace_fleet(scenario, kernel, algorithm)
+    return BuiltFleet(*_fleet(scenario, kernel))
+
+
+def build_fleet(scenario: Scenario) -> tuple[BuiltFleet, float]:
+    """The devices ``build_simulation`` would simulate for ``scenario`` (the same draws), and the forward
+    FLOPs per sample of its model (``reference_flops_per_sample``): what ``fleet.export_fleet`` writes."""
+    kernel = Kernel(scenario.seed)
+    algorithm, _ = _algorithm(scenario)
+    return _devices(scenario, kernel, algorithm), reference_flops_per_sample(scenario, algorithm)
 
 
 def _simulated_world(scenario: Scenario, kernel: Kernel, profiles, availability,
@@ -253,10 +314,11 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     with the same folder resumes from them (``fleet.learning.checkpoints.CheckpointStore``). With a
     ``bridge`` section the run's clock is a ``PacedEnvironment`` and the real devices attach here."""
     kernel = Kernel(scenario.seed, PacedEnvironment() if scenario.bridge is not None else None)
-    profiles, availability, battery = _fleet(scenario, kernel)
+    algorithm, params = _algorithm(scenario)  # draws nothing; a trace fleet reads its model's FLOPs
+    built = _devices(scenario, kernel, algorithm)
+    profiles, availability, battery = built.profiles, built.availability, built.battery
     simulated = profiles
     network, devices = _simulated_world(scenario, kernel, profiles, availability, battery)
-    algorithm, params = _algorithm(scenario)
     first_real = n = scenario.fleet.devices
     learning = None
     if scenario.mode == "learning":

@@ -156,8 +156,24 @@ def apply_override(data: dict, assignment: str) -> None:
             node = node[key]
 
 
-def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario") -> Scenario:
-    """Validate parsed YAML ``data`` after applying ``overrides``; ``ScenarioError`` names the field."""
+def _resolve_paths(scenario: Scenario, base_dir: Path | None) -> Scenario:
+    """``scenario`` with the relative trace paths of ``fleet.trace`` read from ``base_dir`` (the scenario
+    file's folder; overrides included), so a scenario runs the same from any working directory."""
+    trace = scenario.fleet.trace
+    if trace is None or base_dir is None:
+        return scenario
+    moved = {key: str(base_dir / value) for key in ("capacity", "behaviour")
+             if (value := getattr(trace, key)) is not None and not Path(value).is_absolute()}
+    if not moved:
+        return scenario
+    fleet = scenario.fleet.model_copy(update={"trace": trace.model_copy(update=moved)})
+    return scenario.model_copy(update={"fleet": fleet})
+
+
+def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario",
+                   base_dir: Path | None = None) -> Scenario:
+    """Validate parsed YAML ``data`` after applying ``overrides``; ``ScenarioError`` names the field.
+    Relative trace paths are read from ``base_dir`` when given (else from the working directory)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -172,7 +188,7 @@ def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario
         raise ScenarioError(f"{source}: {_format_error(err)}") from None
     except ValueError as err:
         raise ScenarioError(f"{source}: {err}") from None
-    return scenario
+    return _resolve_paths(scenario, base_dir)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -211,7 +227,7 @@ def _read_yaml(path: Path) -> Any:
 def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
     """Load one scenario (a file with ``variants`` is an error here: use ``load_variants``)."""
     path = Path(path)
-    return parse_scenario(_read_yaml(path), overrides, str(path))
+    return parse_scenario(_read_yaml(path), overrides, str(path), path.parent)
 
 
 def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
@@ -225,7 +241,7 @@ def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str
     path = Path(path)
     data = _read_yaml(path)
     if not isinstance(data, dict) or "variants" not in data:
-        scenario = parse_scenario(data, overrides, str(path))
+        scenario = parse_scenario(data, overrides, str(path), path.parent)
         return [(scenario.name, scenario)]
     variants = data.pop("variants")
     if not isinstance(variants, dict) or not variants:
@@ -238,5 +254,5 @@ def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str
         if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
             raise ScenarioError(f"{path}: variants.{name}: must be a list of 'path=value' strings")
         out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
-                                         f"{path} (variant {name})")))
+                                         f"{path} (variant {name})", path.parent)))
     return out

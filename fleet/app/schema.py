@@ -120,15 +120,93 @@ class MixEntryConfig(_Strict):
         return _known("link class", v, LINK_CLASSES)
 
 
+class MemoryShare(_Strict):
+    device_class: str = Field(description="A key of devices.DEVICE_CLASSES: memory, power, battery and "
+                              "background memory of the trace clients given it.")
+    fraction: float = Field(ge=0, le=1, description="Share of the trace clients; the shares sum to 1.")
+
+    @field_validator("device_class")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        return _known("device class", v, DEVICE_CLASSES)
+
+
+def _trace_path(v: str | None) -> str | None:
+    if v is not None and ("\0" in v or not v.strip()):
+        raise ValueError("a path cannot be blank or contain a NUL character")
+    return v
+
+
+class TraceConfig(_Strict):
+    """Devices from a FedScale-format trace pair (docs/traces.md) instead of a sampled mix."""
+
+    capacity: str = Field(max_length=4096, description="Capacity file (.pkl, .json or .csv): client id -> "
+                          "computation (ms per sample) and communication (kbit/s). A relative path is read "
+                          "from the scenario file's folder.")
+    behaviour: str | None = Field(None, max_length=4096, description="Behaviour file: client id -> active and "
+                                  "inactive times (s), finish_time (s), read modulo finish_time as FedScale "
+                                  "does; null = every client always available.")
+    pairing: Literal["id", "fedscale"] = Field("id", description="id: the two files list the same client "
+                                               "ids; fedscale: client c gets the behaviour record at index c "
+                                               "mod its length, as FedScale does (its shipped files differ).")
+    select: Literal["first", "sample"] = Field("first", description="Which fleet.devices clients: the first "
+                                               "in file order, or a sample drawn with the seed.")
+    memory_class: str | None = Field(None, description="The device class of every client whose record names "
+                                     "none (traces hold no memory): a key of devices.DEVICE_CLASSES. Give it "
+                                     "or memory_mix.")
+    memory_mix: list[MemoryShare] | None = Field(None, min_length=1, max_length=1_000, description="Device "
+                                                 "classes dealt to the clients by a seeded permutation, "
+                                                 "instead of one memory_class.")
+    link_class: str = Field("wifi", description="The link class (latency, loss, duty cycle, frames, energy "
+                            "per byte, gateway) of clients whose record names none; the rates are the trace's.")
+    reference_flops_per_sample: float | None = Field(
+        None, gt=0, le=1e18, description="Forward FLOPs per sample of the model the computation times were "
+        "measured with; null = the scenario model's (flops_per_s = this / (computation_ms / 1000)).")
+
+    @field_validator("capacity", "behaviour")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return _trace_path(v)
+
+    @field_validator("link_class")
+    @classmethod
+    def _known_link(cls, v: str) -> str:
+        return _known("link class", v, LINK_CLASSES)
+
+    @field_validator("memory_class")
+    @classmethod
+    def _known_device(cls, v: str | None) -> str | None:
+        return v if v is None else _known("device class", v, DEVICE_CLASSES)
+
+    @model_validator(mode="after")
+    def _one_memory_source(self):
+        if (self.memory_class is None) == (self.memory_mix is None):
+            raise ValueError("memory_class or memory_mix: give exactly one (the traces hold no memory)")
+        if self.memory_mix is not None:
+            total = math.fsum(m.fraction for m in self.memory_mix)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"memory_mix: fractions sum to {total:g}, must sum to 1")
+        return self
+
+    def memory_shares(self) -> list[tuple[str, float]]:
+        """(device class, fraction) pairs: ``memory_mix``, or ``memory_class`` with fraction 1."""
+        if self.memory_mix is None:
+            return [(self.memory_class, 1.0)]
+        return [(m.device_class, m.fraction) for m in self.memory_mix]
+
+
 class FleetConfig(_Strict):
     devices: int = Field(100, gt=0, le=MAX_DEVICES, description="Number of simulated devices, 1 to "
-                         "10,000,000 (1e7 devices take 3 to 6 GiB of memory in timing mode).")
+                         "10,000,000 (1e7 devices take 3 to 6 GiB of memory in timing mode); with a trace, "
+                         "the number of trace clients taken.")
     mix: list[MixEntryConfig] = Field(
         default_factory=lambda: [MixEntryConfig(device_class="rpi4_4gb", link_class="wifi",
                                                 fraction=1.0)],
         min_length=1, max_length=1_000, description="Device and link classes and their shares.")
     background_period_s: float = Field(3_600.0, ge=1, le=MAX_TIME_S, description="Period of "
                                        "background memory variation, 1 s to 1e9 s.")
+    trace: TraceConfig | None = Field(None, description="Devices from FedScale-format traces instead of "
+                                      "the mix (docs/traces.md); null = sample the mix.")
 
     @field_validator("mix")
     @classmethod
@@ -137,6 +215,13 @@ class FleetConfig(_Strict):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"fractions sum to {total:g}, must sum to 1")
         return mix
+
+    @model_validator(mode="after")
+    def _trace_or_mix(self):
+        if self.trace is not None and "mix" in self.model_fields_set:
+            raise ValueError("trace and mix are exclusive: a trace fleet takes its devices from the trace files "
+                             "(name their classes with trace.memory_class or trace.memory_mix)")
+        return self
 
 
 class GatewayConfig(_Strict):

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 SHIMS = {"fleet-run": "fleet.run", "fleet-sweep": "fleet.sweep", "fleet-agent": "fleet.agent",
-         "fleet-keys": "fleet.keys"}
+         "fleet-keys": "fleet.keys", "fleet-export-fleet": "fleet.export_fleet"}
 
 
 def test_every_documented_command_has_an_entry_point():

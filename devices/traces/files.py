@@ -1,0 +1,129 @@
+"""Reading a trace file into plain data: a FedScale pickle (``.pkl``, ``.pickle``), JSON or CSV, by suffix.
+
+* **Pickle**: through ``devices.traces.unpickle`` (never ``pickle.load``): plain data only.
+* **JSON**: the same mapping, client id (a string key) -> record; NaN and infinities are refused.
+* **CSV**: a header, then one row per client: ``client_id`` and any of the record keys as columns
+  (``computation``, ``communication``, ``finish_time``, ``active``, ``inactive`` and the extension keys of
+  ``devices.traces.records``); ``active`` and ``inactive`` hold their times separated by spaces; an empty cell
+  is an absent key. Numbers are parsed as floats (``device_class`` and ``link_class`` stay strings).
+
+One file may serve as both capacity and behaviour (an exported fleet does): each reader takes its keys.
+``read_trace_file`` returns the parsed mapping; a file that is missing, not a regular file, larger than
+``MAX_TRACE_BYTES`` or not parseable is a ``TraceError`` of one line naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+from devices.traces.errors import TraceError, shown
+from devices.traces.unpickle import load_plain
+
+__all__ = ["MAX_TRACE_BYTES", "TRACE_SUFFIXES", "read_trace_file", "parse_trace_text"]
+
+MAX_TRACE_BYTES = 1 << 30  # FedScale's own traces are tens of MB; 1 GiB leaves room for larger fleets
+TRACE_SUFFIXES = (".pkl", ".pickle", ".json", ".csv")
+_TEXT_KEYS = ("client_id", "device_class", "link_class")
+_LIST_KEYS = ("active", "inactive")
+
+
+def _read_bytes(path: Path) -> bytes:
+    where = shown(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise TraceError(f"{where}: no such trace file") from None
+    except (OSError, ValueError) as exc:
+        raise TraceError(f"{where}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TraceError(f"{where}: not a regular file")
+    if info.st_size > MAX_TRACE_BYTES:
+        raise TraceError(f"{where}: {info.st_size:,} bytes; a trace file has at most {MAX_TRACE_BYTES:,}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            return f.read(MAX_TRACE_BYTES + 1)
+    except OSError as exc:
+        raise TraceError(f"{where}: cannot read ({exc.strerror})") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _from_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise TraceError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise TraceError(f"{where}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _cell(key: str, text: str, where: str, row: int):
+    if key in _TEXT_KEYS:
+        return text
+    try:
+        if key in _LIST_KEYS:
+            return [float(t) for t in text.split()]
+        return float(text)
+    except ValueError:
+        raise TraceError(f"{where}: row {row}: {key} is not a number: {text[:60]!r}") from None
+
+
+def _from_csv(text: str, where: str) -> dict:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TraceError(f"{where}: empty CSV (no header)") from None
+    except csv.Error as exc:
+        raise TraceError(f"{where}: not valid CSV ({exc})") from None
+    header = [h.strip() for h in header]
+    if "client_id" not in header:
+        raise TraceError(f"{where}: the CSV header has no client_id column")
+    if len(set(header)) != len(header):
+        raise TraceError(f"{where}: the CSV header repeats a column")
+    out: dict[str, dict] = {}
+    try:
+        for row_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise TraceError(f"{where}: row {row_number} has {len(row)} cells, the header {len(header)}")
+            record = {k: _cell(k, v.strip(), where, row_number) for k, v in zip(header, row) if v.strip() != ""}
+            cid = record.pop("client_id", "")
+            if not cid:
+                raise TraceError(f"{where}: row {row_number}: empty client_id")
+            if cid in out:
+                raise TraceError(f"{where}: client {cid}: listed twice (row {row_number})")
+            out[cid] = record
+    except csv.Error as exc:
+        raise TraceError(f"{where}: not valid CSV ({exc})") from None
+    return out
+
+
+def parse_trace_text(raw: bytes, suffix: str, where: str) -> object:
+    """The mapping held in ``raw``, the bytes of a file with ``suffix`` (one of ``TRACE_SUFFIXES``)."""
+    if suffix in (".pkl", ".pickle"):
+        return load_plain(raw, where)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    return _from_json(text, where) if suffix == ".json" else _from_csv(text, where)
+
+
+def read_trace_file(path: str | Path) -> object:
+    """The parsed content of the trace file ``path`` (its suffix says the format)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TRACE_SUFFIXES:
+        raise TraceError(f"{shown(path)}: unknown trace format {suffix or '(no suffix)'!r}; "
+                         f"known: {', '.join(TRACE_SUFFIXES)}")
+    return parse_trace_text(_read_bytes(path), suffix, shown(path))

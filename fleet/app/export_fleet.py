@@ -1,0 +1,74 @@
+"""The command line: ``python -m fleet.export_fleet SCENARIO --out FILE.json|FILE.csv [--variant V]
+[--seed N] [--set k=v]``.
+
+Writes the fleet the scenario (or its ``--variant``) would simulate (the same draws as ``fleet.run``) as a
+trace in FedScale's schema with fleet's extension keys (``devices.traces.export``): per device its ms per
+sample of the scenario's model, kbit/s, class, memory and availability intervals. The file serves as both
+the capacity and the behaviour file of a ``fleet.trace`` section (``pairing: id``), which replays the same
+fleet (docs/traces.md). Exit status: 0 written; 2 a bad scenario, argument or a fleet with random failures
+(no period to write); 1 the file cannot be written. Every failure is one line on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROG = "python -m fleet.export_fleet"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=(
+        "Write the fleet a scenario simulates as a FedScale-format trace (JSON or CSV) that replays it."))
+    p.add_argument("scenario", help="scenario YAML file (see scenarios/)")
+    p.add_argument("--out", type=Path, required=True, help="the trace to write: FILE.json or FILE.csv")
+    p.add_argument("--variant", help="the variant whose fleet to write (a scenario with variants; default the "
+                   "first)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a scenario key, e.g. --set fleet.devices=50 (repeatable)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from fleet.app.scenario import ScenarioError, echo, load_variants
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.out.suffix.lower() not in (".json", ".csv"):
+        print(f"{PROG}: --out {echo(str(args.out))}: the format is .json or .csv", file=sys.stderr)
+        return 2
+    try:
+        variants = dict(load_variants(args.scenario, overrides))
+        if args.variant is not None and args.variant not in variants:
+            raise ScenarioError(f"--variant {echo(args.variant)}: not a variant of {args.scenario}; "
+                                f"known: {', '.join(variants)}")
+        scenario = variants[args.variant if args.variant is not None else next(iter(variants))]
+        if scenario.bridge is not None:
+            raise ScenarioError("bridge: real devices have no trace to export; only the simulated fleet is written")
+        from devices.traces import fleet_records, write_records
+        from fleet.app.build import build_fleet
+
+        try:
+            built, flops_per_sample = build_fleet(scenario)
+            records = fleet_records(built.profiles, built.availability, built.battery, flops_per_sample,
+                                    built.client_ids)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        write_records(records, args.out)
+    except ScenarioError as exc:
+        print(f"{PROG}: scenario error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: cannot write {str(args.out)[:300]}: {exc.strerror or echo(str(exc))}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(records)} devices, computation in ms per sample of a model of "
+          f"{flops_per_sample:.6g} forward FLOPs per sample")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``python -m fleet.export_fleet``: a sampled fleet written as a trace replays as the same fleet."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fleet.app.build import build_fleet
+from fleet.app.export_fleet import main
+from fleet.app.scenario import load_variants, parse_scenario
+from tests.app.test_trace_scenario import ROOT
+
+
+def _replay(scenario, path):
+    """``scenario`` with its mix replaced by the exported trace at ``path`` (its classes are the records')."""
+    data = scenario.model_dump()
+    data["fleet"].pop("mix")
+    data["fleet"]["trace"] = {"capacity": str(path), "behaviour": str(path), "memory_class": "esp32",
+                              "link_class": "nb_iot"}
+    return parse_scenario(data)
+
+
+@pytest.mark.parametrize("name, suffix", [("smoke", ".json"), ("stragglers", ".csv")])
+def test_an_exported_fleet_replays(tmp_path, capsys, name, suffix):
+    source = ROOT / "scenarios" / f"{name}.yaml"
+    path = tmp_path / f"fleet{suffix}"
+    assert main([str(source), "--out", str(path)]) == 0
+    assert f"{path}: " in capsys.readouterr().out
+    (_, scenario), *_ = load_variants(source)
+    original, flops_per_sample = build_fleet(scenario)
+    replayed, again = build_fleet(_replay(scenario, path))
+    assert again == flops_per_sample
+    n = len(original.profiles)
+    assert len(replayed.profiles) == n and replayed.client_ids == tuple(str(d) for d in range(n))
+    for d in range(n):
+        a, b = original.profiles[d], replayed.profiles[d]
+        # every field bit for bit, but the rates: a ms-per-sample or kbit/s float that maps back exactly
+        # does not always exist; then they are one ulp apart (docs/traces.md)
+        rates = ("flops_per_s", "up_bit_per_s", "down_bit_per_s")
+        assert {f: getattr(a, f) for f in a.__dataclass_fields__ if f not in rates} == \
+            {f: getattr(b, f) for f in b.__dataclass_fields__ if f not in rates}
+        for f in rates:
+            assert abs(getattr(a, f) - getattr(b, f)) <= math.ulp(getattr(a, f)), (d, f)
+        assert original.battery[d] == replayed.battery[d]
+    times = np.random.default_rng(5).uniform(0, 4e5, 100).tolist()
+    for d in range(0, n, 3):
+        for t in times:
+            assert original.availability[d].unavailable_cause(t) == replayed.availability[d].unavailable_cause(t)
+            assert original.availability[d].next_interruption(t, t + 9e4) == \
+                replayed.availability[d].next_interruption(t, t + 9e4)
+
+
+def test_a_trace_fleet_exports_to_the_same_records(tmp_path):
+    """Exporting the trace scenario writes each client's own ms per sample and kbit/s back."""
+    path = tmp_path / "fleet.json"
+    assert main([str(ROOT / "scenarios" / "trace_small.yaml"), "--out", str(path)]) == 0
+    written = json.loads(path.read_text())
+    source = json.loads((ROOT / "scenarios" / "traces" / "example_capacity.json").read_text())
+    behaviour = json.loads((ROOT / "scenarios" / "traces" / "example_behaviour.json").read_text())
+    assert len(written) == 30
+    for cid, record in written.items():
+        assert record["computation"] == pytest.approx(source[cid]["computation"], rel=1e-15)
+        assert record["communication"] == source[cid]["communication"]
+        assert record["active"] == behaviour[cid]["active"] and record["finish_time"] == 172_800.0
+
+
+def test_random_failures_cannot_be_written_and_bad_arguments(tmp_path, capsys):
+    assert main([str(ROOT / "scenarios" / "iot_1000.yaml"), "--out", str(tmp_path / "f.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "random failures" in err[0]
+    assert main([str(ROOT / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "f.txt")]) == 2
+    assert ".json or .csv" in capsys.readouterr().err
+    assert main([str(ROOT / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "f.csv"), "--variant", "x"]) == 2
+    assert "--variant 'x'" in capsys.readouterr().err
+    assert main([str(ROOT / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "missing" / "f.csv")]) == 1
