@@ -1,16 +1,22 @@
-"""The command line: ``python -m fleet.run SCENARIO [--out DIR] [--seed N] [--set k=v ...]``.
+"""The command line: ``python -m fleet.run SCENARIO [--out DIR] [--seed N] [--set k=v ...] [--dry-run]``, or
+``python -m fleet.run --schema``.
 
 Exit status: 0 when the run finished; 2 for a bad scenario, bad arguments or an ``--out`` that is
 not a writable folder (checked before anything runs); 1 when writing fails mid-run (a full disk) or
 memory runs out; 130 on Ctrl-C. Every failure is one line on stderr naming the field or the path, no
 traceback; a learning run stopped by any of them resumes with ``--resume`` (its checkpoints stay).
 Warnings (``scenario_warnings``) are one line each on stderr; stdout stays as ``--quiet`` promises.
+An executor that goes away mid-run (``BackendUnavailable``: a Ray cluster lost) is one line, exit 2.
+
+A thin layer over what the Python API (``fleet.simulate``) calls: ``load_variants``, then per variant
+``fleet.app.simulation.run_scenario`` and ``fleet.app.report.write_outputs``. ``--schema`` prints the
+scenario's JSON schema (``fleet.app.json_schema``); ``--dry-run`` validates a scenario and prints the fleet it
+would sample (``fleet.app.dry_run``) without running it.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -23,7 +29,7 @@ INTERRUPTED = "fleet.run: interrupted; resume with --resume"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fleet.run", description=(
         "Simulate a heterogeneous AIoT fleet doing federated learning, in virtual time."))
-    p.add_argument("scenario", help="scenario YAML file (see scenarios/)")
+    p.add_argument("scenario", nargs="?", help="scenario YAML file (see scenarios/)")
     p.add_argument("--out", type=Path, help="output folder (default runs/<scenario>-<timestamp>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
@@ -35,31 +41,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed study")
     p.add_argument("--resume", action="store_true", help=(
         "learning mode: continue a crashed run in --out from its checkpoints (same scenario)"))
+    p.add_argument("--schema", action="store_true", help=(
+        "print the scenario's JSON schema (for editor completion) and exit; takes no SCENARIO"))
+    p.add_argument("--dry-run", action="store_true", help=(
+        "validate SCENARIO and print the fleet it would sample (the same draws as a run), without running"))
     return p
 
 
 def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
-    """Build, run and write one scenario; its summary and its evaluations (none in timing mode)."""
+    """Run one scenario (``run_scenario``, with a progress bar) and write it (``write_outputs``); its summary
+    and its evaluations (none in timing mode)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fleet.app.build import build_simulation
     from fleet.app.report import write_outputs
-    from fleet.app.scenario import ScenarioError
-    
-    checkpoints = None
-    if scenario.mode == "learning":
-        checkpoints = out / "checkpoints"
-        if checkpoints.exists() and not args.resume:
-            shutil.rmtree(checkpoints)  # a fresh run: never mix in another run's states
-    try:
-        sim = build_simulation(scenario, checkpoints)
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
+    from fleet.app.simulation import checkpoint_dir, run_scenario
+
+    checkpoints = checkpoint_dir(scenario, out, args.resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=args.quiet) as progress:
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
-        sim.run(on_round=lambda done: progress.update(bar, completed=done))
+        sim = run_scenario(scenario, checkpoints, on_round=lambda done: progress.update(bar, completed=done))
     summ = write_outputs(sim, out, figures=not args.no_figures, events=args.events)
     return summ, sim.record.evaluations
 
@@ -81,16 +83,40 @@ def _check_out(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.schema:
+        if args.scenario is not None:
+            parser.error("--schema takes no SCENARIO")
+        from fleet.app.json_schema import schema_text
+
+        print(schema_text())
+        return 0
+    if args.scenario is None:
+        parser.error("the following arguments are required: scenario")
     try:
+        if args.dry_run:
+            return _dry_run(args)
         return _main(args)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
 
 
+def _warn(source: str, variants) -> None:
+    """Each distinct ``scenario_warnings`` line of the variants, once, on stderr."""
+    from fleet.app.scenario import scenario_warnings
+
+    warned = set()
+    for _, scenario in variants:
+        for warning in scenario_warnings(scenario):
+            if warning not in warned:
+                warned.add(warning)
+                print(f"fleet.run: scenario warning: {source}: {warning}", file=sys.stderr)
+
+
 def _main(args) -> int:
-    from fleet.app.scenario import ScenarioError, echo, load_variants, scenario_warnings
+    from fleet.app.scenario import ScenarioError, echo, load_variants
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -103,12 +129,7 @@ def _main(args) -> int:
         return 2
     try:
         variants = load_variants(args.scenario, overrides)
-        warned = set()
-        for name, scenario in variants:
-            for warning in scenario_warnings(scenario):
-                if warning not in warned:
-                    warned.add(warning)
-                    print(f"fleet.run: scenario warning: {args.scenario}: {warning}", file=sys.stderr)
+        _warn(args.scenario, variants)
         if args.events == "parquet":
             from fleet.app.report import parquet_available
 
@@ -148,8 +169,34 @@ def _main(args) -> int:
     except MemoryError:
         print("fleet.run: out of memory (fewer fleet.devices or a shorter run fits)", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        from fleet.learning.backends import BackendUnavailable  # loaded already when it was raised
+
+        if not isinstance(exc, BackendUnavailable):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"fleet.run: executor: {first}; the checkpoints so far stay (resume with --resume)", file=sys.stderr)
+        return 2
     if args.quiet:
         print(out)
+    return 0
+
+
+def _dry_run(args) -> int:
+    """``--dry-run``: validate, sample each variant's fleet and print its summary; nothing runs or is written."""
+    from fleet.app.scenario import ScenarioError, load_variants
+
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    try:
+        variants = load_variants(args.scenario, overrides)
+        _warn(args.scenario, variants)
+        from fleet.app.dry_run import describe, dry_run
+
+        for name, scenario in variants:
+            print(describe(dry_run(scenario), name if len(variants) > 1 else None))
+    except ScenarioError as exc:
+        print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,4 +1,6 @@
 """A wired run (``Simulation``) and how it is driven to the end; ``fleet.app.build`` wires it.
+``run_scenario`` builds and runs one scenario: what the CLI (``fleet.app.run``) and the Python API
+(``fleet.simulate``) both call, so the two give the same run.
 
 A run is driven the same way whoever takes part: ``env.run`` until the coordinator is done or
 ``max_sim_time_s``. With real devices the clock is a ``fleet.core.paced.PacedEnvironment``, which holds
@@ -7,8 +9,10 @@ virtual time back for them; nothing here needs to know.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from algorithms.base import Algorithm, ResourceDemand, TaskConfig
@@ -16,7 +20,7 @@ from devices import (
     Availability,
     DeviceProfile,
 )
-from fleet.app.scenario import Scenario
+from fleet.app.scenario import Scenario, ScenarioError
 from fleet.coordinator.base import Coordinator
 from fleet.core.kernel import Kernel
 from fleet.core.transport import Transport
@@ -108,3 +112,36 @@ class Simulation:
     @property
     def sim_time_s(self) -> float:
         return float(self.kernel.env.now)
+
+    @property
+    def event_log_sha256(self) -> str:
+        """SHA-256 of the event log's CSV text: ``summary.json``'s ``event_log_sha256``, whether or not the
+        log is written (``fleet.core.recorder.EventRecorder.sha256``)."""
+        return self.kernel.recorder.sha256()
+
+
+def checkpoint_dir(scenario: Scenario, out: Path, resume: bool = False) -> Path | None:
+    """Where a run written to ``out`` keeps its checkpoints: ``out/checkpoints`` in learning mode (emptied
+    first unless ``resume``: a fresh run never mixes in another run's states), None in timing mode."""
+    if scenario.mode != "learning":
+        return None
+    checkpoints = out / "checkpoints"
+    if checkpoints.exists() and not resume:
+        shutil.rmtree(checkpoints)
+    return checkpoints
+
+
+def run_scenario(scenario: Scenario, checkpoints: Path | None = None,
+                 on_round: Callable[[int], None] | None = None) -> Simulation:
+    """Build ``scenario`` (``fleet.app.build.build_simulation``) and run it to the end; the finished
+    ``Simulation``. ``checkpoints``: the folder of its learning checkpoints (``checkpoint_dir``), None for
+    none. ``on_round(rounds_done)`` is called after each round. A value only found while building raises
+    ``ScenarioError`` naming the field; ``fleet.learning.backends.BackendUnavailable`` comes through when
+    the executor goes away mid-run."""
+    from fleet.app.build import build_simulation  # build imports this module: imported when called
+
+    try:
+        sim = build_simulation(scenario, checkpoints)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    return sim.run(on_round)

@@ -225,3 +225,26 @@ def test_learning_only_constraints_are_checked_at_load_time(tmp_path, capsys):
                            "--set", "algorithm.params.density=0.5")
     assert status == 2
     _one_line(err, "(variant fedavg): algorithm.params: density: learning mode needs density 1")
+
+
+def test_an_executor_lost_mid_run_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    """A Ray cluster that goes away mid-run raises BackendUnavailable from inside the run: one line, exit 2."""
+    from fleet.learning.backends import BackendUnavailable
+
+    def lost(*args, **kwargs):
+        raise BackendUnavailable("ray: the cluster at 10.0.0.1:6379 went away\n(details)")
+
+    monkeypatch.setattr("fleet.app.simulation.Simulation.run", lost)
+    status, out, err = _main(capsys, ROOT / "scenarios/smoke.yaml", "--out", tmp_path / "out", "--quiet")
+    assert status == 2 and out == ""
+    line = _one_line(err, "fleet.run: executor: ray: the cluster at 10.0.0.1:6379 went away;")
+    assert line.endswith("(resume with --resume)")
+
+
+def test_the_cli_outputs_are_the_same_before_and_after_the_api():
+    """The CLI became a layer over what fleet.simulate calls; smoke's event log kept its hash (measured on the
+    CLI before the change). A change of the simulated world's physics moves it on purpose: update it then."""
+    import fleet
+
+    assert fleet.simulate(ROOT / "scenarios/smoke.yaml").event_log_sha256 == (
+        "9be7afa3caca038105ef4c45a9d77fdf3ae5aab5d713753ce1093d70d793f655")

@@ -1,0 +1,343 @@
+"""The Python API, for notebooks: ``fleet.simulate(scenario, set=..., seed=...)`` runs a scenario in memory.
+
+``simulate`` takes a scenario file's path or a dict of the same keys, validated by the same schema with the
+same messages (a bad one raises ``ScenarioError``, one line naming the field), and returns a ``Run`` (one
+scenario) or a ``RunSet`` (a scenario whose ``variants`` run side by side: variant name -> ``Run``). A
+``Run`` holds the very ``summary`` dict ``summary.json`` gets, the ``event_log_sha256`` the CLI prints,
+and the events, rounds, evaluations and devices as pandas DataFrames (pandas is the optional ``pandas``
+extra, imported when a table is first read). Nothing is written unless asked: ``out=`` writes what
+``python -m fleet.run --out`` writes, as does ``Run.write`` / ``RunSet.write`` afterwards. The CLI
+(``fleet.app.run``) calls the same functions: ``load_variants``, ``fleet.app.simulation.run_scenario`` and
+``fleet.app.report.write_outputs``; ``tests/app/test_api_cli.py`` holds the two equal for every shipped
+scenario.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from fleet.app.scenario import Scenario, ScenarioError
+
+if TYPE_CHECKING:
+    import pandas
+
+    from fleet.app.simulation import Simulation
+
+__all__ = ["Run", "RunSet", "Scenario", "ScenarioError", "ScenarioWarning", "load", "simulate"]
+
+PANDAS_MISSING = "fleet's DataFrames need pandas: pip install 'fleet-sim[pandas]' (or pandas)"
+
+
+class ScenarioWarning(UserWarning):
+    """What a scenario allows but probably does not mean (``fleet.app.scenario.scenario_warnings``)."""
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(PANDAS_MISSING) from None
+    return pandas
+
+
+class _TextFile:
+    """A stand-in for a ``Path`` whose ``open("w")`` collects the text in memory (``text`` after closing), so
+    the report's CSV writers fill a DataFrame with exactly the cells they write to a file."""
+
+    text = ""
+
+    def open(self, mode: str = "w", newline: str | None = None) -> io.StringIO:
+        owner = self
+
+        class _Kept(io.StringIO):
+            def close(self) -> None:
+                owner.text = self.getvalue()
+                super().close()
+
+        return _Kept(newline=newline)
+
+
+class Run:
+    """One finished run: ``name`` (the scenario's or the variant's), ``scenario`` (validated, frozen),
+    ``simulation`` (the finished ``fleet.app.simulation.Simulation``), ``summary`` (summary.json's dict),
+    ``event_log_sha256``, ``out`` (where it was written, or None), and its tables as DataFrames."""
+
+    def __init__(self, name: str, scenario: Scenario, simulation: Simulation, summary: dict,
+                 out: Path | None = None) -> None:
+        self.name, self.scenario, self.simulation, self.summary, self.out = name, scenario, simulation, summary, out
+        self._tables: dict[str, Any] = {}
+
+    @property
+    def event_log_sha256(self) -> str:
+        """SHA-256 of the event log's CSV text (events.csv's bytes), as in ``summary``."""
+        return self.summary["event_log_sha256"]
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"<Run {self.name}: {s['devices']} devices, {s['rounds_aggregated']} of {s['rounds']} rounds "
+                f"aggregated, {s['sim_time_s']:.1f} s virtual, events {self.event_log_sha256[:12]}>")
+
+    def _table(self, name: str, make: Callable[[], Any]):
+        if name not in self._tables:
+            self._tables[name] = make()
+        return self._tables[name]
+
+    @property
+    def events(self) -> pandas.DataFrame:
+        """The event log, a row per event (``fleet.core.recorder.EVENT_COLUMNS``): floats with NaN for an empty
+        cell, integers as nullable ``Int64``, ``event`` and ``cause`` as categoricals."""
+        return self._table("events", self._events)
+
+    def _events(self):
+        import numpy as np
+
+        pd = _pandas()
+        table = self.simulation.kernel.recorder.table()
+        data = {}
+        for name, values in table.columns.items():
+            if name in table.names:
+                data[name] = pd.Categorical.from_codes(values.astype(np.int64), table.names[name])
+            elif values.dtype.kind == "i":
+                data[name] = pd.arrays.IntegerArray(values, values == -1)
+            else:
+                data[name] = values
+        return pd.DataFrame(data)
+
+    @property
+    def rounds(self) -> pandas.DataFrame:
+        """rounds.csv as a DataFrame: a row per round (or aggregation), then the one open when the run stopped."""
+        return self._table("rounds", lambda: self._csv("rounds"))
+
+    @property
+    def evaluations(self) -> pandas.DataFrame:
+        """evaluations.csv as a DataFrame (no rows in timing mode)."""
+        return self._table("evaluations", lambda: self._csv("evaluations"))
+
+    def _csv(self, which: str):
+        from fleet.app import report
+        from fleet.app.study import analyse
+
+        pd = _pandas()
+        buffer = _TextFile()
+        if which == "rounds":
+            report.write_rounds(self.simulation, analyse(self.simulation), buffer)
+        else:
+            report.write_evaluations(self.simulation, buffer)
+        return pd.read_csv(io.StringIO(buffer.text))
+
+    @property
+    def devices(self) -> pandas.DataFrame:
+        """The fleet, a row per device (``fleet.app.dry_run.fleet_columns``): class, link, speed, rates, memory."""
+        def make():
+            from fleet.app.dry_run import fleet_columns
+
+            return _pandas().DataFrame(fleet_columns(self.simulation.profiles))
+
+        return self._table("devices", make)
+
+    def write(self, out: str | os.PathLike, *, figures: bool = True, events: str = "auto") -> Path:
+        """Write what ``python -m fleet.run --out OUT`` writes for this run (summary.json, events, rounds.csv,
+        evaluations.csv when it learned, report.md, figures/ unless ``figures=False``); the folder. A run made in
+        memory has no learning checkpoints to write (``simulate(out=...)`` keeps them)."""
+        from fleet.app.report import write_outputs
+
+        out = Path(out)
+        write_outputs(self.simulation, out, figures=figures, events=events)
+        self.out = out
+        return out
+
+
+class RunSet(Mapping):
+    """A scenario's variants, run side by side: variant name -> ``Run``, in the file's order. ``summaries``,
+    and ``events``, ``rounds``, ``evaluations``, ``devices``: each variant's table with a ``variant`` column
+    first."""
+
+    def __init__(self, runs: dict[str, Run], out: Path | None = None) -> None:
+        self._runs, self.out = dict(runs), out
+
+    def __getitem__(self, name: str) -> Run:
+        return self._runs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._runs)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __repr__(self) -> str:
+        return f"<RunSet of {len(self)}: {', '.join(self._runs)}>"
+
+    @property
+    def summaries(self) -> dict[str, dict]:
+        return {name: run.summary for name, run in self._runs.items()}
+
+    def _joined(self, table: str):
+        pd = _pandas()
+        return pd.concat([getattr(run, table).assign(variant=name)[["variant", *getattr(run, table).columns]]
+                          for name, run in self._runs.items()], ignore_index=True)
+
+    @property
+    def events(self) -> pandas.DataFrame:
+        return self._joined("events")
+
+    @property
+    def rounds(self) -> pandas.DataFrame:
+        return self._joined("rounds")
+
+    @property
+    def evaluations(self) -> pandas.DataFrame:
+        return self._joined("evaluations")
+
+    @property
+    def devices(self) -> pandas.DataFrame:
+        return self._joined("devices")
+
+    def write(self, out: str | os.PathLike, *, figures: bool = True, events: str = "auto") -> Path:
+        """Write what the CLI writes for the variants: one folder each under ``out`` (``out`` itself when there
+        is one) and, for several, the comparison (``comparison.md`` and the rest); the folder."""
+        out = Path(out)
+        for name, run in self._runs.items():
+            run.write(out if len(self) == 1 else out / name, figures=figures, events=events)
+        _compare(out, self._runs, figures)
+        self.out = out
+        return out
+
+
+def _compare(out: Path, runs: dict[str, Run], figures: bool) -> None:
+    if len(runs) > 1:
+        from fleet.app.report import write_comparison
+
+        evaluations = {name: run.simulation.record.evaluations for name, run in runs.items()}
+        write_comparison([(name, run.summary) for name, run in runs.items()], out,
+                         {k: v for k, v in evaluations.items() if v} if figures else None)
+
+
+def _assignments(overrides) -> list[str]:
+    """``set=`` as ``path=value`` strings: a list of them as is, or a dict of path -> value (a Python value,
+    written as YAML so the loader reads it back unchanged)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, Mapping):
+        return [str(a) for a in overrides]
+    import yaml
+
+    out = []
+    for path, value in overrides.items():
+        if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+            value = value.tolist()  # a numpy scalar or array: its Python value
+        try:
+            text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+        except yaml.YAMLError:
+            raise ScenarioError(f"set {path}: {type(value).__name__} is not a YAML value") from None
+        out.append(f"{path}={text.removesuffix(chr(10)).removesuffix(chr(10) + '...')}")
+    return out
+
+
+def _from_dict(data: Mapping, overrides: list[str]) -> list[tuple[str, Scenario]]:
+    """``load_variants`` for a dict (relative trace paths read from the working directory)."""
+    from fleet.app.scenario import VARIANT_NAME, echo, parse_scenario
+
+    data = copy.deepcopy(dict(data))  # overrides apply in place: never to the caller's dict
+    if "variants" not in data:
+        scenario = parse_scenario(data, overrides, "scenario")
+        return [(scenario.name, scenario)]
+    variants = data.pop("variants")
+    if not isinstance(variants, Mapping) or not variants:
+        raise ScenarioError("scenario: variants: must map variant names to lists of overrides")
+    out = []
+    for name, assignments in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ScenarioError(f"scenario: variants: name {echo(name)} must be 1 to 64 letters, digits, '_', '.' "
+                                "or '-' (it names a folder)")
+        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
+            raise ScenarioError(f"scenario: variants.{name}: must be a list of 'path=value' strings")
+        out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
+                                         f"scenario (variant {name})")))
+    return out
+
+
+def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = None,  # set: the CLI's --set
+         variant: str | None = None) -> list[tuple[str, Scenario]]:
+    """The validated scenarios ``simulate`` would run, as (name, ``Scenario``) pairs: every variant (or the
+    one named), the overrides applied after each variant's own, as the CLI applies ``--set`` and ``--seed``."""
+    from fleet.app.scenario import echo, load_variants
+
+    overrides = _assignments(set) + ([f"seed={seed}"] if seed is not None else [])
+    if isinstance(scenario, Mapping):
+        variants = _from_dict(scenario, overrides)
+    elif isinstance(scenario, (str, os.PathLike)):
+        variants = load_variants(scenario, overrides)
+    else:
+        raise TypeError(f"scenario must be a path or a dict, got {type(scenario).__name__}")
+    if variant is not None:
+        chosen = [(name, s) for name, s in variants if name == variant]
+        if not chosen:
+            raise ScenarioError(f"variant {echo(variant)}: not a variant of the scenario; known: "
+                                f"{', '.join(name for name, _ in variants)}")
+        variants = chosen
+    return variants
+
+
+def _writable(out: Path, events: str) -> Path:
+    """``out``, made, once ``events`` is known to be writable there: refused before anything runs, as the CLI
+    refuses a bad ``--out`` or ``--events``."""
+    from fleet.app.report import EVENT_FORMATS, parquet_available
+
+    if events not in EVENT_FORMATS:
+        raise ValueError(f"events must be one of {', '.join(EVENT_FORMATS)}, got {events!r}")
+    if events == "parquet" and not parquet_available():
+        raise ImportError("events='parquet' needs pyarrow: pip install 'fleet-sim[parquet]' (or pyarrow)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def simulate(scenario: str | os.PathLike | Mapping, *, set=None, seed: int | None = None,
+             variant: str | None = None, out: str | os.PathLike | None = None, figures: bool = False,
+             events: str = "auto", on_round: Callable[[int], None] | None = None) -> Run | RunSet:
+    """Run ``scenario`` (a YAML file's path, or a dict of its keys) to the end, in memory.
+
+    ``set``: overrides, a dict ``{"coordinator.rounds": 5}`` or a list of ``"path=value"`` strings (the CLI's
+    ``--set``); ``seed``: the CLI's ``--seed``; ``variant``: run only that variant. ``out``: also write what
+    ``python -m fleet.run --out OUT`` writes (``figures`` and ``events`` as ``--no-figures`` and ``--events``;
+    learning checkpoints under ``OUT/checkpoints``). ``on_round(done)`` is called after each round.
+
+    Returns a ``Run``, or a ``RunSet`` when several variants run (the CLI's rule for one folder per variant).
+    Raises ``ScenarioError`` (one line naming the field) for a bad scenario or override, and ``ValueError``,
+    ``ImportError`` or ``OSError`` for an ``out`` or ``events`` that cannot be written, before anything runs;
+    ``fleet.learning.backends.BackendUnavailable`` when the executor goes away mid-run. Warns
+    ``ScenarioWarning`` for what is legal but probably not meant."""
+    from fleet.app.scenario import scenario_warnings
+    from fleet.app.simulation import checkpoint_dir, run_scenario
+
+    variants = load(scenario, set, seed, variant)
+    base = None if out is None else _writable(Path(out), events)
+    said: list[str] = []
+    for _, s in variants:
+        for line in scenario_warnings(s):
+            if line not in said:
+                said.append(line)
+                warnings.warn(line, ScenarioWarning, stacklevel=2)
+    runs: dict[str, Run] = {}
+    for name, s in variants:
+        run_out = None if base is None else base if len(variants) == 1 else base / name
+        sim = run_scenario(s, None if run_out is None else checkpoint_dir(s, run_out), on_round)
+        if run_out is None:
+            from fleet.app.study import analyse, summary
+
+            summ = summary(sim, analyse(sim), sim.event_log_sha256)
+        else:
+            from fleet.app.report import write_outputs
+
+            summ = write_outputs(sim, run_out, figures=figures, events=events)
+        runs[name] = Run(name, s, sim, summ, run_out)
+    if base is not None:
+        _compare(base, runs, figures)
+    return next(iter(runs.values())) if len(runs) == 1 else RunSet(runs, base)
