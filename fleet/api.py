@@ -242,26 +242,14 @@ def _assignments(overrides) -> list[str]:
 
 
 def _from_dict(data: Mapping, overrides: list[str]) -> list[tuple[str, Scenario]]:
-    """``load_variants`` for a dict (relative trace paths read from the working directory)."""
-    from fleet.app.scenario import VARIANT_NAME, echo, parse_scenario
+    """``load_variants`` for a dict (relative trace paths read from the working directory); the caller's dict
+    is never changed."""
+    from fleet.app.scenario import parse_variants
 
-    data = copy.deepcopy(dict(data))  # overrides apply in place: never to the caller's dict
-    if "variants" not in data:
-        scenario = parse_scenario(data, overrides, "scenario")
-        return [(scenario.name, scenario)]
-    variants = data.pop("variants")
-    if not isinstance(variants, Mapping) or not variants:
-        raise ScenarioError("scenario: variants: must map variant names to lists of overrides")
-    out = []
-    for name, assignments in variants.items():
-        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-            raise ScenarioError(f"scenario: variants: name {echo(name)} must be 1 to 64 letters, digits, '_', '.' "
-                                "or '-' (it names a folder)")
-        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
-            raise ScenarioError(f"scenario: variants.{name}: must be a list of 'path=value' strings")
-        out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
-                                         f"scenario (variant {name})")))
-    return out
+    data = copy.deepcopy(dict(data))
+    if isinstance(data.get("variants"), Mapping):
+        data["variants"] = dict(data["variants"])
+    return parse_variants(data, overrides, "scenario")
 
 
 def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = None,  # set: the CLI's --set

@@ -223,7 +223,7 @@ def build_fleet(scenario: Scenario) -> tuple[BuiltFleet, float]:
     """The devices ``build_simulation`` would simulate for ``scenario`` (the same draws), and the forward
     FLOPs per sample of its model (``reference_flops_per_sample``): what ``fleet.export_fleet`` writes."""
     kernel = Kernel(scenario.seed)
-    algorithm, _ = _algorithm(scenario)
+    algorithm, _ = scenario_algorithm(scenario)
     return _devices(scenario, kernel, algorithm), reference_flops_per_sample(scenario, algorithm)
 
 
@@ -249,7 +249,7 @@ def _simulated_world(scenario: Scenario, kernel: Kernel, profiles, availability,
     return network, devices
 
 
-def _algorithm(scenario: Scenario) -> tuple[Algorithm, dict]:
+def scenario_algorithm(scenario: Scenario) -> tuple[Algorithm, dict]:
     """The scenario's algorithm, with the dataset's input shape and class count added to its params."""
     params = dict(scenario.algorithm.params)
     spec = DATASETS[scenario.data.dataset]
@@ -314,7 +314,7 @@ def build_simulation(scenario: Scenario, checkpoint_dir: Path | None = None) -> 
     with the same folder resumes from them (``fleet.learning.checkpoints.CheckpointStore``). With a
     ``bridge`` section the run's clock is a ``PacedEnvironment`` and the real devices attach here."""
     kernel = Kernel(scenario.seed, PacedEnvironment() if scenario.bridge is not None else None)
-    algorithm, params = _algorithm(scenario)  # draws nothing; a trace fleet reads its model's FLOPs
+    algorithm, params = scenario_algorithm(scenario)  # draws nothing; a trace fleet reads its model's FLOPs
     built = _devices(scenario, kernel, algorithm)
     profiles, availability, battery = built.profiles, built.availability, built.battery
     simulated = profiles

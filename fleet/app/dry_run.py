@@ -116,12 +116,12 @@ def _gates(scenario: Scenario, cols: dict, profiles, demand) -> dict[str, np.nda
 def dry_run(scenario: Scenario) -> DryRun:
     """Sample ``scenario``'s fleet (the run's draws) and work out its nominal tasks and the gates they meet.
     ``ScenarioError`` for what only building finds (a trace file, a value the physics refuses)."""
-    from fleet.app.build import _algorithm, build_fleet, make_plan  # the run's own algorithm
+    from fleet.app.build import build_fleet, make_plan, scenario_algorithm  # the run's own algorithm
     from fleet.app.scenario import ScenarioError
 
     try:
         built, _ = build_fleet(scenario)
-        algorithm, _ = _algorithm(scenario)
+        algorithm, _ = scenario_algorithm(scenario)
     except ValueError as exc:  # ScenarioError is one
         raise ScenarioError(str(exc)) from None
     cols = fleet_columns(built.profiles)

@@ -231,28 +231,36 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
 
 
 def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
-    """Load a scenario and its named ``variants`` (each a list of ``path=value`` overrides).
+    """Load a scenario file and its named ``variants`` (``parse_variants``); relative paths in it (traces)
+    are read from the file's folder."""
+    path = Path(path)
+    return parse_variants(_read_yaml(path), overrides, str(path), path.parent)
 
-    A file without ``variants`` gives one entry named after the scenario. Every variant is
+
+def parse_variants(data: object, overrides: list[str] = (), source: str = "scenario",
+                   base_dir: Path | None = None) -> list[tuple[str, Scenario]]:
+    """A scenario's parsed YAML (``data``, changed in place) and its named ``variants`` (each a list of
+    ``path=value`` overrides), as (name, ``Scenario``) pairs.
+
+    Data without ``variants`` gives one entry named after the scenario. Every variant is
     validated in full (algorithm parameters included) before anything runs; the command-line
     ``overrides`` apply to each, after the variant's own. Variant names are folder names
     (``VARIANT_NAME``). Variants share everything else, seed included, so they differ only as stated.
+    Errors name ``source``; relative paths resolve against ``base_dir`` (the working directory if None).
     """
-    path = Path(path)
-    data = _read_yaml(path)
     if not isinstance(data, dict) or "variants" not in data:
-        scenario = parse_scenario(data, overrides, str(path), path.parent)
+        scenario = parse_scenario(data, overrides, source, base_dir)
         return [(scenario.name, scenario)]
     variants = data.pop("variants")
     if not isinstance(variants, dict) or not variants:
-        raise ScenarioError(f"{path}: variants: must map variant names to lists of overrides")
+        raise ScenarioError(f"{source}: variants: must map variant names to lists of overrides")
     out = []
     for name, assignments in variants.items():
         if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-            raise ScenarioError(f"{path}: variants: name {echo(name)} must be 1 to 64 letters, "
+            raise ScenarioError(f"{source}: variants: name {echo(name)} must be 1 to 64 letters, "
                                 "digits, '_', '.' or '-' (it names a folder)")
         if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
-            raise ScenarioError(f"{path}: variants.{name}: must be a list of 'path=value' strings")
+            raise ScenarioError(f"{source}: variants.{name}: must be a list of 'path=value' strings")
         out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
-                                         f"{path} (variant {name})", path.parent)))
+                                         f"{source} (variant {name})", base_dir)))
     return out
