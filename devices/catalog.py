@@ -15,10 +15,16 @@ from typing import Mapping
 
 from devices._device_class import DEVICE_FIGURES, GIB, KIB, MIB, DeviceClass
 
-__all__ = ["DEVICE_CLASSES", "DEVICE_FIGURES", "DeviceClass", "GIB", "KIB", "MIB"]
+__all__ = ["DEVICE_CLASSES", "DEVICE_FIGURES", "DeviceClass", "GIB", "KIB", "MIB", "REJOIN_FRACTION"]
 
 _REF = "shared/reference/devices.md"
 DAY_S = 86_400.0  # phones: one full recharge per day on average
+#: [choice] A battery device that ran flat stays offline until recharged to this share of its capacity.
+#: A device shut down by its power manager comes back only with a margin above empty (so that it does not
+#: shut down again at once); 20 % is the common "low battery" threshold of phone operating systems and a
+#: margin that leaves every catalog board several tasks of charge. The same share for every class: the
+#: reference gives no per-class figure.
+REJOIN_FRACTION = 0.2
 
 
 def _lipo_j(mah: float) -> float:

@@ -71,8 +71,8 @@ def joules_per_flop(compute_power_w: Any, sustained_flops_per_s: Any) -> Any:
 def energy_j(flops: Any, bytes_moved: Any, joules_per_flop: Any, tx_j_per_byte: Any) -> Any:
     """Joules to compute ``flops`` and move ``bytes_moved`` over the radio.
 
-    ``flops * joules_per_flop + bytes_moved * tx_j_per_byte``; idle and base power are not
-    included (callers add them if they model them).
+    ``flops * joules_per_flop + bytes_moved * tx_j_per_byte``: ``compute_energy_j`` plus
+    ``radio_energy_j``. Idle and base power are not included (callers add them if they model them).
     """
     check_finite_nonneg("flops", flops)
     check_finite_nonneg("bytes_moved", bytes_moved)
@@ -80,6 +80,57 @@ def energy_j(flops: Any, bytes_moved: Any, joules_per_flop: Any, tx_j_per_byte: 
     check_finite_nonneg("tx_j_per_byte", tx_j_per_byte)
     return scalar_or_array(np.asarray(flops, float) * joules_per_flop
                            + np.asarray(bytes_moved, float) * tx_j_per_byte)
+
+
+def compute_energy_j(flops: Any, joules_per_flop: Any) -> Any:
+    """Joules to compute ``flops`` at ``joules_per_flop``: ``flops * joules_per_flop``.
+
+    The compute part of ``energy_j``. Energy per FLOP is constant, so a slowed-down task (thermal,
+    background load) costs the same joules over a longer time: its draw is lower, not its total.
+    """
+    check_finite_nonneg("flops", flops)
+    check_finite_nonneg("joules_per_flop", joules_per_flop)
+    return scalar_or_array(np.asarray(flops, float) * joules_per_flop)
+
+
+def radio_energy_j(bytes_moved: Any, radio_j_per_byte: Any) -> Any:
+    """Joules to move ``bytes_moved`` over the radio, sent or received: ``bytes_moved * radio_j_per_byte``.
+
+    The radio part of ``energy_j``. The link catalog gives one incremental figure per byte
+    (``LinkClass.tx_j_per_byte``) for both directions; base and tail power are not modelled.
+    """
+    check_finite_nonneg("bytes_moved", bytes_moved)
+    check_finite_nonneg("radio_j_per_byte", radio_j_per_byte)
+    return scalar_or_array(np.asarray(bytes_moved, float) * radio_j_per_byte)
+
+
+def battery_empty_after_s(level_j: Any, draw_w: Any, recharge_w: Any) -> Any:
+    """Seconds until a battery holding ``level_j`` is empty while drawing ``draw_w`` and recharging at
+    ``recharge_w``: ``level_j / (draw_w - recharge_w)``, ``inf`` when the draw does not exceed the
+    recharge (the level never falls). A falling level never reaches the capacity cap, so the formula is
+    exact. 0 for an empty battery under a net draw.
+    """
+    check_finite_nonneg("level_j", level_j)
+    check_finite_nonneg("draw_w", draw_w)
+    check_finite_nonneg("recharge_w", recharge_w)
+    net = np.asarray(draw_w, float) - np.asarray(recharge_w, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        after = np.where(net > 0, np.asarray(level_j, float) / np.where(net > 0, net, 1.0), np.inf)
+    return scalar_or_array(after)
+
+
+def recharge_time_s(level_j: Any, target_j: Any, recharge_w: Any) -> Any:
+    """Seconds for a battery at ``level_j`` to reach ``target_j`` at ``recharge_w``:
+    ``max(0, target_j - level_j) / recharge_w``; 0 when already there, ``inf`` with no recharge power.
+    """
+    check_finite_nonneg("level_j", level_j)
+    check_finite_nonneg("target_j", target_j)
+    check_finite_nonneg("recharge_w", recharge_w)
+    short = np.maximum(0.0, np.asarray(target_j, float) - np.asarray(level_j, float))
+    power = np.asarray(recharge_w, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        time = np.where(short == 0, 0.0, np.where(power > 0, short / np.where(power > 0, power, 1.0), np.inf))
+    return scalar_or_array(time)
 
 
 def serialization_time_s(size_bytes: Any, bit_per_s: Any) -> Any:

@@ -1,5 +1,6 @@
-"""The comparison of a scenario's variants: ``comparison.md``, ``comparison.json``, ``comparison_classes.csv``
-and, in learning mode, the figures ``comparison.png``, ``comparison_timeline.png`` and ``comparison_costs.png``.
+"""The comparison of a scenario's variants: ``comparison.md``, ``comparison.json``, ``comparison_classes.csv``,
+``comparison_energy.csv`` (joules per accuracy point, ``fleet.app.report_energy``) and, in learning mode, the
+figures ``comparison.png``, ``comparison_timeline.png`` and ``comparison_costs.png``.
 
 It reads only the variants' summaries (``fleet.app.study.summary``, with its ``timeline``) and evaluations, so
 any number of variants of any algorithm compare alike. Outputs are strict: no NaN or infinity in the JSON
@@ -210,6 +211,7 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
     learning mode also ``comparison_classes.csv`` and, given ``evaluations`` (variant -> evaluations), the
     figures. Returns the markdown."""
     from fleet.app.figures import comparison_costs, comparison_figure, comparison_timeline
+    from fleet.app.report_energy import energy_comparison_lines, write_energy_csv  # it imports fmt from here
 
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# Comparison of {len(summaries)} variants", "",
@@ -229,6 +231,8 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
             parts += ["![who took part and accuracy](comparison.png)", "",
                       "![participation per class over rounds](comparison_timeline.png)", "",
                       "![cost and memory per variant](comparison_costs.png)", ""]
+    if write_energy_csv(summaries, out / "comparison_energy.csv"):
+        parts += energy_comparison_lines(summaries)
     text = "\n".join(parts)
     (out / "comparison.md").write_text(text)
     (out / "comparison.json").write_text(json.dumps(dict(summaries), indent=2, allow_nan=False) + "\n")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.app.simulation import Simulation
-from fleet.app.timeline import class_energy_j, class_timeline, timeline_json
+from fleet.app.timeline import class_energy_j, class_timeline, energy_json, timeline_json
 from fleet.app.view import classes_of, free_bytes_of, task_peak_bytes_all
 from fleet.core.messages import CAUSES
 
@@ -285,6 +285,7 @@ def summary(sim: Simulation, study: Study, event_log_sha256: str) -> dict:
                    for phase, d in sim.demands.items()},
         "client_flops": fleet.flops_spent,
         "energy_j": finite(sum(energy.values())),
+        "energy": energy_json(sim, study.accepted_by_class),
         "bytes_up": sim.network.bytes_sent[True],
         "bytes_down": sim.network.bytes_sent[False],
         "server_demand": None if sim.server_demand is None else {

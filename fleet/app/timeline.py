@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from devices.catalog import DEVICE_CLASSES
 from fleet.app.simulation import Simulation
 from fleet.app.view import classes_of, free_bytes_of, real_mask_of
 
-__all__ = ["ClassTimeline", "class_energy_j", "class_timeline", "timeline_json"]
+__all__ = ["ClassTimeline", "class_energy_j", "class_timeline", "energy_json", "timeline_json"]
 
 #: The per-round, per-class series, in ``timeline_json`` order.
 SERIES = ("eligible", "dispatched", "accepted", "memory_refused", "participants_so_far")
@@ -132,3 +133,74 @@ def timeline_json(timeline: ClassTimeline) -> dict:
     return {"demand_bytes": list(timeline.demand_bytes),
             "by_class": {c: {**{name: list(timeline.series[name][c]) for name in SERIES},
                              "rejoined_after_memory_refusal": timeline.rejoined[c]} for c in classes}}
+
+
+def _parts_by_class(sim: Simulation) -> dict[str, list]:
+    """Per class of simulated devices: [compute J, radio received J, radio sent J, devices that ran flat, times
+    a battery ran flat] (``SimulatedDevices.energy_parts_by_device``; a world without it spent nothing)."""
+    fleet = sim.fleet
+    classes, cls_of = classes_of(fleet)
+    simulated = ~real_mask_of(fleet)
+    out = {classes[c]: [0.0, 0.0, 0.0, 0, 0] for c in np.unique(cls_of[simulated]).tolist()}
+    parts = getattr(sim.devices, "energy_parts_by_device", None)
+    for d, (compute_j, rx_j, tx_j, flats) in (parts() if parts is not None else {}).items():
+        if simulated[d]:
+            row = out[classes[cls_of[d]]]
+            row[0] += compute_j
+            row[1] += rx_j
+            row[2] += tx_j
+            row[3] += flats > 0
+            row[4] += flats
+    return dict(sorted(out.items()))
+
+
+def _per_update(compute_j: float, radio_j: float, accepted: int) -> dict | None:
+    if not accepted:
+        return None
+    return {"compute_j": compute_j / accepted, "radio_j": radio_j / accepted,
+            "total_j": (compute_j + radio_j) / accepted}
+
+
+def _figures(compute_j: float, rx_j: float, tx_j: float, accepted: int) -> dict:
+    return {"compute_j": compute_j, "radio_rx_j": rx_j, "radio_tx_j": tx_j, "radio_j": rx_j + tx_j,
+            "total_j": compute_j + rx_j + tx_j, "per_accepted_update_j": _per_update(compute_j, rx_j + tx_j,
+                                                                                     accepted)}
+
+
+def accuracy_gain(evaluations) -> float | None:
+    """The last evaluation's accuracy less the first's (the initial model's), in accuracy units (0.05 is five
+    points); None without two finite evaluations."""
+    if len(evaluations) < 2:
+        return None
+    first, last = evaluations[0].accuracy, evaluations[-1].accuracy
+    gain = last - first
+    return gain if np.isfinite(gain) else None
+
+
+def energy_json(sim: Simulation, accepted_by_class) -> dict:
+    """``summary.json``'s ``energy`` (docs/study.md, "Energy"): what the simulated devices spent, compute and
+    radio (received, sent) apart, in total and per class, per accepted update (everything the class spent,
+    wasted work included, over its accepted updates; None with none), the joules drawn from batteries
+    (``battery_drained_j``: all a battery class spent; None for a mains class), the devices whose battery ran
+    flat and how often, and, in learning mode, the joules per accuracy point (``total_j`` over a hundred times
+    ``accuracy_gain``; None when the accuracy did not rise). Every number finite or None."""
+    by_class, totals = {}, [0.0, 0.0, 0.0, 0, 0]
+    drained = 0.0
+    for c, (compute_j, rx_j, tx_j, ran_flat, flats) in _parts_by_class(sim).items():
+        dc = DEVICE_CLASSES.get(c)
+        battery = dc is not None and dc.battery_j is not None
+        row = _figures(compute_j, rx_j, tx_j, accepted_by_class.get(c, 0))
+        row.update(battery=battery, battery_drained_j=row["total_j"] if battery else None,
+                   devices_ran_flat=ran_flat, battery_flat_events=flats)
+        by_class[c] = row
+        drained += row["total_j"] if battery else 0.0
+        totals = [a + b for a, b in zip(totals, (compute_j, rx_j, tx_j, ran_flat, flats))]
+    compute_j, rx_j, tx_j, ran_flat, flats = totals
+    out = _figures(compute_j, rx_j, tx_j, sum(accepted_by_class.get(c, 0) for c in by_class))
+    gain = accuracy_gain(sim.record.evaluations)
+    points = None if gain is None else 100.0 * gain
+    out.update(battery_drained_j=drained, devices_ran_flat=ran_flat, battery_flat_events=flats,
+               accuracy_gain=gain,
+               j_per_accuracy_point=out["total_j"] / points if points is not None and points > 0 else None,
+               by_class=by_class)
+    return out

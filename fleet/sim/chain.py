@@ -8,7 +8,9 @@ callbacks on ``fleet.core.steps`` steps, scheduling what the process schedules a
 * a granted request for the gateway's medium -> ``_granted``; the airtime's timeout -> ``_aired``; the
   release of the medium -> a ``Medium`` step; the rest of the hop (silences, retries, latencies,
   backhaul) -> ``_arrived``;
-* the device's compute (or its interruption) -> ``_computed``; then the upload, as the download.
+* the device's compute (or its interruption) -> ``_computed``; then the upload, as the download, except
+  that an update's upload the device cannot finish (``SimulatedDevices.upload_stop``) holds the medium
+  only until it stops -> ``_cut``.
 
 The process's own end event is the one thing not scheduled: nobody waits for it (``send``'s event fires
 only if someone attached a callback to it by then). So every other event keeps its place in SimPy's loop,
@@ -23,7 +25,7 @@ from collections import deque
 from heapq import heappush
 from typing import TYPE_CHECKING, Callable
 
-from fleet.core.messages import Message, Task
+from fleet.core.messages import Message, Task, Update
 from fleet.core.steps import NORMAL, URGENT, Step, schedule, schedule_at
 from fleet.core.transport import Delivery
 
@@ -148,7 +150,8 @@ class TaskRun(Step):
 
     __slots__ = ("net", "env", "devices", "task", "device", "profile", "medium", "backhaul", "done",
                  "down_sent_s", "down_link_s", "down_queue_s", "down_size", "msg", "to_server", "size", "hold_s",
-                 "rest_s", "lost", "sent_s", "queue_s", "state", "joules", "compute_s", "t0", "stop_s", "cause")
+                 "rest_s", "lost", "tx_bytes", "sent_s", "queue_s", "state", "compute_s", "t0", "stop_s", "cause",
+                 "grant_s", "upload")
 
     def __init__(self, net: SimulatedNetwork, devices: SimulatedDevices, task: Task, done: simpy.Event) -> None:
         self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
@@ -162,16 +165,16 @@ class TaskRun(Step):
     def begin(self, msg: Message, to_server: bool, at: tuple) -> None:
         """Start carrying ``msg`` (to the server, or to the device), now; ``at`` is the loop's place."""
         self.msg, self.to_server = msg, to_server
-        self.size, self.hold_s, self.rest_s, self.lost = self.net._plan(msg, self.profile, self.backhaul,
-                                                                        to_server)
+        self.size, self.hold_s, self.rest_s, self.lost, self.tx_bytes = self.net._plan(msg, self.profile,
+                                                                                       self.backhaul, to_server)
+        self.upload = to_server and type(msg) is Update
         env = self.env
         self.sent_s = env._now
         if self.medium is not None:
             self.medium.request(self._grant, at)
         else:
             self.queue_s = 0.0
-            self.callbacks = _AIRED
-            schedule(env, self, self.hold_s)
+            self._hold(env._now)
 
     # The stages below inline ``schedule`` (the same push): they run for every message.
     def _grant(self) -> None:
@@ -181,16 +184,35 @@ class TaskRun(Step):
         heappush(env._queue, (t, NORMAL, eid, self))
 
     def _granted(self) -> None:
-        env = self.env
-        now = env._now
+        now = self.env._now
         self.queue_s = now - self.sent_s
-        t, eid = now + self.hold_s, next(env._eid)
-        self.key, self.callbacks = (t, NORMAL, eid), _AIRED
+        self._hold(now)
+
+    def _hold(self, now: float) -> None:
+        """Hold the medium for the airtime, or, for an update the device cannot finish sending, until it stops."""
+        env, delay, then = self.env, self.hold_s, _AIRED
+        if self.upload:
+            stop = self.devices.upload_stop(self.msg, self.sent_s, now, self.hold_s, self.tx_bytes)
+            if stop is not None:
+                self.grant_s, self.cause = now, stop[1]
+                delay, then = stop[0] - now, _CUT
+        t, eid = now + delay, next(env._eid)
+        self.key, self.callbacks = (t, NORMAL, eid), then
         heappush(env._queue, (t, NORMAL, eid, self))
+
+    def _cut(self) -> None:
+        if self.medium is not None:
+            self.medium.release(self.key)
+        devices = self.devices
+        self.net.report_silence(devices.upload_cut(self.msg, self.cause, self.grant_s, self.hold_s, self.tx_bytes),
+                                devices.failure_detection_s)
+        self.end()
 
     def _aired(self) -> None:
         if self.medium is not None:
             self.medium.release(self.key)
+        if self.upload:
+            self.devices.upload_aired(self.msg, self.tx_bytes)
         env = self.env
         t, eid = env._now + self.rest_s, next(env._eid)
         self.key, self.callbacks = (t, NORMAL, eid), _ARRIVED
@@ -231,7 +253,7 @@ class TaskRun(Step):
             done.callbacks = None  # processed: nobody was waiting, and nobody will be scheduled for it
 
 
-_GRANTED, _AIRED, _ARRIVED = [TaskRun._granted], [TaskRun._aired], [TaskRun._arrived]
+_GRANTED, _AIRED, _ARRIVED, _CUT = [TaskRun._granted], [TaskRun._aired], [TaskRun._arrived], [TaskRun._cut]
 
 
 def start(run: TaskRun, starts: _Starts | None) -> _Starts:

@@ -11,6 +11,11 @@ The simulated path of a message between a device and the server:
    ``max_attempts`` is reported to the coordinator as a ``link`` loss.
 3. Duty-cycle silences between frames, the access latency and the backhaul hop (latency plus
    serialization at the backhaul rate; backhauls are assumed provisioned, so they do not queue).
+
+An update's upload can be cut on the device's side: when it gets the channel, ``SimulatedDevices.
+upload_stop`` says whether the device goes offline or its battery runs flat before the airtime ends;
+then the channel is held only until that instant and the update is lost (``upload_cut``). The
+energy of the transmitted bytes is charged when the airtime ends (``upload_aired``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import simpy
 
 from devices import DeviceProfile, framed_transfer_time_scalar_s
 from fleet.core.kernel import Kernel
-from fleet.core.messages import Leave, Message, Task
+from fleet.core.messages import Leave, Message, Task, Update
 from fleet.core.transport import Delivery, DeviceLink, Transport
 from fleet.core.wire import encoded_size_bytes
 from fleet.sim.chain import Medium, TaskRun, start
@@ -64,6 +69,7 @@ class SimulatedNetwork(Transport, DeviceLink):
         self._backhaul: dict[int, tuple[float, float]] = {}
         self._chains = chains
         self._simulated: SimulatedDevices | None = None
+        self._uploads: SimulatedDevices | None = None  # asked about every update's upload (process or chain)
         self._starts = None  # the tasks sent at this instant, started as one step (``fleet.sim.chain.start``)
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
@@ -75,13 +81,15 @@ class SimulatedNetwork(Transport, DeviceLink):
         return len(self._medium)
 
     def attach_simulated(self, devices: SimulatedDevices) -> None:
-        """Carry every task to ``devices`` as a ``TaskRun`` (unless built with ``chains=False``)."""
+        """Carry every task to ``devices`` as a ``TaskRun`` (unless built with ``chains=False``); ask
+        ``devices`` about every update's upload (``upload_stop``, ``upload_aired``, ``upload_cut``)."""
+        self._uploads = devices
         if self._chains:
             self._simulated = devices
 
     def attach_devices(self, handler) -> None:
         super().attach_devices(handler)
-        self._simulated = None  # a handler of its own: tasks run as processes
+        self._simulated = self._uploads = None  # a handler of its own: tasks run as processes
 
     def send(self, msg: Task) -> simpy.Event:
         if self._simulated is not None:
@@ -110,10 +118,11 @@ class SimulatedNetwork(Transport, DeviceLink):
         return attempts, False
 
     def _plan(self, msg: Message, p: DeviceProfile, backhaul: tuple[float, float],
-              to_server: bool) -> tuple[int, float, float, bool]:
+              to_server: bool) -> tuple[int, float, float, bool, int]:
         """A transfer: its size on the wire, how long it holds the medium (every attempt's airtime), the rest of
-        the hop (duty-cycle silences, retry back-offs, access latency, backhaul) and whether it is lost. Draws
-        the link once when it is lossy; counts the bytes in ``bytes_sent``."""
+        the hop (duty-cycle silences, retry back-offs, access latency, backhaul), whether it is lost, and the
+        bytes transmitted (every attempt). Draws the link once when it is lossy; counts the bytes in
+        ``bytes_sent``."""
         size_bytes = encoded_size_bytes(msg)
         rate = p.up_bit_per_s if to_server else p.down_bit_per_s
         max_frame, overhead, duty = p.max_frame_payload_bytes, p.frame_overhead_bytes, p.duty_cycle
@@ -130,25 +139,36 @@ class SimulatedNetwork(Transport, DeviceLink):
         backhaul_latency_s, backhaul_bit_per_s = backhaul
         rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + p.latency_s + backhaul_latency_s
                   + 8.0 * size_bytes / backhaul_bit_per_s)  # serialization_time_scalar_s, inline
-        return size_bytes, attempts * airtime_s, rest_s, lost
+        return size_bytes, attempts * airtime_s, rest_s, lost, attempts * size_bytes
 
     def _carry(self, msg: Message, device: int, to_server: bool):
         """The transfer as a generator (module docstring); returns the ``Delivery``, None if lost."""
         env = self._env
         gw = self._gateway_of.item(device)
-        size_bytes, hold_s, rest_s, lost = self._plan(msg, self._profiles[device], self._backhaul[gw], to_server)
+        size_bytes, hold_s, rest_s, lost, tx_bytes = self._plan(msg, self._profiles[device], self._backhaul[gw],
+                                                                to_server)
         sent_s = env.now
         medium = self._medium[gw]
+        uploads = self._uploads if to_server and type(msg) is Update else None
         if medium is not None:
             slot = env.event()
             medium.request(slot.succeed)
             yield slot
-            queue_s = env.now - sent_s
-            yield env.timeout(hold_s)
+        queue_s = env.now - sent_s
+        stop = None if uploads is None else uploads.upload_stop(msg, sent_s, env.now, hold_s, tx_bytes)
+        if stop is not None:
+            grant_s = env.now
+            yield env.timeout(stop[0] - grant_s)
+            if medium is not None:
+                medium.release()
+            self.report_silence(uploads.upload_cut(msg, stop[1], grant_s, hold_s, tx_bytes),
+                                uploads.failure_detection_s)
+            return None
+        yield env.timeout(hold_s)
+        if medium is not None:
             medium.release()
-        else:
-            queue_s = 0.0
-            yield env.timeout(hold_s)
+        if uploads is not None:
+            uploads.upload_aired(msg, tx_bytes)
         yield env.timeout(rest_s)
         if lost:
             self._loss_handler(msg, device)

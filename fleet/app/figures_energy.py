@@ -1,0 +1,48 @@
+"""``energy.png``: what each device class spent, from ``summary.json``'s ``energy`` (``fleet.app.timeline.
+energy_json``). matplotlib is imported when the figure is drawn, never at import; class colours are
+``fleet.app.palette``'s, so a class has one colour in every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleet.app.palette import class_colours, class_order
+from fleet.app.plotting import new_figure, save, si_axis
+
+__all__ = ["energy_figure"]
+
+
+def energy_figure(energy: dict, out: Path) -> tuple[str, str] | None:
+    """Draw ``out/energy.png``: per class, compute and radio joules per accepted update (stacked bars), the
+    joules drawn from batteries, and the devices that ran flat; return (file name, title), or None when no
+    class spent anything."""
+    classes = class_order([c for c, row in energy["by_class"].items() if row["total_j"] > 0])
+    if not classes:
+        return None
+    rows = [energy["by_class"][c] for c in classes]
+    colours = class_colours(classes)
+    fig, axes = new_figure(1, 3, figsize=(15, 4.8))
+    per = [row["per_accepted_update_j"] for row in rows]
+    compute = [0.0 if p is None else p["compute_j"] for p in per]
+    radio = [0.0 if p is None else p["radio_j"] for p in per]
+    ax = axes[0]
+    ax.bar(classes, compute, color=[colours[c] for c in classes], label="compute")
+    ax.bar(classes, radio, bottom=compute, color=[colours[c] for c in classes], hatch="//", edgecolor="white",
+           label="radio")
+    ax.set(title="Joules per accepted update (hatched: radio)")
+    si_axis(ax, "y", "J")
+    ax = axes[1]
+    drained = [row["battery_drained_j"] or 0.0 for row in rows]
+    ax.bar(classes, drained, color=[colours[c] for c in classes])
+    ax.set(title="Drawn from batteries (mains classes: none)")
+    si_axis(ax, "y", "J")
+    ax = axes[2]
+    ax.bar(classes, [row["devices_ran_flat"] for row in rows], color=[colours[c] for c in classes])
+    ax.set(title="Devices whose battery ran flat", ylabel="devices")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    save(fig, out / "energy.png")
+    return "energy.png", "Energy per device class"
