@@ -10,18 +10,24 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Callable, Sequence
 
 from fleet.app.comparison import write_comparison
 from fleet.app.figures import draw_figures
+from fleet.app.printing import Line, Table, write_items
+from fleet.app.report_energy import energy_report_lines, energy_study_lines, write_energy_outputs
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
 
-__all__ = ["EVENT_FORMATS", "PARQUET_ABOVE_EVENTS", "events_format", "parquet_available", "print_study",
-           "write_comparison", "write_events", "write_outputs"]
+__all__ = ["EVENT_FORMATS", "PARQUET_ABOVE_EVENTS", "REPORT_SECTIONS", "STUDY_CLASS_COLUMNS", "STUDY_SECTIONS",
+           "events_format", "parquet_available", "print_study", "write_comparison", "write_events", "write_outputs"]
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
                  *(f"dropouts_{c}" for c in DROPOUT_CAUSES), "accuracy", "loss")
+#: The printed study's table: one row per device class.
+STUDY_CLASS_COLUMNS = ("class", "devices", "tasks", "accepted", "dropouts", "discarded", "in flight", "p50", "p90",
+                       "p99", "tail cause")
 EVALUATION_COLUMNS = ("time_s", "model_version", "accuracy", "loss", "client_flops", "bytes_up",
                       "bytes_down")
 
@@ -99,30 +105,36 @@ def _accounting(summ: dict) -> str:
             + f") + {summ['in_flight_at_end']} in flight at the end")
 
 
-def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
-    lines = [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
-             f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
-             f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
-             f"{summ['sim_time_s']:.1f} s of virtual time ({summ['stopped_by']}).", "",
-             f"- rounds: {rounds_story(summ)}",
-             f"- client tasks dispatched: {summ['client_tasks']}; updates accepted: "
-             f"{summ['updates_accepted']}; devices that took part: {summ['participants']} "
-             f"({summ['participation_rate']:.1%})",
-             f"- outcomes: {_accounting(summ)}",
-             "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
-             "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
-                                               for q, v in summ["round_time_s"].items()),
-             f"- client FLOPs spent: {summ['client_flops']:.3g}; bytes up {summ['bytes_up']:,}, "
-             f"down {summ['bytes_down']:,}",
-             *([f"- test accuracy: final {summ['final_accuracy']:.4f}, best {summ['best_accuracy']:.4f}; "
-                f"time to {summ['target_accuracy']:.0%}: "
-                + ("not reached" if summ["time_to_target_s"] is None
-                   else f"{summ['time_to_target_s']:.0f} s virtual")]
-               if summ["final_accuracy"] is not None else []),
-             *([f"- the model {summ['diverged']}; non-finite metrics are null"]
-               if summ.get("diverged") else []),
-             f"- event log SHA-256: `{summ['event_log_sha256']}`", "",
-             "| class | devices | tasks | accepted | dropouts | discarded | in flight | p50 s | p90 s | tail cause |",
+def _md_headline(summ: dict) -> list[str]:
+    return [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
+            f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
+            f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
+            f"{summ['sim_time_s']:.1f} s of virtual time ({summ['stopped_by']}).", ""]
+
+
+def _md_facts(summ: dict) -> list[str]:
+    return [f"- rounds: {rounds_story(summ)}",
+            f"- client tasks dispatched: {summ['client_tasks']}; updates accepted: "
+            f"{summ['updates_accepted']}; devices that took part: {summ['participants']} "
+            f"({summ['participation_rate']:.1%})",
+            f"- outcomes: {_accounting(summ)}",
+            "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
+            "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
+                                              for q, v in summ["round_time_s"].items()),
+            f"- client FLOPs spent: {summ['client_flops']:.3g}; bytes up {summ['bytes_up']:,}, "
+            f"down {summ['bytes_down']:,}",
+            *([f"- test accuracy: final {summ['final_accuracy']:.4f}, best {summ['best_accuracy']:.4f}; "
+               f"time to {summ['target_accuracy']:.0%}: "
+               + ("not reached" if summ["time_to_target_s"] is None
+                  else f"{summ['time_to_target_s']:.0f} s virtual")]
+              if summ["final_accuracy"] is not None else []),
+            *([f"- the model {summ['diverged']}; non-finite metrics are null"]
+              if summ.get("diverged") else []),
+            f"- event log SHA-256: `{summ['event_log_sha256']}`", ""]
+
+
+def _md_classes(summ: dict) -> list[str]:
+    lines = ["| class | devices | tasks | accepted | dropouts | discarded | in flight | p50 s | p90 s | tail cause |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]
@@ -134,7 +146,16 @@ def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
                      + f" | {row['in_flight_at_end']} | {fmt(comp['p50'])} | {fmt(comp['p90'])} | "
                      + (", ".join(f"{c} {k}" for c, k in row["tail_cause"].items()) or "-")
                      + " |")
-    lines.append("")
+    return [*lines, ""]
+
+
+#: The sections of report.md before its figures, in order: each turns the summary into Markdown lines (a new
+#: section: one function appended here).
+REPORT_SECTIONS: list[Callable[[dict], list[str]]] = [_md_headline, _md_facts, _md_classes, energy_report_lines]
+
+
+def _report_md(summ: dict, figures: list[tuple[str, str]]) -> str:
+    lines = [line for section in REPORT_SECTIONS for line in section(summ)]
     for name, title in figures:
         lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
     return "\n".join(lines)
@@ -186,49 +207,70 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True, events: str 
     if sim.record.evaluations:  # a run that learned: evaluated at least at its start and end
         write_evaluations(sim, out / "evaluations.csv")
     made = draw_figures(sim, study, out / "figures") if figures else []
+    made += write_energy_outputs(sim, study, out / "figures", figures)
     (out / "report.md").write_text(_report_md(summ, made))
     (out / "summary.json").write_text(json.dumps(summ, indent=2, allow_nan=False) + "\n")
     return summ
 
 
-def print_study(console, summ: dict, out: Path) -> None:
-    """Print the study of one run to a rich ``console`` (the CLI's view of ``summary.json``)."""
-    from rich.table import Table
-
-    console.print(f"[bold]{summ['scenario']}[/]: {summ['devices']} devices, "
-                  f"{summ['rounds']} rounds, {summ['sim_time_s']:.1f} s virtual "
-                  f"in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})")
-    console.print(f"rounds: {rounds_story(summ)}")
+def _study_headline(summ: dict) -> list[Line]:
     times = summ["round_time_s"]
-    console.print(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, "
-                  f"participation {summ['participation_rate']:.1%} of devices; round time "
-                  + (", ".join(f"{q} {v:.1f} s" for q, v in times.items()) if times["p50"] is not None
-                     else "n/a (no round ended with anyone selected)"))
-    console.print(f"outcomes: {_accounting(summ)}")
-    console.print("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))
-    table = Table(title="by device class (completion s; tail = tasks above overall p90)")
-    for col in ("class", "devices", "tasks", "accepted", "dropouts", "discarded", "in flight", "p50",
-                "p90", "p99", "tail cause"):
-        table.add_column(col, overflow="fold")
+    return [Line(f"{summ['scenario']}: {summ['devices']} devices, {summ['rounds']} rounds, "
+                 f"{summ['sim_time_s']:.1f} s virtual in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})",
+                 "bold"),
+            Line(f"rounds: {rounds_story(summ)}"),
+            Line(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, participation "
+                 f"{summ['participation_rate']:.1%} of devices; round time "
+                 + (", ".join(f"{q} {v:.1f} s" for q, v in times.items()) if times["p50"] is not None
+                    else "n/a (no round ended with anyone selected)")),
+            Line(f"outcomes: {_accounting(summ)}"),
+            Line("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))]
+
+
+def _study_classes(summ: dict) -> list[Table]:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    rows = []
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]
-        table.add_row(cls, str(row["devices"]), str(row["client_tasks"]),
-                      str(row["updates_accepted"]),
-                      " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
-                      " ".join(f"{c}:{k}" for c, k in row["discarded"].items() if k) or "-",
-                      str(row["in_flight_at_end"]),
-                      fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
-                      " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-")
-    console.print(table)
-    console.print(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
-                  f"down {summ['bytes_down']:,}")
+        rows.append((cls, str(row["devices"]), str(row["client_tasks"]), str(row["updates_accepted"]),
+                     " ".join(f"{c}:{k}" for c, k in row["dropouts"].items()) or "-",
+                     " ".join(f"{c}:{k}" for c, k in row["discarded"].items() if k) or "-",
+                     str(row["in_flight_at_end"]), fmt(comp["p50"]), fmt(comp["p90"]), fmt(comp["p99"]),
+                     " ".join(f"{c}:{k}" for c, k in row["tail_cause"].items()) or "-"))
+    return [Table("by device class (completion s; tail = tasks above overall p90)", STUDY_CLASS_COLUMNS,
+                  tuple(rows))]
+
+
+def _study_outcome(summ: dict) -> list[Line]:
+    lines = [Line(f"client FLOPs {summ['client_flops']:.3g}, bytes up {summ['bytes_up']:,}, "
+                  f"down {summ['bytes_down']:,}")]
     if summ.get("final_accuracy") is not None:
         ttt = summ["time_to_target_s"]
-        console.print(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
-                      f"time to {summ['target_accuracy']:.0%}: "
-                      + ("not reached" if ttt is None else f"{ttt:.0f} s virtual"))
+        lines.append(Line(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
+                          f"time to {summ['target_accuracy']:.0%}: "
+                          + ("not reached" if ttt is None else f"{ttt:.0f} s virtual")))
     if summ.get("diverged"):
-        console.print(f"[bold red]the model {summ['diverged']}[/]; non-finite metrics are null in summary.json")
-    console.print(f"event log sha256 {summ['event_log_sha256']}")
-    console.print(f"outputs in {out}")
+        lines.append(Line(f"the model {summ['diverged']}; non-finite metrics are null in summary.json", "bold red"))
+    return lines
+
+
+def _study_log(summ: dict) -> list[Line]:
+    return [Line(f"event log sha256 {summ['event_log_sha256']}")]
+
+
+#: The printed study's sections, in order: each turns the summary into lines (``Line`` or plain ``str``) and
+#: tables (a new section: one function inserted here, before the event log's line).
+STUDY_SECTIONS: list[Callable[[dict], Sequence[Line | Table | str]]] = [_study_headline, _study_classes,
+                                                                         _study_outcome, energy_study_lines,
+                                                                         _study_log]
+
+
+def print_study(console, summ: dict, out: Path, markdown: bool | None = None) -> None:
+    """Print the study of one run (the CLI's view of ``summary.json``) to a rich ``console``: rich tables in a
+    terminal; where the console is not a terminal (output piped or written to a file), plain text and Markdown
+    tables, one line per row whatever the width. ``markdown`` overrides that choice."""
+    if markdown is None:
+        markdown = not console.is_terminal
+    items = [item for section in STUDY_SECTIONS for item in section(summ)]
+    items.append(Line(f"outputs in {out}"))
+    write_items(console, items, markdown)

@@ -147,8 +147,7 @@ def _main(args) -> int:
             if not args.quiet:
                 from fleet.app.report import print_study
 
-                # piped to a file, rich would wrap at 80 columns and fold the per-class table
-                print_study(Console(width=None if sys.stdout.isatty() else 160), summaries[-1][1], run_out)
+                print_study(Console(), summaries[-1][1], run_out)  # piped: Markdown tables, never wrapped
         if len(variants) > 1:
             from fleet.app.report import write_comparison
 

@@ -136,25 +136,30 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
     return "\n".join(lines)
 
 
-def draw(cells: list[Cell], path: Path) -> bool:
+#: The SI unit of a figure's axis, by figure id (``dropouts.*`` and accuracies have none).
+_UNITS = {"time_to_target_s": "s", "round_time_s.p50": "s", "round_time_s.p90": "s", "client_flops": "FLOP",
+          "bytes_up": "B", "bytes_down": "B"}
+
+
+def draw(cells: list[Cell], path: Path, level: float = 0.95) -> bool:
     """``sweep.png``: per figure with a non-zero value, each variant's mean per setting with its interval as error
-    bars (no bar below two seeds). False when there is nothing to draw."""
+    bars (no bar below two seeds), one colour and marker per variant (``fleet.app.palette``) and one legend under
+    the panels. False when there is nothing to draw."""
     figures = [f for f in dict.fromkeys(c.figure for c in cells if c.spread.n)
                if any(c.spread.n and (c.spread.min, c.spread.max) != (0, 0) for c in cells if c.figure == f)]
     if not figures:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fleet.app.palette import variant_colours, variant_markers
+    from fleet.app.plotting import legend_below, new_figure, save, si_axis
 
     settings = list(dict.fromkeys(c.setting.name for c in cells))
     variants = list(dict.fromkeys(c.variant for c in cells))
+    colours, markers = variant_colours(variants), variant_markers(variants)
     labels = dict((c.figure, c.label) for c in cells)
     by = {(c.setting.name, c.variant, c.figure): c.spread for c in cells}
     ncols = min(3, len(figures))
     nrows = math.ceil(len(figures) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = new_figure(nrows, ncols, figsize=(4.2 * ncols, 0.6 + 3.0 * nrows), squeeze=False)
     width = 0.8 / len(variants)
     for ax, figure in zip(axes.flat, figures):
         for j, variant in enumerate(variants):
@@ -165,19 +170,24 @@ def draw(cells: list[Cell], path: Path) -> bool:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(sp.mean)
                     errs.append(sp.half_width or 0.0)
-            ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3, label=variant)
+            ax.errorbar(xs, ys, yerr=errs, fmt=markers[variant], color=colours[variant], capsize=3, label=variant)
         ax.set_title(labels[figure], fontsize=9)
+        if figure in _UNITS:
+            si_axis(ax, "y", _UNITS[figure])
         ax.set_xticks(range(len(settings)))
         ax.set_xlim(-0.6, len(settings) - 0.4)
         ax.set_xticklabels(settings, rotation=30, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(figures):]:
         ax.axis("off")
     if len(variants) > 1:
-        axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        legend_below(fig, handles, names, ncols=min(len(variants), 6))
+    pct = f"{level:.0%}".replace("%", " %")
+    fig.suptitle(f"Mean over the seeds per setting and variant; bars: the {pct} interval of the mean (none below "
+                 "two seeds)", fontsize=10)
+    save(fig, path)
     return True
 
 
@@ -186,7 +196,7 @@ def write_report(groups: dict[tuple[Setting, str], list[dict]], keys: list[str],
     """Write ``sweep.csv``, ``sweep.md`` and (``figure``) ``sweep.png`` into ``out``; return the markdown."""
     cells = aggregate(groups, level)
     write_csv(cells, keys, out / "sweep.csv")
-    drawn = figure and draw(cells, out / "sweep.png")
+    drawn = figure and draw(cells, out / "sweep.png", level)
     text = _markdown(cells, title, intro, level)
     if not drawn:
         text = text.replace("![every figure with its interval](sweep.png)\n", "")

@@ -44,7 +44,7 @@ def test_smoke_run_writes_every_output(tmp_path):
     with (out / "rounds.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 5
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert figures == ["completion_cdf.png", "dropouts.png", "memory.png", "participation.png"]
+    assert figures == ["completion_cdf.png", "dropouts.png", "energy.png", "memory.png", "participation.png"]
     report = (out / "report.md").read_text()
     assert all(f"figures/{name}" in report for name in figures)
     # Outcomes add up: every dispatched task has exactly one outcome.

@@ -1,0 +1,67 @@
+"""Printing lines and tables to a console: rich tables in a terminal, plain Markdown anywhere else.
+
+Piped to a file or another program, rich would wrap each row at the console's width and draw box characters;
+``write_items(..., markdown=True)`` writes every line and table row on one line of its own, so the output is
+Markdown that reads (and renders) the same at any width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["Line", "Table", "markdown_table", "write_items"]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of text; ``style`` is a rich style (``"bold"``), used in a terminal only."""
+
+    text: str
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of text cells, one tuple per row, as wide as ``columns``."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(table: Table) -> list[str]:
+    """``table`` as Markdown lines: its title, a blank line, the header, the rule, one line per row."""
+    return [table.title, "", "| " + " | ".join(_cell(c) for c in table.columns) + " |",
+            "|" + "---|" * len(table.columns),
+            *("| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows)]
+
+
+def write_items(console, items: Sequence[Line | Table | str], markdown: bool) -> None:
+    """Print ``items`` in order to a rich ``console``: with ``markdown``, as plain text never wrapped nor
+    styled (a table as ``markdown_table`` with a blank line either side); else styled lines and rich tables.
+    A plain ``str`` is a ``Line`` without style (never read as rich markup)."""
+    items = [Line(item) if isinstance(item, str) else item for item in items]
+    if markdown:
+        for item in items:
+            lines = [item.text] if isinstance(item, Line) else ["", *markdown_table(item), ""]
+            for line in lines:
+                console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
+        return
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    for item in items:
+        if isinstance(item, Line):
+            console.print(Text(item.text, style=item.style))
+            continue
+        shown = RichTable(title=item.title)
+        for column in item.columns:
+            shown.add_column(column, overflow="fold")
+        for row in item.rows:
+            shown.add_row(*row)
+        console.print(shown)
