@@ -37,9 +37,12 @@ def energy_figure(energy: dict, out: Path) -> tuple[str, str] | None:
     ax.set(title="Drawn from batteries (mains classes: none)")
     si_axis(ax, "y", "J")
     ax = axes[2]
-    ax.bar(classes, [row["devices_ran_flat"] for row in rows], color=[colours[c] for c in classes])
-    ax.set(title="Devices whose battery ran flat", ylabel="devices")
+    flat = [row["devices_ran_flat"] for row in rows]
+    ax.bar(classes, flat, color=[colours[c] for c in classes])
+    ax.set(title="Devices whose battery ran flat", ylabel="devices", ylim=(0, max(1, *flat) * 1.15))
     ax.yaxis.get_major_locator().set_params(integer=True)
+    if not any(flat):
+        ax.text(0.5, 0.5, "no battery ran flat", transform=ax.transAxes, ha="center", va="center", color="0.4")
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         for label in ax.get_xticklabels():
