@@ -105,6 +105,7 @@ def dropouts(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
             ax.bar(idx, counts, bottom=bottom, label=cause, color=colours[cause])
             bottom += counts
     ax.set(xlabel="round", ylabel="dropouts (tasks)", title="Dropouts per round, stacked by cause")
+    ax.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     if bottom.any():
         ax.set_ylim(0, bottom.max() * 1.05)
