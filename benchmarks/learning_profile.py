@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/learning_profile.py            # 3 rounds of W (300 updates) per measurement
     .venv/bin/python benchmarks/learning.py --profile          # the same
+    .venv/bin/python benchmarks/learning_profile.py --backends vectorized --only-backends   # measurements 1-2 only
 
 Three measurements, each on ``benchmarks/workload_w.yaml`` cut to ``--rounds`` rounds:
 
@@ -222,7 +223,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--backends", default="vectorized,sequential",
+                        help="the learning planes to profile (measurements 2 and 3)")
+    parser.add_argument("--only-backends", action="store_true",
+                        help="measurements 1 to 3 only (no plain loop, no 4x4 comparison)")
     args = parser.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = set(backends) - {"vectorized", "sequential"}
+    if unknown:
+        parser.error(f"--backends: unknown {sorted(unknown)}; known: vectorized, sequential")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _run("vectorized", args.rounds, tmp / "warm")  # imports, caches, first-call costs
@@ -231,7 +240,7 @@ def main() -> int:
         print(f"1. simulator without learning (timing mode): {summary['wall_s'] / tasks * 1e3:.3f} ms per task "
               f"({tasks} tasks, {summary['wall_s']:.2f} s)")
         hook = _hook_cost()
-        for n, backend in enumerate(("vectorized", "sequential")):
+        for n, backend in enumerate(backends):
             summary, wall = _run(backend, args.rounds, tmp / f"{backend}-wall")
             updates = summary["updates_accepted"]
             profile = cProfile.Profile(time.thread_time)  # this thread's CPU time: waiting for a core is not counted
@@ -239,6 +248,8 @@ def main() -> int:
             print(f"\n{2 + n}. learning plane, {backend}: {updates} updates, unprofiled {wall / updates * 1e3:.2f} ms "
                   f"per update ({wall:.2f} s) ")
             _report(f"   {backend}", pstats.Stats(profile).stats, updates, hook, args.top)
+        if args.only_backends:
+            return 0
         stats, updates = _profile_plain(tmp / "warm", tmp)
         _report("4. the plain torch loop (benchmarks/learning.py), the same updates", stats, updates, hook, args.top)
         operator_overhead(tmp / "warm")

@@ -8,8 +8,12 @@ torch thread, so the results are bit-identical to ``sequential`` (tested). What 
   ONCE; every actor receives the same ``ObjectRef`` and holds zero-copy, read-only numpy views of it (on a
   node other than the driver's, Ray copies the object to that node once). A round's global state is put once
   per aggregation and shared by its jobs.
-* **Warm workers.** ``workers`` actors are built when the backend is made (torch imported, the algorithm
-  built, threads set) and live for the run; a job is one actor method call.
+* **Warm workers, started in the background.** Making the backend starts Ray, puts the data and creates the
+  ``workers`` actors (torch imported, the algorithm built, threads set; all at once) on a thread of its own,
+  so that Ray's start-up (seconds: its processes, then the actors' imports) overlaps whatever the caller does
+  next (building the simulation, the first evaluation, dispatching round 0); the first ``run`` waits for it.
+  A failure to start is raised there, as ``BackendUnavailable``. The actors live for the run; a job is one
+  actor method call.
 * **Failure.** A job whose worker dies (the process killed, its node lost) is resubmitted, to a
   surviving worker or to the actor started in the dead one's place, up to ``max_retries`` times; ``run``
   keeps exactly one result per job, in job order, so nothing is aggregated twice. An exception raised by
@@ -18,7 +22,8 @@ torch thread, so the results are bit-identical to ``sequential`` (tested). What 
   existing cluster after a ``CONNECT_TIMEOUT_S`` TCP probe (Ray itself waits minutes for a silent address);
   without one, a private Ray instance starts on this machine, on loopback only, without dashboard, usage
   reporting or worker log forwarding, and ``close`` shuts it down. A process that already called
-  ``ray.init`` keeps its own session.
+  ``ray.init`` keeps its own session. The address is probed when the backend is made, so that a wrong one is
+  reported at once; everything else about starting happens in the background.
 
 Ray is an optional dependency (``pip install '.[ray]'``): it is imported only when this backend is made.
 """
@@ -27,7 +32,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 import warnings
 from collections import deque
 from contextlib import contextmanager
@@ -101,6 +109,18 @@ def _quiet_token_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
+def _quiet_thread_notice(record: logging.LogRecord) -> bool:
+    """Drop ``ray.init``'s warning that, called off the main thread, it sets no SIGTERM handler: the backend
+    sets the same handler itself, from the main thread (``_exit_on_sigterm``)."""
+    return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """What ``ray.init`` installs when called on the main thread: SIGTERM exits through ``sys.exit``, so the
+    interpreter's exit hooks (Ray's shutdown among them) run."""
+    sys.exit(signum)
+
+
 @contextmanager
 def _loopback():
     """While Ray starts here: make it take 127.0.0.1 as this node's address, so its servers listen on loopback
@@ -141,6 +161,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     target, where = ray_address(address)
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    starter = logging.getLogger("ray._private.worker")
+    starter.addFilter(_quiet_thread_notice)
     try:
         if target is not None:
             _probe(target, where, CONNECT_TIMEOUT_S)
@@ -154,6 +176,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     except (Exception, SystemExit) as exc:  # Ray exits the process on some connection failures
         what = f"cannot join the Ray cluster at {target} ({where})" if target else "cannot start Ray"
         raise BackendUnavailable(f"{what}: {_first_line(exc)}") from None
+    finally:
+        starter.removeFilter(_quiet_thread_notice)
     return True
 
 
@@ -193,31 +217,67 @@ class _Worker:
 
 class RayBackend(Backend):
     """Jobs spread over ``workers`` Ray actors (``threads_per_worker`` torch threads and as many Ray CPUs
-    each), retried on worker death; the module docstring says how data and failures are handled."""
+    each), retried on worker death; the module docstring says how data, start-up and failures are handled."""
 
     name = "ray"
 
     def __init__(self, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
                  workers: int = 2, threads_per_worker: int = LOCAL_UPDATE_THREADS, address: str | None = None,
                  max_retries: int = 3) -> None:
-        self._ray = import_ray()
+        ray = self._ray = import_ray()
         self._workers: list = []
-        self._started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads_per_worker))
+        self._shared = None
+        self._started = False  # this backend started Ray (close shuts it down)
         self.max_retries = max_retries
         self.retries = 0  # jobs resubmitted after their worker died, over the backend's life
         self.replaced = 0  # workers started in place of dead ones
+        self._actor = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(_Worker)
+        self._args = (algorithm_name, dict(algorithm_params), threads_per_worker)
+        self._failure: BaseException | None = None
+        if not ray.is_initialized():
+            target, where = ray_address(address)
+            if target is not None:
+                _probe(target, where, CONNECT_TIMEOUT_S)  # a wrong address is reported now, in one line
+            elif threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _exit_on_sigterm)  # what ray.init would set on this thread
+        dataset = source.load()  # cached in this process: the driver has it already
+        shared = (np.asarray(dataset.train_x), np.asarray(dataset.train_y), tuple(source.partitions))
+        self._up, self._released = threading.Event(), threading.Event()
+        self._starting = True  # until _ready has seen the start-up end
+        threading.Thread(target=self._start, args=(address, workers, threads_per_worker, shared),
+                         name="ray-start", daemon=True).start()
+
+    def _start(self, address: str | None, workers: int, threads: int, shared: tuple) -> None:
+        """On the starter thread: Ray, the data in its object store, the actors (created together, so their
+        imports run in parallel), and their first answer; a failure is kept for ``_ready`` to raise.
+
+        The thread then stays until ``close``: the processes of a Ray instance it started are tied to it
+        (Ray's fate sharing is Linux's parent-death signal, sent when the thread that spawned a process
+        ends, not its process), so their life must be the run's."""
         try:
-            ray = self._ray
-            dataset = source.load()  # cached in this process: the driver has it already
-            self._shared = ray.put((np.asarray(dataset.train_x), np.asarray(dataset.train_y),
-                                    tuple(source.partitions)))
-            self._actor = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(_Worker)
-            self._args = (algorithm_name, dict(algorithm_params), threads_per_worker)
+            self._started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads))
+            self._shared = self._ray.put(shared)
             self._workers = [self._new_worker() for _ in range(workers)]
-            self._await_workers(workers * threads_per_worker)
-        except BaseException:
+            self._await_workers(workers * threads)
+        except BaseException as exc:  # noqa: BLE001 (re-raised on the caller's thread by _ready)
+            self._failure = exc
+        self._up.set()
+        if self._started:
+            self._released.wait()
+
+    def _ready(self) -> None:
+        """Wait for the start-up begun in ``__init__``; its failure as ``BackendUnavailable`` (the backend is
+        then closed)."""
+        if not self._starting:
+            return
+        self._up.wait()
+        self._starting = False
+        failure, self._failure = self._failure, None
+        if failure is not None:
             self.close()
-            raise
+            if isinstance(failure, BackendUnavailable):
+                raise failure
+            raise BackendUnavailable(f"ray: cannot start: {_first_line(failure)}") from None
 
     def _new_worker(self):
         name, params, threads = self._args
@@ -236,7 +296,8 @@ class RayBackend(Backend):
 
     def worker_info(self) -> list[dict]:
         """Each worker's ``_Worker.info``: pid, torch threads, shared_data."""
-        return self._ray.get([w.info.remote() for w in self._workers])
+        self._ready()
+        return self._ray.get([w.info.remote() for w in self._workers]) if self._workers else []
 
     def _submit(self, slot: int, state_ref, job: Job):
         """Send ``job`` to the worker in ``slot``; its result's ObjectRef."""
@@ -252,6 +313,7 @@ class RayBackend(Backend):
         self.replaced += 1
 
     def run(self, learner, states, jobs: Sequence[Job], data_of):
+        self._ready()
         ray = self._ray
         lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError,
                 ray.exceptions.NodeDiedError)
@@ -285,6 +347,8 @@ class RayBackend(Backend):
         return out
 
     def close(self) -> None:
+        self._up.wait()  # let the start-up finish: Ray is then in a state to be shut down
+        self._starting = False
         ray = self._ray
         for w in self._workers:
             try:
@@ -296,3 +360,4 @@ class RayBackend(Backend):
         if self._started and ray.is_initialized():
             ray.shutdown()
         self._started = False
+        self._released.set()

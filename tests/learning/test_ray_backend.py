@@ -7,11 +7,13 @@ need no Ray (its absence, the scenario key) run without it."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,50 @@ def test_warm_workers_share_one_copy_and_rerun_the_jobs_of_a_dead_one(ray_sessio
     finally:
         backend.close()
     assert backend.worker_info() == []
+
+
+@pytest.mark.parametrize("failure", [BackendUnavailable("cannot start Ray: no room"), RuntimeError("no room")],
+                         ids=["unavailable", "other"])
+def test_ray_starts_in_the_background_and_its_failure_reaches_the_first_run(digits_jobs, monkeypatch, failure):
+    """Making the backend returns while Ray starts on a thread of its own; a start that fails there is raised by
+    the first ``run`` as ``BackendUnavailable`` (one line: the CLI's exit 2), and the backend is closed."""
+    pytest.importorskip("ray")
+    from fleet.learning import ray_backend
+
+    algorithm, params, source, states, jobs, data_of = digits_jobs
+    release, started = threading.Event(), threading.Event()
+
+    def slow_failing_connect(address=None, num_cpus=None):
+        started.set()
+        assert release.wait(30)  # the caller has gone on meanwhile
+        raise failure
+
+    monkeypatch.setattr(ray_backend, "connect", slow_failing_connect)
+    backend = make_backend("ray", "fedavg", params, source, workers=2, ray_address="local")
+    assert started.wait(30) and not release.is_set()  # made, while the start is still under way
+    release.set()
+    with pytest.raises(BackendUnavailable, match=r"^(cannot start Ray|ray: cannot start): no room$"):
+        backend.run(algorithm, states, jobs, data_of)
+    assert backend.worker_info() == []  # closed: nothing left to wait for
+    backend.close()  # twice is harmless
+
+
+@pytest.mark.slow  # Ray started by a fresh process: ~15 s on 2 idle cores
+def test_a_run_that_starts_ray_itself_gives_the_sequential_run(tmp_path):
+    """The CLI in a process of its own, Ray not running: the backend starts Ray on its starter thread while the
+    simulation is built, and the run (Ray's processes living past that thread's start-up) ends as
+    the sequential one."""
+    pytest.importorskip("ray")
+    summaries = {}
+    for backend in ("sequential", "ray"):
+        scenario = tmp_path / f"{backend}.yaml"
+        scenario.write_text(yaml.safe_dump(_tiny(**{"executor.backend": backend, "executor.ray_address": "local"})))
+        done = subprocess.run([sys.executable, "-m", "fleet.run", str(scenario), "--out", str(tmp_path / backend),
+                               "--quiet", "--no-figures"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        summaries[backend] = json.loads((tmp_path / backend / "summary.json").read_text())
+    for key in ("event_log_sha256", "final_accuracy", "final_loss", "updates_accepted"):
+        assert summaries["ray"][key] == summaries["sequential"][key], key
 
 
 # --- errors: one line, exit status 2 -------------------------------------------------------------------------
