@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -71,15 +70,12 @@ class _OutputError(Exception):
 
 
 def _check_out(out: Path) -> None:
-    """Make ``out`` if needed and prove it is a writable folder by writing (and removing) a file."""
-    if out.exists() and not out.is_dir():
-        raise _OutputError(f"--out {out}: not a directory")
+    from fleet.app.out_folder import OutFolderError, check_out_folder
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise _OutputError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
+        check_out_folder(out)
+    except OutFolderError as exc:
+        raise _OutputError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

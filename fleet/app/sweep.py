@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -101,14 +100,12 @@ def _validate(path: str, settings, seeds: list[int]) -> dict[str, list[str]]:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise _InputError(f"--out {out}: not a directory")
+    from fleet.app.out_folder import OutFolderError, check_out_folder
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise _InputError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
+        check_out_folder(out)
+    except OutFolderError as exc:
+        raise _InputError(str(exc)) from None
 
 
 def _pool(args):
