@@ -89,6 +89,7 @@ class Coordinator:
         self._kernel = kernel
         self._env = kernel.env
         self._record = kernel.recorder.record
+        self._row = kernel.recorder.appender()  # a whole row, on the hot path
         self._transport = transport
         self._plan = plan
         self._work: LocalWork = work if work is not None else NullWork()
@@ -115,6 +116,17 @@ class Coordinator:
 
     # --- dispatch -------------------------------------------------------------------------
     def _dispatch(self, device: int, round_index: int, deadline_s: float | None) -> Task:
+        task = self._prepare(device, round_index, deadline_s)
+        self._transport.send(task)
+        return task
+
+    def _dispatch_all(self, devices: list[int], round_index: int, deadline_s: float | None) -> None:
+        """``_dispatch`` each of ``devices``, the tasks sent in one go (``Transport.send_many``)."""
+        prepare = self._prepare
+        self._transport.send_many([prepare(device, round_index, deadline_s) for device in devices])
+
+    def _prepare(self, device: int, round_index: int, deadline_s: float | None) -> Task:
+        """A task for ``device``, booked (busy, outstanding, counted, recorded, submitted) but not sent."""
         config, demand = self._plan(round_index, device)
         task = Task(self._next_task_id, device, round_index, self.version, config.phase,
                     config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
@@ -123,10 +135,9 @@ class Coordinator:
         self.busy[device] = True
         self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
         self.client_tasks += 1
-        self._record(self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
-                     demand.peak_memory_bytes)
+        self._row((self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
+                   demand.peak_memory_bytes, None, None, None, None, None, None))
         self._work.submit(task)
-        self._transport.send(task)
         return task
 
     def _select_idle(self, count: int, round_index: int) -> np.ndarray:
@@ -235,9 +246,8 @@ class Coordinator:
     def _accept(self, entry: _Outstanding, msg: Update, link_s: float, queue_s: float,
                 task_s: float, staleness: int) -> None:
         self.updates_accepted += 1
-        self._record(self._env.now, "update", entry.task.round_index, msg.device, msg.task_id, None,
-                     msg.model_version, None, None, msg.compute_s, link_s, queue_s, task_s,
-                     staleness)
+        self._row((self._env.now, "update", entry.task.round_index, msg.device, msg.task_id, None,
+                   msg.model_version, None, None, msg.compute_s, link_s, queue_s, task_s, staleness))
         self._work.collect(entry.task)
         self._accepted.append(entry.task.task_id)
 

@@ -48,8 +48,7 @@ class SyncCoordinator(Coordinator):
             deadline_s = None if cfg.deadline_s is None else env.now + cfg.deadline_s
             rec.selected = len(chosen)
             self._record(env.now, "round_start", r, None, None, None, self.version)
-            for device in chosen.tolist():
-                self._dispatch(int(device), r, deadline_s)
+            self._dispatch_all(chosen.tolist(), r, deadline_s)
             if rec.selected == 0:
                 self._round_done.succeed()
             if deadline_s is None:

@@ -19,7 +19,13 @@ __all__ = ["Kernel", "LoopEnvironment", "EVENT_COLUMNS", "EventRecorder", "FLEET
 class LoopEnvironment(simpy.Environment):
     """``simpy.Environment`` whose ``run`` processes events in one loop of its own instead of a call to
     ``step()`` per event: the same events in the same order with the same effects (``step``'s body, inlined),
-    a little less work per event. Like ``simpy.rt``, it overrides one method; ``step`` is SimPy's."""
+    a little less work per event. Like ``simpy.rt``, it overrides one method; ``step`` is SimPy's.
+
+    ``fuses``: nothing but this loop pops the queue, so a callback whose last act is to schedule the event the
+    loop would pop next may process it at once instead (``fleet.core.steps.is_next``). An environment that
+    waits between events (``fleet.core.paced``) does not say so."""
+
+    fuses = True
 
     def run(self, until=None):
         """``simpy.Environment.run``: until the queue is empty, until the time ``until``, or until the event

@@ -102,8 +102,8 @@ class DeviceDraws:
         self._seed, self._code, self._normal = seed, purpose_code, kind == "normal"
         self._n = n_devices
         self._first: np.ndarray | None = None  # drawn at the first draw: a fleet may never draw for a purpose
-        self._chunk: dict[int, list[float]] = {}
-        self._used: dict[int, int] = {}  # draws made so far, by device (absent: none)
+        self._left: dict[int, list[float]] = {}  # a device's draws not yet made, the next one last (popped)
+        self._chunks: dict[int, int] = {}  # chunks drawn so far, by device (absent: not even its first row)
         self._seeds = ChunkSeeds(seed)
         self._bits = np.random.PCG64(0)
         self._gen = np.random.Generator(self._bits)
@@ -123,17 +123,28 @@ class DeviceDraws:
         return (gen.standard_normal(self.CHUNK) if self._normal else gen.random(self.CHUNK)).tolist()
 
     def next(self, device: int) -> float:
-        j = self._used.get(device, 0)
-        self._used[device] = j + 1
-        if j < self.FIRST:
+        """``device``'s next draw."""
+        left = self._left.get(device)
+        if left:
+            return left.pop()
+        return self._refill(device)
+
+    def _refill(self, device: int) -> float:
+        """``device`` drew all it had: its first row, or its next chunk; the first of them."""
+        k = self._chunks.get(device)
+        if k is None:
             first = self._first
             if first is None:
                 first = self._first = self._draw((self._code, 0), (self._n, self.FIRST))
-            return first.item(device, j)
-        k, i = divmod(j - self.FIRST, self.CHUNK)
-        if i == 0:
-            self._chunk[device] = self._draw_chunk(device, k)
-        return self._chunk[device][i]
+            values = first[device].tolist()
+            self._chunks[device] = 0
+        else:
+            values = self._draw_chunk(device, k)
+            self._chunks[device] = k + 1
+        values.reverse()
+        value = values.pop()
+        self._left[device] = values
+        return value
 
 
 _MASK32 = 0xFFFFFFFF

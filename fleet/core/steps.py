@@ -9,7 +9,10 @@ be, without the process, the generator frame and the event classes around it.
 
 So code that replaces ``yield env.timeout(d)`` in a process by ``schedule(env, step, d)`` in a callback
 keeps every event's place in the loop, and with it every equal-time order, as long as it schedules the
-same things at the same moments. ``fleet.sim.chain`` runs a simulated task this way; its tests hold its
+same things at the same moments. And a callback whose last act is to schedule a step that the loop would
+pop next (``is_next``) may run it at once instead, setting the clock to its time and taking its eid, under
+an environment whose loop allows it (``LoopEnvironment.fuses``): nothing can come between the two, so
+nothing changes but the push and the pop saved. ``fleet.sim.chain`` runs a simulated task this way; its tests hold its
 event log equal, byte for byte, to the process-per-task reference.
 """
 
@@ -19,7 +22,7 @@ from heapq import heappush
 
 import simpy
 
-__all__ = ["NORMAL", "URGENT", "Step", "schedule", "schedule_at"]
+__all__ = ["NORMAL", "URGENT", "Step", "is_next", "schedule", "schedule_at"]
 
 URGENT = 0  # simpy.events.URGENT: a process's Initialize, an Interruption
 NORMAL = 1  # simpy.events.NORMAL: timeouts, succeeded events, resource grants
@@ -48,3 +51,14 @@ def schedule_at(env: simpy.Environment, step: Step, key: tuple) -> None:
     ``env._eid`` and not yet passed by the loop: it is processed where an event scheduled then would be."""
     step.key = key
     heappush(env._queue, (*key, step))
+
+
+def is_next(env: simpy.Environment, t: float, priority: int = NORMAL) -> bool:
+    """Whether an event scheduled now at time ``t`` with ``priority`` would be the next one ``env``'s loop
+    pops: nothing on the queue is earlier, or at ``t`` with a priority as urgent (a new eid is the largest,
+    so it loses every tie)."""
+    queue = env._queue
+    if not queue:
+        return True
+    head = queue[0]
+    return head[0] > t or (head[0] == t and head[1] > priority)

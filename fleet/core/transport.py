@@ -18,7 +18,7 @@ The device a message concerns is always ``msg.device``; the direction follows fr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Generator, NamedTuple
+from typing import Callable, Generator, NamedTuple, Sequence
 
 import simpy
 
@@ -60,6 +60,8 @@ class Transport(ABC):
       answer (the coordinator's own deadline covers that).
     * Handlers are called inside the event loop, at the virtual time the reply arrives (never
       before the task was sent), and must not block.
+    * ``send_many(tasks)`` is ``send`` of each task in order, for a caller that waits on none of their
+      events (a round's dispatch); a transport may do it in one go. The default calls ``send``.
     * ``close()`` releases what the transport holds (sockets); idempotent.
     """
 
@@ -74,6 +76,11 @@ class Transport(ABC):
     @abstractmethod
     def send(self, msg: Task) -> simpy.Event:
         """Send ``msg`` from the server to device ``msg.device``."""
+
+    def send_many(self, msgs: Sequence[Task]) -> None:
+        """``send`` each of ``msgs``, in order; nobody waits on their events."""
+        for msg in msgs:
+            self.send(msg)
 
     def close(self) -> None:
         """Release what the transport holds (nothing, unless a subclass says otherwise)."""

@@ -26,7 +26,7 @@ from heapq import heappush
 from typing import TYPE_CHECKING, Callable
 
 from fleet.core.messages import Message, Task, Update
-from fleet.core.steps import NORMAL, URGENT, Step, schedule, schedule_at
+from fleet.core.steps import NORMAL, URGENT, Step, is_next, schedule, schedule_at
 from fleet.core.transport import Delivery
 
 if TYPE_CHECKING:
@@ -67,27 +67,47 @@ class Medium:
         self._pending: deque[tuple] = deque()  # places of releases not (yet) on the queue, in loop order
         self._on_release = [self._trigger]  # the callbacks of every release step (read, never changed, by the loop)
 
-    def request(self, grant: Callable[[], None], at: tuple | None = None) -> None:
+    def request(self, grant: Callable[[bool], None], at: tuple | None = None, tail: bool = False) -> None:
+        """Queue ``grant``; grant the head if a channel is free. ``tail``: the caller does nothing after this
+        call but return to the loop, and so does the grant it makes (``grant(True)``)."""
         queue = self._queue
         if not queue and self._users < self._capacity:  # the head at once: what _grant_head would do
             self._users += 1
-            grant()
+            head = grant
         else:
             queue.append(grant)
-            self._grant_head()
+            head = self._grant_head()
         if at is not None and self._pending:
-            self._settle(at)
+            self._settle(at)  # schedules no eid: it may come before the grant, as the grant's push is last
+        if head is not None:
+            head(tail)
 
-    def release(self, at: tuple | None = None) -> None:
+    def release(self, at: tuple | None = None, defer: bool = False) -> tuple | None:
+        """Free a channel now. With ``defer``, when the release event would be the loop's next one
+        (``is_next``), it is not scheduled: its place is returned, and the caller calls ``trigger(place)``
+        as its last act (after its other scheduling, which cannot come before it)."""
         self._users -= 1
         env = self._env
         key = (env._now, NORMAL, next(env._eid))
-        if at is None or self._queue:
+        if at is None:
             self._schedule(key)
-        else:
-            self._pending.append(key)
-        if at is not None:
-            self._settle(at)
+            return None
+        if self._queue:
+            self._settle(at)  # schedules no eid: the same whether before or after the release's push
+            if defer and is_next(env, key[0]):
+                return key
+            self._schedule(key)
+            return None
+        self._pending.append(key)
+        self._settle(at)
+        return None
+
+    def trigger(self, at: tuple) -> None:
+        """What the loop does at a release event's place ``at`` (a place ``release`` returned)."""
+        head = self._grant_head()
+        self._settle(at)
+        if head is not None:
+            head(True)
 
     def _schedule(self, key: tuple) -> None:
         step = _Release()
@@ -95,14 +115,15 @@ class Medium:
         schedule_at(self._env, step, key)
 
     def _trigger(self, step: _Release) -> None:
-        self._grant_head()
-        self._settle(step.key)
+        self.trigger(step.key)
 
-    def _grant_head(self) -> None:
-        """``Resource._trigger_put``: look at the head of the queue only, grant it if a channel is free."""
+    def _grant_head(self) -> Callable[[bool], None] | None:
+        """``Resource._trigger_put``: look at the head of the queue only, take a channel for it if one is
+        free; its grant, for the caller to make (after its other scheduling: a grant takes the next eid)."""
         if self._queue and self._users < self._capacity:
             self._users += 1
-            self._queue.popleft()()
+            return self._queue.popleft()
+        return None
 
     def _settle(self, at: tuple) -> None:
         """Forget the releases the loop has passed; schedule the others if one of them can now grant."""
@@ -136,34 +157,39 @@ class _Starts(Step):
         return True
 
     def _start(self, step: _Starts) -> None:
-        at = step.key
-        for run in self.runs:
-            run.begin(run.task, False, at)
+        at, runs = step.key, self.runs
+        last = runs[-1]
+        for run in runs:
+            run.begin(run.task, False, at, run is last)
 
 
 class TaskRun(Step):
     """One task, from the server's send to the server hearing back (see the module docstring).
 
     ``done`` is what ``send`` returned: it fires (is scheduled) at the end only if someone is waiting on it,
-    with the download's ``Delivery`` (None when the download was lost), as the reference process would.
+    with the download's ``Delivery`` (None when the download was lost), as the reference process would; None
+    when nobody can wait (``send_many``).
     Each stage is a plain function of the run (``callbacks`` holds it: the loop calls it with the run)."""
 
     __slots__ = ("net", "env", "devices", "task", "device", "profile", "medium", "backhaul", "done",
                  "down_sent_s", "down_link_s", "down_queue_s", "down_size", "msg", "to_server", "size", "hold_s",
                  "rest_s", "lost", "tx_bytes", "sent_s", "queue_s", "state", "compute_s", "t0", "stop_s", "cause",
-                 "grant_s", "upload")
+                 "grant_s", "upload", "fuse")
 
-    def __init__(self, net: SimulatedNetwork, devices: SimulatedDevices, task: Task, done: simpy.Event) -> None:
+    def __init__(self, net: SimulatedNetwork, devices: SimulatedDevices, task: Task,
+                 done: simpy.Event | None) -> None:
         self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
         device = self.device = task.device
         self.profile = net._profiles[device]
         gw = net._gateway_of.item(device)
         self.medium, self.backhaul = net._medium[gw], net._backhaul[gw]
         self.down_link_s = None  # the download has not arrived (yet)
+        self.fuse = getattr(self.env, "fuses", False)  # may a stage run at once (``_then``)?
 
     # --- the network's part: one transfer (``SimulatedNetwork._carry``) --------------------------------------
-    def begin(self, msg: Message, to_server: bool, at: tuple) -> None:
-        """Start carrying ``msg`` (to the server, or to the device), now; ``at`` is the loop's place."""
+    def begin(self, msg: Message, to_server: bool, at: tuple, tail: bool = True) -> None:
+        """Start carrying ``msg`` (to the server, or to the device), now; ``at`` is the loop's place. Unless
+        ``tail`` is False, the caller does nothing after this call but return to the loop (see ``_then``)."""
         self.msg, self.to_server = msg, to_server
         self.size, self.hold_s, self.rest_s, self.lost, self.tx_bytes = self.net._plan(msg, self.profile,
                                                                                        self.backhaul, to_server)
@@ -171,13 +197,37 @@ class TaskRun(Step):
         env = self.env
         self.sent_s = env._now
         if self.medium is not None:
-            self.medium.request(self._grant, at)
+            self.medium.request(self._grant, at, tail)
         else:
             self.queue_s = 0.0
-            self._hold(env._now)
+            self._hold(env._now, tail)
 
-    # The stages below inline ``schedule`` (the same push): they run for every message.
-    def _grant(self) -> None:
+    def _then(self, delay: float, stage: list) -> None:
+        """Schedule ``stage`` (the run's next) ``delay`` seconds from now; the caller does nothing after this
+        call but return to the loop. So when nothing on the queue comes before the step (``fleet.core.steps.
+        is_next``, inline), the loop would process it next: run it at once, at its time and with its eid, and
+        skip the push and the pop. Only under an environment that allows it (``fuses``; a paced one does not)."""
+        env = self.env
+        t, eid = env._now + delay, next(env._eid)
+        self.key = (t, NORMAL, eid)
+        if self.fuse:
+            queue = env._queue
+            if not queue:
+                env._now = t
+                stage[0](self)
+                return
+            head = queue[0]
+            if head[0] > t or (head[0] == t and head[1] > NORMAL):
+                env._now = t
+                stage[0](self)
+                return
+        self.callbacks = stage
+        heappush(env._queue, (t, NORMAL, eid, self))
+
+    def _grant(self, tail: bool) -> None:
+        if tail:
+            self._then(0, _GRANTED)
+            return
         env = self.env
         t, eid = env._now + 0, next(env._eid)
         self.key, self.callbacks = (t, NORMAL, eid), _GRANTED
@@ -186,16 +236,20 @@ class TaskRun(Step):
     def _granted(self) -> None:
         now = self.env._now
         self.queue_s = now - self.sent_s
-        self._hold(now)
+        self._hold(now, True)
 
-    def _hold(self, now: float) -> None:
-        """Hold the medium for the airtime, or, for an update the device cannot finish sending, until it stops."""
+    def _hold(self, now: float, tail: bool) -> None:
+        """Hold the medium for the airtime, or, for an update the device cannot finish sending, until it stops.
+        ``tail``: the caller does nothing after this call (``_then``)."""
         env, delay, then = self.env, self.hold_s, _AIRED
         if self.upload:
             stop = self.devices.upload_stop(self.msg, self.sent_s, now, self.hold_s, self.tx_bytes)
             if stop is not None:
                 self.grant_s, self.cause = now, stop[1]
                 delay, then = stop[0] - now, _CUT
+        if tail:
+            self._then(delay, then)
+            return
         t, eid = now + delay, next(env._eid)
         self.key, self.callbacks = (t, NORMAL, eid), then
         heappush(env._queue, (t, NORMAL, eid, self))
@@ -209,14 +263,18 @@ class TaskRun(Step):
         self.end()
 
     def _aired(self) -> None:
-        if self.medium is not None:
-            self.medium.release(self.key)
+        medium = self.medium
+        release = None if medium is None else medium.release(self.key, self.fuse)
         if self.upload:
             self.devices.upload_aired(self.msg, self.tx_bytes)
-        env = self.env
+        if release is None:
+            self._then(self.rest_s, _ARRIVED)
+            return
+        env = self.env  # the release comes next: the arrival goes on the queue, then the release is processed
         t, eid = env._now + self.rest_s, next(env._eid)
         self.key, self.callbacks = (t, NORMAL, eid), _ARRIVED
         heappush(env._queue, (t, NORMAL, eid, self))
+        medium.trigger(release)
 
     def _arrived(self) -> None:
         net, now = self.net, self.env._now
@@ -235,15 +293,15 @@ class TaskRun(Step):
 
     # --- the device's part calls these -----------------------------------------------------------------------
     def wait(self, delay: float, then: list) -> None:
-        """Call ``then[0](run)`` ``delay`` seconds from now (a timeout in the reference process)."""
-        env = self.env
-        t, eid = env._now + delay, next(env._eid)
-        self.key, self.callbacks = (t, NORMAL, eid), then
-        heappush(env._queue, (t, NORMAL, eid, self))
+        """Call ``then[0](run)`` ``delay`` seconds from now (a timeout in the reference process); the caller
+        does nothing after this call but return to the loop."""
+        self._then(delay, then)
 
     def end(self) -> None:
         """The reference process returns: its event fires, if anyone waits for it."""
         done = self.done
+        if done is None:
+            return
         done._ok = True
         done._value = None if self.down_link_s is None else Delivery(self.down_sent_s, self.down_link_s,
                                                                      self.down_queue_s, self.down_size)

@@ -41,7 +41,7 @@ def test_an_unwritable_out_is_refused_before_running(tmp_path, capsys, monkeypat
     def refuse(*args, **kwargs):  # as root a read-only mode bit does not stop writes: refuse here
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("fleet.app.run.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("fleet.app.out_folder.tempfile.TemporaryFile", refuse)
     status, line = _main(capsys, SMOKE, "--out", tmp_path / "out", *QUICK)
     assert status == 2 and line.endswith("not a writable folder (Permission denied)")
 

@@ -55,3 +55,11 @@ def test_event_log_hash_is_the_hash_of_the_csv_text():
     lines = text.splitlines()
     assert lines[0] == ",".join(EVENT_COLUMNS)
     assert lines[2].startswith("0.30000000000000004,update,0,1,0,")  # floats written exactly
+
+
+def test_the_appender_adds_the_row_record_would():
+    slow, fast = EventRecorder(), EventRecorder()
+    slow.record(1.5, "update", 2, 7, 40, None, 3, None, None, 0.25, 0.5, 0.0, 1.0, 1)
+    fast.appender()((1.5, "update", 2, 7, 40, None, 3, None, None, 0.25, 0.5, 0.0, 1.0, 1))
+    assert fast.rows == slow.rows and len(fast.rows[0]) == len(EVENT_COLUMNS)
+    assert fast.sha256() == slow.sha256()

@@ -42,9 +42,10 @@ def test_a_devices_chunks_are_numpys_draws_from_its_own_seed_sequence(kind):
 
 def test_draws_are_drawn_only_when_a_device_draws():
     draws = RngStreams(1).device_draws("link", "uniform", 10_000_000)
-    assert draws._first is None and draws._used == {}  # a fleet of ten million that never draws holds nothing
+    assert draws._first is None and draws._left == {}  # a fleet of ten million that never draws holds nothing
     draws.next(9_999_999)
-    assert draws._first.shape == (10_000_000, DeviceDraws.FIRST) and draws._used == {9_999_999: 1}
+    assert draws._first.shape == (10_000_000, DeviceDraws.FIRST)
+    assert list(draws._left) == [9_999_999] and len(draws._left[9_999_999]) == DeviceDraws.FIRST - 1
 
 
 @pytest.mark.parametrize("device", [0, 5, 999_999])

@@ -8,7 +8,8 @@ import simpy
 
 from fleet.core.kernel import LoopEnvironment
 from fleet.core.messages import Leave, Refusal, Task, Update
-from fleet.core.steps import NORMAL, URGENT, Step, schedule
+from fleet.core.paced import PacedEnvironment
+from fleet.core.steps import NORMAL, URGENT, Step, is_next, schedule
 
 
 def _script(env, log):
@@ -80,6 +81,56 @@ def test_a_step_takes_the_place_of_the_event_scheduled_at_the_same_moment():
     env.run()
     assert order == ["urgent-1", "timeout-1", "step-1", "timeout-1b"]
     assert first.key[:2] == (1, NORMAL) and first.callbacks is None
+
+
+def test_is_next_says_whether_the_loop_would_pop_a_new_event_first():
+    env = simpy.Environment()
+    assert is_next(env, 5.0)  # an empty queue
+    env.timeout(2)  # (2, NORMAL, eid 0)
+    assert is_next(env, 1.5) and is_next(env, 1.5, URGENT)
+    assert not is_next(env, 2.0)  # a tie at the same priority: the older eid wins
+    assert is_next(env, 2.0, URGENT)  # more urgent at the same time
+    assert not is_next(env, 2.5, URGENT)
+    env.schedule(env.event(), URGENT, 2)  # (2, URGENT, eid 1) is now the head
+    assert not is_next(env, 2.0, URGENT) and is_next(env, 1.999)
+
+
+def test_a_step_run_at_once_where_is_next_allows_keeps_the_order_of_one_scheduled():
+    """A callback that schedules its successor as its last act, either way: the same order, the same clock."""
+    def trace(fuse):
+        env, order = LoopEnvironment(), []
+
+        class Hop(Step):
+            __slots__ = ("name", "left")
+
+        def hop(step):
+            order.append((env.now, step.name, step.left))
+            if step.left:
+                step.left -= 1
+                t = env._now + 1.0
+                if fuse and is_next(env, t):
+                    next(env._eid)  # the eid the push would have taken
+                    env._now = t
+                    hop(step)
+                    return
+                step.callbacks = [hop]
+                schedule(env, step, 1.0)
+
+        for name, start in (("a", 0.0), ("b", 2.5), ("c", 2.0)):
+            step = Hop()
+            step.name, step.left, step.callbacks = name, 4, [hop]
+            schedule(env, step, start)
+        env.timeout(3.0).callbacks.append(lambda e: order.append((env.now, "timeout", None)))
+        env.run()
+        return order, env.now, next(env._eid)
+
+    assert trace(True) == trace(False)
+
+
+def test_only_the_plain_loop_lets_a_callback_run_the_next_event_itself():
+    assert LoopEnvironment.fuses is True
+    assert not getattr(PacedEnvironment(), "fuses", False)  # it waits for wall time between events
+    assert not getattr(simpy.Environment(), "fuses", False)
 
 
 def test_messages_made_through_their_slots_are_the_frozen_dataclasses_they_were():

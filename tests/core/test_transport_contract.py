@@ -147,23 +147,42 @@ def _bridge(kernel: Kernel) -> Transport:
 IMPLEMENTATIONS = {"simulated": _simulated, "function": _function, "bridge": _bridge}
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def rig(request):
-    """(kernel, transport, what the server heard) after the three tasks were sent at 1 s and the run ended."""
-    kernel = Kernel(seed=2, env=PacedEnvironment(clock=lambda: 0.0) if request.param == "bridge" else None)
-    transport = IMPLEMENTATIONS[request.param](kernel)
+def _run(name: str, many: bool = False) -> tuple[Kernel, Transport, dict]:
+    """(kernel, transport, what the server heard) after the three tasks were sent at 1 s (one ``send`` each,
+    or one ``send_many``) and the run ended."""
+    kernel = Kernel(seed=2, env=PacedEnvironment(clock=lambda: 0.0) if name == "bridge" else None)
+    transport = IMPLEMENTATIONS[name](kernel)
     env, heard = kernel.env, {"message": [], "lost": [], "sends": []}
     transport.attach_server(lambda msg, delivery: heard["message"].append((env.now, msg, delivery)),
                             lambda msg, device: heard["lost"].append((env.now, msg, device)))
 
     def server():
         yield env.timeout(SENT_AT_S)
-        heard["sends"] = [transport.send(_task(device)) for device in range(3)]
+        if many:
+            transport.send_many([_task(device) for device in range(3)])
+        else:
+            heard["sends"] = [transport.send(_task(device)) for device in range(3)]
 
     env.process(server())
     env.run(until=100.0)
+    return kernel, transport, heard
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def rig(request):
+    kernel, transport, heard = _run(request.param)
     yield kernel, transport, heard
     transport.close()
+
+
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+def test_send_many_is_a_send_of_each_task_in_order(name):
+    runs = [_run(name, many) for many in (False, True)]
+    for _, transport, _ in runs:
+        transport.close()
+    (_, _, one_by_one), (_, _, at_once) = runs
+    assert at_once["message"] == one_by_one["message"] and at_once["lost"] == one_by_one["lost"]
+    assert len(one_by_one["message"]) == 2
 
 
 def test_send_returns_an_event_that_has_fired_by_the_end(rig):
