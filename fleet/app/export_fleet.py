@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fleet.app.pipes import quiet_on_closed_pipe
+
 PROG = "python -m fleet.export_fleet"
 
 
@@ -31,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from fleet.app.scenario import ScenarioError, echo, load_variants

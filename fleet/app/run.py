@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from fleet.app.pipes import quiet_on_closed_pipe
+
 INTERRUPTED = "fleet.run: interrupted; resume with --resume"
 
 
@@ -78,6 +80,7 @@ def _check_out(out: Path) -> None:
         raise _OutputError(str(exc)) from None
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)

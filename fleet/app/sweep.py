@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from fleet.app.pipes import quiet_on_closed_pipe
 from fleet.app.sweep_plan import (
     MAX_RUNS,
     PlanError,
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
