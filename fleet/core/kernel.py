@@ -3,6 +3,7 @@ recorder (``fleet.core.recorder``), one of each per run."""
 
 from __future__ import annotations
 
+import gc
 from heapq import heappop
 
 import simpy
@@ -16,6 +17,9 @@ __all__ = ["Kernel", "LoopEnvironment", "EVENT_COLUMNS", "EventRecorder", "FLEET
            "RngStreams"]
 
 
+GC_YOUNG_OBJECTS = 100_000  # allocations between collections of the youngest generation while the loop runs
+
+
 class LoopEnvironment(simpy.Environment):
     """``simpy.Environment`` whose ``run`` processes events in one loop of its own instead of a call to
     ``step()`` per event: the same events in the same order with the same effects (``step``'s body, inlined),
@@ -23,7 +27,16 @@ class LoopEnvironment(simpy.Environment):
 
     ``fuses``: nothing but this loop pops the queue, so a callback whose last act is to schedule the event the
     loop would pop next may process it at once instead (``fleet.core.steps.is_next``). An environment that
-    waits between events (``fleet.core.paced``) does not say so."""
+    waits between events (``fleet.core.paced``) does not say so.
+
+    While ``run`` loops, the garbage collector is told two things (and its settings are put back when ``run``
+    returns). Every object made before the loop is frozen (``gc.freeze``), so a full collection does not walk
+    the set-up again (the fleet, numpy's and torch's modules); they are unfrozen afterwards, so a cycle among
+    them is collected then, not never. And the youngest generation is collected every ``GC_YOUNG_OBJECTS``
+    allocations instead of every 700: a task's objects (its run, messages, queue entries) live across
+    hundreds of other tasks' steps, so at 700 each collection found them alive, promoted them and walked them
+    again in the older generations (at 100,000 devices a quarter of the loop's CPU time went to collections;
+    ``docs/benchmarks.md``). Reference counting frees them as before; only cyclic garbage waits longer."""
 
     fuses = True
 
@@ -42,6 +55,12 @@ class LoopEnvironment(simpy.Environment):
             elif until.callbacks is None:
                 return until.value
             until.callbacks.append(StopSimulation.callback)
+        frozen = gc.get_freeze_count() == 0  # a caller that froze already keeps its own freeze
+        if frozen:
+            gc.freeze()
+        thresholds = gc.get_threshold()
+        if thresholds[0]:  # 0: the caller turned automatic collection off; leave it off
+            gc.set_threshold(max(thresholds[0], GC_YOUNG_OBJECTS), *thresholds[1:])
         try:
             self._loop()
         except StopSimulation as exc:
@@ -51,6 +70,10 @@ class LoopEnvironment(simpy.Environment):
                 assert not until.triggered
                 raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}') \
                     from None
+        finally:
+            gc.set_threshold(*thresholds)
+            if frozen:
+                gc.unfreeze()
         return None
 
     def _loop(self) -> None:

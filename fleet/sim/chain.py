@@ -184,7 +184,7 @@ class TaskRun(Step):
         gw = net._gateway_of.item(device)
         self.medium, self.backhaul = net._medium[gw], net._backhaul[gw]
         self.down_link_s = None  # the download has not arrived (yet)
-        self.fuse = getattr(self.env, "fuses", False)  # may a stage run at once (``_then``)?
+        self.fuse = net._fuses  # may a stage run at once (``_then``)?
 
     # --- the network's part: one transfer (``SimulatedNetwork._carry``) --------------------------------------
     def begin(self, msg: Message, to_server: bool, at: tuple, tail: bool = True) -> None:

@@ -270,7 +270,7 @@ class SimulatedDevices:
                    down_queue_s: float, down_bytes: int) -> Update | Leave:
         """The task computed in full: spend its compute and download energy and its FLOPs; the update to
         upload, or the ``Leave`` of a battery that ran flat on them (the update lost)."""
-        now = self._env.now
+        now = self._env._now  # env.now without the property's call (every task)
         state.flops_spent += task.flops
         self.flops_spent_total += task.flops
         if self._spend(state, now, task, float(task.flops) * state.j_per_flop,
@@ -310,7 +310,7 @@ class SimulatedDevices:
     def upload_aired(self, msg: Update, tx_bytes: int) -> None:
         """The upload's airtime ended (delivered or lost on the link): charge its transmitted bytes."""
         state = self._state[msg.device]
-        self._spend(state, self._env.now, msg, 0.0, 0.0, float(tx_bytes) * state.profile.tx_j_per_byte)
+        self._spend(state, self._env._now, msg, 0.0, 0.0, float(tx_bytes) * state.profile.tx_j_per_byte)
 
     def upload_cut(self, msg: Update, cause: str, grant_s: float, hold_s: float, tx_bytes: int) -> Leave:
         """The upload stopped now (``upload_stop``): charge the airtime so far, record the dropout (and the

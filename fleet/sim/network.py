@@ -70,6 +70,7 @@ class SimulatedNetwork(Transport, DeviceLink):
         self._chains = chains
         self._simulated: SimulatedDevices | None = None
         self._uploads: SimulatedDevices | None = None  # asked about every update's upload (process or chain)
+        self._fuses = getattr(self._env, "fuses", False)  # may a TaskRun's stage run at once (``TaskRun._then``)?
         self._starts = None  # the tasks sent at this instant, started as one step (``fleet.sim.chain.start``)
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
@@ -117,22 +118,15 @@ class SimulatedNetwork(Transport, DeviceLink):
 
         self._env.timeout(after_s).callbacks.append(deliver)
 
-    def _attempts(self, device: int, loss_prob: float) -> tuple[int, bool]:
-        """Transmissions needed (geometric, from one uniform draw) and whether all were lost."""
-        if loss_prob <= 0.0:
-            return 1, False
-        u = 1.0 - self._loss_draws.next(device)  # in (0, 1]
-        attempts = 1 + int(math.log(u) / math.log(loss_prob))  # P(attempts > k) = loss_prob**k
-        if attempts > self._max_attempts:
-            return self._max_attempts, True
-        return attempts, False
-
     def _plan(self, msg: Message, p: DeviceProfile, backhaul: tuple[float, float],
               to_server: bool) -> tuple[int, float, float, bool, int]:
         """A transfer: its size on the wire, how long it holds the medium (every attempt's airtime), the rest of
         the hop (duty-cycle silences, retry back-offs, access latency, backhaul), whether it is lost, and the
-        bytes transmitted (every attempt). Draws the link once when it is lossy; counts the bytes in
-        ``bytes_sent``."""
+        bytes transmitted (every attempt). Counts the bytes in ``bytes_sent``.
+
+        Attempts: when the link is lossy, one uniform draw ``u`` of the device's ``link`` stream gives the
+        transmissions needed, ``1 + floor(log(1 - u) / log(loss_prob))`` (geometric: P(attempts > k) =
+        ``loss_prob ** k``); more than ``max_attempts`` means every one of them was lost."""
         size_bytes = encoded_size_bytes(msg)
         rate = p.up_bit_per_s if to_server else p.down_bit_per_s
         max_frame, overhead, duty = p.max_frame_payload_bytes, p.frame_overhead_bytes, p.duty_cycle
@@ -144,12 +138,19 @@ class SimulatedNetwork(Transport, DeviceLink):
             if duty < 1.0:
                 silence_s = framed_transfer_time_scalar_s(size_bytes, rate, duty, max_frame, overhead) - airtime_s
         loss_prob = p.loss_prob
-        attempts, lost = (1, False) if loss_prob <= 0.0 else self._attempts(msg.device, loss_prob)
-        self.bytes_sent[to_server] += attempts * size_bytes
+        lost = False
+        if loss_prob <= 0.0:
+            attempts = 1
+        else:  # inline: two messages a task
+            attempts = 1 + int(math.log(1.0 - self._loss_draws.next(msg.device)) / math.log(loss_prob))
+            if attempts > self._max_attempts:
+                attempts, lost = self._max_attempts, True
+        tx_bytes = attempts * size_bytes
+        self.bytes_sent[to_server] += tx_bytes
         backhaul_latency_s, backhaul_bit_per_s = backhaul
         rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + p.latency_s + backhaul_latency_s
                   + 8.0 * size_bytes / backhaul_bit_per_s)  # serialization_time_scalar_s, inline
-        return size_bytes, attempts * airtime_s, rest_s, lost, attempts * size_bytes
+        return size_bytes, attempts * airtime_s, rest_s, lost, tx_bytes
 
     def _carry(self, msg: Message, device: int, to_server: bool):
         """The transfer as a generator (module docstring); returns the ``Delivery``, None if lost."""

@@ -143,3 +143,32 @@ def test_messages_made_through_their_slots_are_the_frozen_dataclasses_they_were(
     with pytest.raises(TypeError):
         Update(1, 2, 3)
     assert Refusal(1, 2, 3, "memory", 4, 5).free_bytes == 5 and Leave(1, 2, 3, "offline").cause == "offline"
+
+
+@pytest.mark.parametrize("young", [700, 0, 250_000])
+def test_the_loop_tunes_the_collector_only_while_it_runs(young):
+    """Inside the loop the set-up is frozen and the youngest generation collected every ``GC_YOUNG_OBJECTS``
+    allocations (a larger threshold kept, 0 = off kept off); afterwards both are as they were, and so is
+    a freeze the caller made itself."""
+    import gc
+
+    from fleet.core.kernel import GC_YOUNG_OBJECTS
+
+    saved = gc.get_threshold()
+    gc.set_threshold(young, 10, 10)
+    try:
+        seen = []
+        env = LoopEnvironment()
+        env.timeout(1).callbacks.append(lambda _e: seen.append((gc.get_threshold(), gc.get_freeze_count() > 0)))
+        env.run()
+        assert seen == [((max(young, GC_YOUNG_OBJECTS) if young else 0, 10, 10), True)]
+        assert gc.get_threshold() == (young, 10, 10) and gc.get_freeze_count() == 0
+        gc.freeze()
+        env = LoopEnvironment()
+        env.timeout(1)
+        with pytest.raises(RuntimeError):
+            env.run(until=env.event())  # a run that ends in an error puts the settings back too
+        assert gc.get_threshold() == (young, 10, 10) and gc.get_freeze_count() > 0  # the caller's freeze kept
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
