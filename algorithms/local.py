@@ -42,8 +42,8 @@ from algorithms.params import FunctionalModel
 
 __all__ = [
     "ModelState", "ClientData", "ClientResult", "UPLINKS", "ZO_CHUNK", "EPOCHS",
-    "derive_seed", "batch_plan", "epoch_steps", "plan_samples", "bp_update", "zo_update", "keep_uplink",
-    "replay_seed_pairs",
+    "derive_seed", "batch_plan", "batch_order", "epoch_steps", "plan_samples", "bp_update", "zo_update",
+    "keep_uplink", "replay_seed_pairs",
     "kept_indices", "perturb", "restore", "fixup_fraction", "evaluate",
 ]
 
@@ -107,19 +107,33 @@ def batch_plan(n: int, batch: int, steps: int, seed: int, partial: bool = False)
     ``partial`` False (``full_batches``): a new permutation is drawn when fewer than a batch remain in the
     current one. ``partial`` True (``one_pass``): a batch never crosses the end of a permutation; the last
     batch of each pass takes what is left. The two plans agree whenever ``min(batch, n)`` divides n."""
+    order, sizes = batch_order(n, batch, steps, seed, partial)
+    return list(order.split(sizes))
+
+
+def batch_order(n: int, batch: int, steps: int, seed: int, partial: bool = False,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[int]]:
+    """``batch_plan``'s batches as one index tensor (their concatenation) and each step's sample count: the
+    same permutations drawn in the same order from a generator seeded with ``seed`` (``generator``, reseeded,
+    when given: a caller planning many clients reuses one). A pass of ``per`` steps uses one permutation, so
+    the plan needs ``ceil(steps / per)`` of them: ``per`` is ``ceil(n / b)`` with ``partial`` (the last batch
+    of a pass takes the rest), ``floor(n / b)`` without (the rest of each permutation is never used)."""
     if n < 1:
         raise ValueError("a client needs at least one sample")
     batch = min(batch, n)
-    gen = torch.Generator().manual_seed(seed)
-    out: list[torch.Tensor] = []
-    perm, pos = torch.randperm(n, generator=gen), 0
-    for _ in range(steps):
-        if pos + batch > n and (pos == n or not partial):
-            perm, pos = torch.randperm(n, generator=gen), 0
-        take = min(batch, n - pos)
-        out.append(perm[pos:pos + take])
-        pos += take
-    return out
+    gen = torch.Generator() if generator is None else generator
+    gen.manual_seed(seed)
+    per = -(-n // batch) if partial else n // batch
+    used = n if partial else per * batch  # samples of a permutation the plan uses
+    sizes = [batch] * (per - 1) + [used - (per - 1) * batch]
+    passes, rest = divmod(steps, per)
+    sizes = sizes * passes + sizes[:rest]
+    total, count = sum(sizes), passes + (rest > 0)
+    if count == 1:  # W's case: one permutation, used whole (one_pass) or in part
+        order = torch.randperm(n, generator=gen)
+        return (order if total == n else order[:total]), sizes
+    perms = [torch.randperm(n, generator=gen) for _ in range(count)]
+    return torch.cat([p if used == n else p[:used] for p in perms])[:total], sizes
 
 
 def epoch_steps(n: int, batch: int, epochs: float, partial: bool) -> int:

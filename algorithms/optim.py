@@ -14,11 +14,16 @@ stacked weights, with ``anchor`` and ``mask`` broadcasting over the clients):
    memory model in ``docs/memory.md`` assumes).
 
 ``t`` counts the local steps from 1 (Adam's bias correction). ``grad`` is used as scratch.
+
+``step_all`` applies the same step to every parameter tensor at once, each formula one ``torch._foreach_*``
+call over the tensors (on CPU, ATen runs the per-tensor operator for each: the same bits as ``__call__`` per
+tensor, one Python call instead of one per tensor).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -81,3 +86,35 @@ class OptimizerStep:
             slot2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
             denom = grad.copy_(slot2).div_(1 - b2 ** t).sqrt_().add_(ADAM_EPS)  # reuses grad's storage
             w.addcdiv_(slot1, denom, value=-lr / (1 - b1 ** t))
+
+    def step_all(self, t: int, ws: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                 anchors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor] | None,
+                 slots1: Sequence[torch.Tensor] | None, slots2: Sequence[torch.Tensor] | None) -> None:
+        """``self(t, ws[i], grads[i], anchors[i], masks[i], slots1[i], slots2[i])`` for every i, the same
+        results; ``masks`` None when dense, a slot list None when the optimizer keeps no such slot. Call it
+        without autograd. A subclass that overrides ``gradient`` gets it called per tensor first."""
+        ws, grads = list(ws), list(grads)
+        if type(self).gradient is not OptimizerStep.gradient:
+            grads = [self.gradient(w, g, a) for w, g, a in zip(ws, grads, anchors)]
+        if masks is not None:
+            torch._foreach_mul_(grads, list(masks))
+        lr = self.lr
+        if self.kind == "sgd":
+            torch._foreach_add_(ws, grads, alpha=-lr)
+        elif self.kind == "momentum":
+            slots1 = list(slots1)
+            torch._foreach_mul_(slots1, MOMENTUM)
+            torch._foreach_add_(slots1, grads)
+            torch._foreach_add_(ws, slots1, alpha=-lr)
+        else:
+            b1, b2 = ADAM_BETAS
+            slots1, slots2 = list(slots1), list(slots2)
+            torch._foreach_mul_(slots1, b1)
+            torch._foreach_add_(slots1, grads, alpha=1 - b1)
+            torch._foreach_mul_(slots2, b2)
+            torch._foreach_addcmul_(slots2, grads, grads, value=1 - b2)
+            torch._foreach_copy_(grads, slots2)  # denom in grad's storage, as __call__
+            torch._foreach_div_(grads, 1 - b2 ** t)
+            torch._foreach_sqrt_(grads)
+            torch._foreach_add_(grads, ADAM_EPS)
+            torch._foreach_addcdiv_(ws, slots1, grads, value=-lr / (1 - b1 ** t))

@@ -140,11 +140,14 @@ class BackpropKernel(UnitKernel):
                 leaves[layer.weight[0]], leaves[layer.bias[0]] = p
         offsets = sorted(leaves)
         order = tuple(leaves[o] for o in offsets)
-        parts = []  # per parameter tensor, in offset order: its weights, anchor, mask, slots, numel
-        for o in offsets:
-            m = lengths[o]
-            slot1, slot2 = self.step.slots(flat[o])
-            parts.append((o, flat[o], anchor[o:o + m], None if mask is None else mask[o:o + m], slot1, slot2, m))
+        # per parameter tensor, in offset order: its weights (n, numel), anchor and mask (numel,), slots
+        ws = [flat[o] for o in offsets]
+        anchors = [anchor[o:o + lengths[o]] for o in offsets]
+        masks = None if mask is None else [mask[o:o + lengths[o]] for o in offsets]
+        slots = [self.step.slots(w) for w in ws]
+        slots1 = None if self.step.slot_count < 1 else [s[0] for s in slots]
+        slots2 = None if self.step.slot_count < 2 else [s[1] for s in slots]
+        shapes = [(n, lengths[o]) for o in offsets]
         one = torch.ones(())  # d loss / d loss, what torch.autograd.grad would make
         mosts = [batch] * steps if counts is None else counts.max(1).values.tolist()  # padding trimmed
         padded = [False] * steps if counts is None else (counts.min(1).values < counts.max(1).values).tolist()
@@ -166,11 +169,11 @@ class BackpropKernel(UnitKernel):
             grads = _gradients(loss, order, one)
             with torch.no_grad():
                 picked.append(picked_log_probs(logp.detach(), y))
-                for (o, part, anchor_part, mask_part, slot1_part, slot2_part, m), grad in zip(parts, grads):
-                    grad = grad.reshape(n, m)  # per parameter tensor, as the reference
-                    if penalty is not None:
-                        penalty.add_gradient(o, grad, part)
-                    self.step(t, part, grad, anchor_part, mask_part, slot1_part, slot2_part)
+                grads = [g.reshape(shape) for g, shape in zip(grads, shapes)]  # per parameter tensor, as the reference
+                if penalty is not None:
+                    for o, grad, w in zip(offsets, grads, ws):
+                        penalty.add_gradient(o, grad, w)
+                self.step.step_all(t, ws, grads, anchors, masks, slots1, slots2)
         delta = torch.cat([flat[o] for o in offsets], 1).sub_(state.weights)
         # each step's mean loss over the client's own samples, by nll_loss itself on the picked log-probs: its
         # cascade sum, so the reference's bits (layers.mean_nll emulates it; a few calls are cheaper here)

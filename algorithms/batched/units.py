@@ -30,7 +30,7 @@ import torch
 
 from algorithms.base import TaskConfig
 from algorithms.batched.layers import Layer, channels_last_steps, layer_spec
-from algorithms.local import ClientData, ClientResult, ModelState, batch_plan, plan_samples
+from algorithms.local import ClientData, ClientResult, ModelState, batch_order, plan_samples
 from algorithms.params import FunctionalModel
 
 __all__ = ["BUDGET_BYTES", "MAX_UNIT", "Net", "network", "gather", "fits", "units", "UnitKernel"]
@@ -75,23 +75,34 @@ def gather(net: Net, datas: Sequence[ClientData], seeds: Sequence[int], steps: i
     partial batch being padded to B with copies of its first sample (and label)."""
     n, shape = len(datas), tuple(net.fm.input_shape)
     xs = torch.empty(n, steps * batch, *shape)
-    ys = torch.empty(steps, n, batch, dtype=torch.int64)
-    counts = None
+    ys = torch.empty(n, steps * batch, dtype=torch.int64)
+    taken = []  # each client's samples per step
+    gen = torch.Generator()  # reseeded per client: the plans of batch_plan, one generator for the unit
     for k, (d, s) in enumerate(zip(datas, seeds)):
-        plan = batch_plan(len(d), batch, steps, s, partial)
-        taken = [p.shape[0] for p in plan]
-        if min(taken) < batch:
-            if counts is None:
-                counts = torch.full((steps, n), batch, dtype=torch.int64)
-            counts[:, k] = torch.tensor(taken)
-            plan = [p if m == batch else torch.cat([p, p[:1].expand(batch - m)]) for p, m in zip(plan, taken)]
-        idx = torch.cat(plan)
+        idx, sizes = batch_order(len(d), batch, steps, s, partial, gen)
+        taken.append(sizes)
+        if len(idx) < steps * batch:
+            idx = _padded(idx, sizes, batch)
         torch.index_select(d.x, 0, idx, out=xs[k])
-        ys[:, k] = d.y[idx].view(steps, batch)
+        torch.index_select(d.y, 0, idx, out=ys[k])
+    ys = ys.view(n, steps, batch).transpose(0, 1).contiguous()
+    counts = None
+    if any(m < batch for sizes in taken for m in sizes):
+        counts = torch.tensor(taken, dtype=torch.int64).T.contiguous()
     xs = xs.view(n, steps, batch, *shape)
     if net.spatial:
         return channels_last_steps(xs), ys, counts
     return xs.view(n, steps, batch, -1).transpose(0, 1), ys, counts  # a client's step batch stays contiguous
+
+
+def _padded(order: torch.Tensor, sizes: list[int], batch: int) -> torch.Tensor:
+    """``order`` (steps of ``sizes`` samples, concatenated) with each partial step padded to ``batch`` by
+    copies of its first sample."""
+    if all(m == batch for m in sizes[:-1]):  # only the last step is partial (one pass): one copy
+        last = order[len(order) - sizes[-1]:][:1]
+        return torch.cat([order, last.expand(batch - sizes[-1])])
+    parts = order.split(sizes)
+    return torch.cat([p if m == batch else torch.cat([p, p[:1].expand(batch - m)]) for p, m in zip(parts, sizes)])
 
 
 def fits(net: Net, state: ModelState, data: ClientData) -> bool:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from algorithms.local import (
     ClientData,
     ModelState,
+    batch_order,
     batch_plan,
     bp_update,
     derive_seed,
@@ -155,6 +156,39 @@ def test_batch_plan_walks_permutations_and_shrinks_to_the_data():
         batch_plan(0, 4, 1, seed=0)
 
 
+def _walked_plan(n, batch, steps, seed, partial):
+    """batch_plan's contract, step by step: a permutation drawn at the start and whenever the current one
+    cannot give the next batch (with ``partial``: only once it is used up)."""
+    batch = min(batch, n)
+    gen = torch.Generator().manual_seed(seed)
+    out, perm, pos = [], torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if pos + batch > n and (pos == n or not partial):
+            perm, pos = torch.randperm(n, generator=gen), 0
+        take = min(batch, n - pos)
+        out.append(perm[pos:pos + take])
+        pos += take
+    return out
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_batch_order_draws_the_walked_plan_with_one_reused_generator(partial):
+    gen = torch.Generator()
+    gen.manual_seed(123)  # a used generator: batch_order reseeds it
+    torch.randperm(5, generator=gen)
+    for n in (1, 2, 7, 8, 31, 32, 33, 61, 64, 150):
+        for batch in (1, 3, 32, 200):
+            for steps in (1, 2, 3, 5, 13):
+                seed = derive_seed(n, batch, steps)
+                want = _walked_plan(n, batch, steps, seed, partial)
+                order, sizes = batch_order(n, batch, steps, seed, partial, gen)
+                assert sizes == [len(b) for b in want]
+                assert torch.equal(order, torch.cat(want))
+                assert all(torch.equal(a, b) for a, b in zip(batch_plan(n, batch, steps, seed, partial), want))
+    order, sizes = batch_order(61, 32, 3, seed=0, partial=True)
+    assert sizes == [32, 29, 32] and len(set(order[:61].tolist())) == 61  # a pass, then a new permutation
+
+
 def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
     assert len({derive_seed(1, d, r) for d in range(50) for r in range(50)}) == 2500
@@ -169,3 +203,33 @@ def test_evaluate_is_accuracy_and_mean_cross_entropy():
     logits = fm(state.weights, data.x)
     assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == data.y).float().mean()))
     assert metrics["loss"] == pytest.approx(float(F.cross_entropy(logits, data.y)), rel=1e-6)
+
+
+class _Pulled(OptimizerStep):
+    """A step whose local objective adds 0.3 (w - anchor): the hook ``step_all`` must call per tensor."""
+
+    def gradient(self, w, grad, anchor):
+        return grad.add_(torch.sub(w, anchor), alpha=0.3)
+
+
+@pytest.mark.parametrize("step", [OptimizerStep("sgd", 0.1), OptimizerStep("momentum", 0.1),
+                                  OptimizerStep("adam", 0.01), _Pulled("adam", 0.01)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_step_all_is_the_per_tensor_step_bit_for_bit(step, masked):
+    gen = torch.Generator().manual_seed(5)
+    sizes = [7, 33, 160, 1]  # odd lengths: vector bodies and scalar tails
+    anchors = [torch.randn(m, generator=gen) for m in sizes]
+    masks = [torch.rand(m, generator=gen) < 0.6 for m in sizes] if masked else None
+    ws = [a.expand(3, -1).clone() + torch.randn(3, a.numel(), generator=gen) for a in anchors]
+    alike = [w.clone() for w in ws]
+    slots, slots_alike = [step.slots(w) for w in ws], [step.slots(w) for w in ws]
+    with torch.no_grad():
+        for t in (1, 2, 3):
+            grads = [torch.randn(w.shape, generator=gen) for w in ws]
+            for i, g in enumerate(grads):
+                step(t, alike[i], g.clone(), anchors[i], None if masks is None else masks[i], *slots_alike[i])
+            step.step_all(t, ws, grads, anchors, masks, *(None if s[0] is None else list(s) for s in zip(*slots)))
+    for got, want in zip(ws, alike):
+        assert torch.equal(got, want)
+    for got, want in zip(slots, slots_alike):
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(got, want))
