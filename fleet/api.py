@@ -46,23 +46,6 @@ def _pandas():
     return pandas
 
 
-class _TextFile:
-    """A stand-in for a ``Path`` whose ``open("w")`` collects the text in memory (``text`` after closing), so
-    the report's CSV writers fill a DataFrame with exactly the cells they write to a file."""
-
-    text = ""
-
-    def open(self, mode: str = "w", newline: str | None = None) -> io.StringIO:
-        owner = self
-
-        class _Kept(io.StringIO):
-            def close(self) -> None:
-                owner.text = self.getvalue()
-                super().close()
-
-        return _Kept(newline=newline)
-
-
 class Run:
     """One finished run: ``name`` (the scenario's or the variant's), ``scenario`` (validated, frozen),
     ``simulation`` (the finished ``fleet.app.simulation.Simulation``), ``summary`` (summary.json's dict),
@@ -120,16 +103,17 @@ class Run:
         return self._table("evaluations", lambda: self._csv("evaluations"))
 
     def _csv(self, which: str):
-        from fleet.app import report
+        """rounds.csv or evaluations.csv, cell for cell, read back as a DataFrame."""
+        from fleet.app.report import evaluations_csv, rounds_csv
         from fleet.app.study import analyse
 
-        pd = _pandas()
-        buffer = _TextFile()
+        text = io.StringIO(newline="")
         if which == "rounds":
-            report.write_rounds(self.simulation, analyse(self.simulation), buffer)
+            rounds_csv(self.simulation, analyse(self.simulation), text)
         else:
-            report.write_evaluations(self.simulation, buffer)
-        return pd.read_csv(io.StringIO(buffer.text))
+            evaluations_csv(self.simulation, text)
+        text.seek(0)
+        return _pandas().read_csv(text)
 
     @property
     def devices(self) -> pandas.DataFrame:

@@ -13,7 +13,7 @@ import csv
 import json
 from pathlib import Path
 
-__all__ = ["CLASS_COLUMNS", "class_rows", "fmt_bytes", "write_comparison"]
+__all__ = ["CLASS_COLUMNS", "class_rows", "fmt_bytes", "markdown_rows", "write_comparison"]
 
 COMPARED = (("rounds", "rounds"), ("rounds_aggregated", "aggregated"), ("stopped_by", "stopped by"),
             ("sim_time_s", "virtual s"), ("client_tasks", "tasks"),
@@ -45,7 +45,8 @@ def fmt_bytes(v: int | float | None) -> str:
     return f"{v:g} B"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_rows(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: the header, the rule, one line per row (cells as given)."""
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
@@ -58,7 +59,7 @@ def _timing_rows(summaries: list[tuple[str, dict]]) -> list[str]:
         rows.append([name, *(fmt(s[key]) for key, _ in COMPARED), fmt(per_hour),
                      *(fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
                      ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"])
-    return _table(head, rows)
+    return markdown_rows(head, rows)
 
 
 def _peak_train(s: dict) -> int | None:
@@ -80,7 +81,7 @@ def _learning_rows(summaries: list[tuple[str, dict]]) -> list[str]:
             "Client FLOPs, bytes and energy are what the devices spent in the whole run (energy: compute and "
             "radio, `devices.physics.energy_j`; real devices report none). Train peak: "
             "the training task's peak memory on a device with a full batch.", "",
-            *_table(head, rows), ""]
+            *markdown_rows(head, rows), ""]
 
 
 def class_rows(summaries: list[tuple[str, dict]]) -> list[dict]:
@@ -153,15 +154,15 @@ def _class_tables(summaries: list[tuple[str, dict]]) -> list[str]:
              "that had at least one update accepted; \"a -> b\": b are eligible for the last round's task (the "
              "model changed). Eligible devices may still miss out: offline, out of battery, too slow for the "
              "deadline, or never selected.", "",
-             *_table(["class", "devices", *names], who), "",
+             *markdown_rows(["class", "devices", *names], who), "",
              "## Peak demand per class", "",
              "The largest peak memory of a task sent to the class, against the class's median free memory at "
              "t = 0 (free p50); \"too big\" means most of the class cannot run it; \"-> b\": the last round's "
              "task, where the model shrank during the run.", "",
-             *_table(["class", "free p50", *names], peak), ""]
+             *markdown_rows(["class", "free p50", *names], peak), ""]
     if any(s.get("energy_j") is not None for _, s in summaries):
         lines += ["## Energy per class (J)", "", "Joules the class's devices spent on tasks, compute and radio.",
-                  "", *_table(["class", *names], energy), ""]
+                  "", *markdown_rows(["class", *names], energy), ""]
     return lines
 
 

@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 from fleet.app.comparison import write_comparison
 from fleet.app.figures import draw_figures
@@ -20,7 +20,8 @@ from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
 
 __all__ = ["EVENT_FORMATS", "PARQUET_ABOVE_EVENTS", "REPORT_SECTIONS", "STUDY_CLASS_COLUMNS", "STUDY_SECTIONS",
-           "events_format", "parquet_available", "print_study", "write_comparison", "write_events", "write_outputs"]
+           "evaluations_csv", "events_format", "parquet_available", "print_study", "rounds_csv", "write_comparison",
+           "write_events", "write_outputs"]
 
 ROUND_COLUMNS = ("round", "status", "start_s", "end_s", "round_time_s", "selected", "accepted",
                  "aggregated", "model_version", "mean_staleness",
@@ -38,35 +39,47 @@ def cell(value: float | None) -> str:
 
 
 def write_rounds(sim: Simulation, study: Study, path: Path) -> None:
+    """``rounds.csv``: ``rounds_csv`` into ``path``."""
+    with path.open("w", newline="") as f:
+        rounds_csv(sim, study, f)
+
+
+def rounds_csv(sim: Simulation, study: Study, f: TextIO) -> None:
     """One row per round (or aggregation), then the round open when the run stopped (``status``
-    ``unfinished``: ``end_s`` and ``round_time_s`` empty). ``accuracy`` and ``loss`` of the model the row
-    ends with are empty in timing mode, when the version was not evaluated, or when not finite."""
+    ``unfinished``: ``end_s`` and ``round_time_s`` empty), as CSV into the text stream ``f``. ``accuracy`` and
+    ``loss`` of the model the row ends with are empty in timing mode, when the version was not evaluated, or
+    when not finite."""
     metrics = sim.record.metrics_by_version
     rows = list(sim.coordinator.rounds)
     if sim.coordinator.unfinished_round is not None:
         rows.append(sim.coordinator.unfinished_round)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ROUND_COLUMNS)
-        for r in rows:
-            m = metrics.get(r.model_version, {})
-            w.writerow([r.round_index, r.status, repr(r.start_s), cell(r.end_s),
-                        "" if r.end_s is None else repr(r.end_s - r.start_s),
-                        r.selected, r.accepted, int(r.aggregated), r.model_version,
-                        repr(r.mean_staleness),
-                        *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
-                          for c in DROPOUT_CAUSES),
-                        cell(m.get("accuracy")), cell(m.get("loss"))])
+    w = csv.writer(f)
+    w.writerow(ROUND_COLUMNS)
+    for r in rows:
+        m = metrics.get(r.model_version, {})
+        w.writerow([r.round_index, r.status, repr(r.start_s), cell(r.end_s),
+                    "" if r.end_s is None else repr(r.end_s - r.start_s),
+                    r.selected, r.accepted, int(r.aggregated), r.model_version,
+                    repr(r.mean_staleness),
+                    *(study.dropouts_by_round.get(r.round_index, {}).get(c, 0)
+                      for c in DROPOUT_CAUSES),
+                    cell(m.get("accuracy")), cell(m.get("loss"))])
 
 
 def write_evaluations(sim: Simulation, path: Path) -> None:
-    """The global model on the test set at each evaluation time, with the work spent until then."""
+    """``evaluations.csv``: ``evaluations_csv`` into ``path``."""
     with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(EVALUATION_COLUMNS)
-        for e in sim.record.evaluations:
-            w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
-                        e.bytes_up, e.bytes_down])
+        evaluations_csv(sim, f)
+
+
+def evaluations_csv(sim: Simulation, f: TextIO) -> None:
+    """The global model on the test set at each evaluation time, with the work spent until then, as CSV into
+    the text stream ``f``."""
+    w = csv.writer(f)
+    w.writerow(EVALUATION_COLUMNS)
+    for e in sim.record.evaluations:
+        w.writerow([repr(e.time_s), e.model_version, cell(e.accuracy), cell(e.loss), e.client_flops,
+                    e.bytes_up, e.bytes_down])
 
 
 STOP_REASONS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fleet.app.comparison import fmt
+from fleet.app.comparison import fmt, markdown_rows
 from fleet.app.simulation import Simulation
 from fleet.app.study import Study
 
@@ -41,10 +41,6 @@ def _class_rows(energy: dict) -> list[list[str]]:
     return rows
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def energy_report_lines(summary: dict) -> list[str]:
     """``report.md``'s "Energy" section (Markdown lines); none when the summary has no ``energy``."""
     energy = summary.get("energy")
@@ -61,7 +57,7 @@ def energy_report_lines(summary: dict) -> list[str]:
     if energy["accuracy_gain"] is not None:
         lines += [f"Accuracy rose {100 * energy['accuracy_gain']:.2f} points over the initial model: "
                   f"{fmt(energy['j_per_accuracy_point'])} J per accuracy point.", ""]
-    return [*lines, *_table(head, _class_rows(energy)), ""]
+    return [*lines, *markdown_rows(head, _class_rows(energy)), ""]
 
 
 def energy_study_lines(summary: dict) -> list[str]:
@@ -122,7 +118,7 @@ def energy_comparison_lines(summaries: list[tuple[str, dict]]) -> list[str]:
     return ["## Energy", "",
             "Joules the simulated devices spent (compute and radio, docs/energy.md), per accepted update and per "
             "point of test accuracy gained over the initial model (n/a: no gain, or a timing run). As CSV: "
-            "`comparison_energy.csv`.", "", *_table(head, cells), ""]
+            "`comparison_energy.csv`.", "", *markdown_rows(head, cells), ""]
 
 
 def write_energy_csv(summaries: list[tuple[str, dict]], path: Path) -> bool:

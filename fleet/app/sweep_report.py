@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.app.comparison import fmt
+from fleet.app.comparison import fmt, markdown_rows
 from fleet.app.sweep_plan import Setting
 from fleet.app.sweep_stats import Spread, describe
 from fleet.core.messages import CAUSES
@@ -86,10 +86,6 @@ def write_csv(cells: list[Cell], keys: list[str], path: Path) -> None:
                         *(_num(v) for v in (s.mean, s.sd, s.ci_low, s.ci_high, s.min, s.max))])
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def _pm(c: Cell) -> str:
     """``mean ± half-width``, and ``(n of runs)`` when some runs had no value."""
     s = c.spread
@@ -116,7 +112,7 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
              "with a value (a time to target counts only the seeds that reached the target). One run gives no sd or "
              "interval.",
              "", f"## Headline (mean ± half the {pct} interval)", ""]
-    lines += _table(["setting", "variant", "runs", *(labels[f] for f in head)],
+    lines += markdown_rows(["setting", "variant", "runs", *(labels[f] for f in head)],
                     [[s, v, str(runs[(s, v)]), *(_pm(by[(s, v, f)]) for f in head)]
                      for s, v in groups])
     lines += ["", "## Every figure", ""]
@@ -127,7 +123,7 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
             interval = "n/a" if sp.ci_low is None else f"[{fmt(sp.ci_low)}, {fmt(sp.ci_high)}]"
             rows.append([s, v, str(sp.n), fmt(sp.mean), fmt(sp.sd), interval, fmt(sp.min), fmt(sp.max)])
         lines += [f"### {labels[figure]} (`{figure}`)", "",
-                  *_table(["setting", "variant", "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
+                  *markdown_rows(["setting", "variant", "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
     if zero:
         lines += ["Zero in every run: " + ", ".join(labels[f] for f in zero) + ".", ""]
     if absent:
