@@ -131,6 +131,15 @@ class MemoryShare(_Strict):
         return _known("device class", v, DEVICE_CLASSES)
 
 
+def _shares_sum_to_one(cls, shares: list | None) -> list | None:
+    """A field validator: the ``fraction``s of a list of shares (a mix) sum to 1, within 1e-6."""
+    if shares is not None:
+        total = math.fsum(e.fraction for e in shares)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"fractions sum to {total:g}, must sum to 1")
+    return shares
+
+
 def _trace_path(v: str | None) -> str | None:
     if v is not None and ("\0" in v or not v.strip()):
         raise ValueError("a path cannot be blank or contain a NUL character")
@@ -178,14 +187,12 @@ class TraceConfig(_Strict):
     def _known_device(cls, v: str | None) -> str | None:
         return v if v is None else _known("device class", v, DEVICE_CLASSES)
 
+    _memory_mix_sums_to_one = field_validator("memory_mix")(_shares_sum_to_one)
+
     @model_validator(mode="after")
     def _one_memory_source(self):
         if (self.memory_class is None) == (self.memory_mix is None):
             raise ValueError("memory_class or memory_mix: give exactly one (the traces hold no memory)")
-        if self.memory_mix is not None:
-            total = math.fsum(m.fraction for m in self.memory_mix)
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"memory_mix: fractions sum to {total:g}, must sum to 1")
         return self
 
     def memory_shares(self) -> list[tuple[str, float]]:
@@ -208,13 +215,7 @@ class FleetConfig(_Strict):
     trace: TraceConfig | None = Field(None, description="Devices from FedScale-format traces instead of "
                                       "the mix (docs/traces.md); null = sample the mix.")
 
-    @field_validator("mix")
-    @classmethod
-    def _sums_to_one(cls, mix: list[MixEntryConfig]) -> list[MixEntryConfig]:
-        total = math.fsum(e.fraction for e in mix)
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"fractions sum to {total:g}, must sum to 1")
-        return mix
+    _mix_sums_to_one = field_validator("mix")(_shares_sum_to_one)
 
     @model_validator(mode="after")
     def _trace_or_mix(self):
