@@ -121,26 +121,9 @@ class Coordinator:
         return task
 
     def _dispatch_all(self, devices: list[int], round_index: int, deadline_s: float | None) -> None:
-        """``_dispatch`` each of ``devices``, the tasks sent in one go (``Transport.send_many``): ``_prepare``'s
-        bookkeeping for all of them, in one loop (the same tasks, rows and calls, in the same order)."""
-        plan, row, submit, outstanding = self._plan, self._row, self._work.submit, self.outstanding
-        now, version, task_id = self._env._now, self.version, self._next_task_id
-        tasks = []
-        for device in devices:
-            config, demand = plan(round_index, device)
-            task = Task(task_id, device, round_index, version, config.phase, config.local_steps, config.batch_size,
-                        demand.peak_memory_bytes, demand.flops, demand.bytes_up, deadline_s, demand.bytes_down,
-                        config.mode, config.architecture)
-            task_id += 1
-            outstanding[task.task_id] = _Outstanding(task, now)
-            row((now, "dispatch", round_index, device, task.task_id, None, version, demand.peak_memory_bytes, None,
-                 None, None, None, None, None))
-            submit(task)
-            tasks.append(task)
-        self._next_task_id = task_id
-        self.busy[devices] = True
-        self.client_tasks += len(tasks)
-        self._transport.send_many(tasks)
+        """``_dispatch`` each of ``devices`` (the same tasks, rows and calls, in the same order), the tasks sent in
+        one go (``Transport.send_many``)."""
+        self._transport.send_many([self._prepare(device, round_index, deadline_s) for device in devices])
 
     def _prepare(self, device: int, round_index: int, deadline_s: float | None) -> Task:
         """A task for ``device``, booked (busy, outstanding, counted, recorded, submitted) but not sent."""

@@ -35,8 +35,8 @@ class LoopEnvironment(simpy.Environment):
     them is collected then, not never. And the youngest generation is collected every ``GC_YOUNG_OBJECTS``
     allocations instead of every 700: a task's objects (its run, messages, queue entries) live across
     hundreds of other tasks' steps, so at 700 each collection found them alive, promoted them and walked them
-    again in the older generations (at 100,000 devices a quarter of the loop's CPU time went to collections;
-    ``docs/benchmarks.md``). Reference counting frees them as before; only cyclic garbage waits longer."""
+    again in the older generations (measured in ``docs/benchmarks.md``, "Timing-only throughput"). Reference
+    counting frees them as before; only cyclic garbage waits longer."""
 
     fuses = True
 
