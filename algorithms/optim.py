@@ -15,9 +15,9 @@ stacked weights, with ``anchor`` and ``mask`` broadcasting over the clients):
 
 ``t`` counts the local steps from 1 (Adam's bias correction). ``grad`` is used as scratch.
 
-``step_all`` applies the same step to every parameter tensor at once, each formula one ``torch._foreach_*``
-call over the tensors (on CPU, ATen runs the per-tensor operator for each: the same bits as ``__call__`` per
-tensor, one Python call instead of one per tensor).
+``step_all`` applies the step to every parameter tensor at once, each formula one ``torch._foreach_*`` call
+over the tensors (on CPU, ATen runs the per-tensor operator for each: the same bits as one tensor at a time);
+``__call__`` is ``step_all`` on one tensor, so the formulas are written once.
 """
 
 from __future__ import annotations
@@ -71,21 +71,8 @@ class OptimizerStep:
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self(t, w, grad, anchor, mask, slot1, slot2)
-        grad = self.gradient(w, grad, anchor)
-        if mask is not None:
-            grad.mul_(mask)
-        lr = self.lr
-        if self.kind == "sgd":
-            w.add_(grad, alpha=-lr)
-        elif self.kind == "momentum":
-            slot1.mul_(MOMENTUM).add_(grad)
-            w.add_(slot1, alpha=-lr)
-        else:
-            b1, b2 = ADAM_BETAS
-            slot1.mul_(b1).add_(grad, alpha=1 - b1)
-            slot2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            denom = grad.copy_(slot2).div_(1 - b2 ** t).sqrt_().add_(ADAM_EPS)  # reuses grad's storage
-            w.addcdiv_(slot1, denom, value=-lr / (1 - b1 ** t))
+        self.step_all(t, [w], [grad], [anchor], None if mask is None else [mask],
+                      None if slot1 is None else [slot1], None if slot2 is None else [slot2])
 
     def step_all(self, t: int, ws: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
                  anchors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor] | None,
