@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -148,8 +149,10 @@ def _worker_init(algorithm_name: str, algorithm_params: dict, source: ClientData
     torch.set_num_threads(threads)
     dataset = source.load()
     _WORKER["algorithm"] = create_algorithm(algorithm_name, **algorithm_params)
-    _WORKER["x"] = torch.from_numpy(np.asarray(dataset.train_x))
-    _WORKER["y"] = torch.from_numpy(np.asarray(dataset.train_y))
+    with warnings.catch_warnings():  # the cached split is read-only; nothing writes to it (clients copy rows)
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        _WORKER["x"] = torch.from_numpy(np.asarray(dataset.train_x))
+        _WORKER["y"] = torch.from_numpy(np.asarray(dataset.train_y))
     _WORKER["partitions"] = source.partitions
 
 

@@ -197,3 +197,22 @@ def test_fedprox_learns_the_same_on_the_sequential_and_vectorized_backends():
     assert a.kernel.recorder.sha256() == b.kernel.recorder.sha256()
     assert torch.equal(_weights(a), _weights(b))  # MLP backprop: bit-identical
     assert a.learning.evaluations[-1].accuracy > a.learning.evaluations[0].accuracy
+
+
+def test_a_pool_worker_takes_a_read_only_split_without_a_warning(tmp_path):
+    """The cached dataset is memory-mapped read-only; torch warns once per process when it wraps such an array
+    (seen by users on every process_pool run). A fresh process, so that the warning is not already spent."""
+    code = (
+        "import numpy as np, warnings\n"
+        "from fleet.learning import backends\n"
+        "x = np.zeros((4, 2), np.float32); y = np.zeros(4, np.int64); x.flags.writeable = y.flags.writeable = False\n"
+        "class Source:\n"
+        "    partitions = (np.arange(4),)\n"
+        "    def load(self):\n"
+        "        return type('D', (), {'train_x': x, 'train_y': y})()\n"
+        "warnings.simplefilter('error')\n"
+        "backends._worker_init('fedavg', {'model': 'mlp_small'}, Source(), 1)\n"
+        "print(tuple(backends._WORKER['x'].shape))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(4, 2)" and "Warning" not in done.stderr
