@@ -6,15 +6,19 @@ trace in FedScale's schema with fleet's extension keys (``devices.traces.export`
 sample of the scenario's model, kbit/s, class, memory and availability intervals. The file serves as both
 the capacity and the behaviour file of a ``fleet.trace`` section (``pairing: id``), which replays the same
 fleet (docs/traces.md). Exit status: 0 written; 2 a bad scenario, argument or a fleet with random failures
-(no period to write); 1 the file cannot be written. Every failure is one line on stderr, no traceback.
+(no period to write), or an ``--out`` that cannot be written (``check_out_file``: a folder, or a path whose
+folder is not a writable folder; checked before the fleet is built); 1 writing fails all the same (a full
+disk). Every failure is one line on stderr, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
+from fleet.app.out_folder import OutFolderError
 from fleet.app.pipes import quiet_on_closed_pipe
 
 PROG = "python -m fleet.export_fleet"
@@ -31,6 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a scenario key, e.g. --set fleet.devices=50 (repeatable)")
     return p
+
+
+def check_out_file(out: Path) -> None:
+    """The ``--out`` check of a file to write, ``fleet.app.out_folder.check_out_folder``'s for its folder: ``out``
+    is not a folder, and its folder is made if needed (as ``fleet.run`` makes its ``--out``) and proved writable
+    by writing (and removing) a file there. Else ``OutFolderError``, one line naming ``out`` and saying why."""
+    from fleet.app.scenario import echo
+
+    folder = out.parent
+    if out.is_dir():
+        raise OutFolderError(f"--out {echo(str(out))}: a directory, not a file")
+    if folder.exists() and not folder.is_dir():
+        raise OutFolderError(f"--out {echo(str(out))}: {echo(str(folder))} is not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutFolderError(f"--out {echo(str(out))}: {echo(str(folder))} is not a writable folder "
+                             f"({exc.strerror or echo(str(exc))})") from None
 
 
 @quiet_on_closed_pipe
@@ -52,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = variants[args.variant if args.variant is not None else next(iter(variants))]
         if scenario.bridge is not None:
             raise ScenarioError("bridge: real devices have no trace to export; only the simulated fleet is written")
+        check_out_file(args.out)
         from devices.traces import fleet_records, write_records
         from fleet.app.build import build_fleet
 
@@ -64,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         write_records(records, args.out)
     except ScenarioError as exc:
         print(f"{PROG}: scenario error: {exc}", file=sys.stderr)
+        return 2
+    except OutFolderError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"{PROG}: cannot write {str(args.out)[:300]}: {exc.strerror or echo(str(exc))}", file=sys.stderr)

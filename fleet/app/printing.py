@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Line", "Table", "markdown_table", "write_items"]
+__all__ = ["Line", "Table", "markdown_table", "seconds", "share", "write_items"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,32 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+
+
+def seconds(value: float) -> str:
+    """A duration in seconds as printed, without its unit: 3 significant digits below 1,000 s (``0.424``,
+    ``12.3``, ``512``, ``0.001``; ``0`` for zero; below 0.0001 s as ``.3g`` writes it, ``1e-05``), whole seconds
+    with thousands separators from there (``1,234``, ``86,400``), never ``1e+03``."""
+    if abs(value) >= 999.5:  # .3g would write 1e+03
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def share(fraction: float) -> str:
+    """A fraction of a whole (0 to 1) as a percentage: one decimal (``12.5%``), two below 1 % (``0.02%``),
+    ``< 0.01%`` for a share above 0 but below 0.01 %, and ``> 99.9%`` for one below 1 that one decimal would
+    round to 100; ``0%`` only for exactly none and ``100%`` only for exactly all."""
+    if fraction == 0:
+        return "0%"
+    if fraction == 1:
+        return "100%"
+    percent = 100 * fraction
+    if percent < 0.01:
+        return "< 0.01%"
+    if percent < 1:
+        return f"{percent:.2f}%"
+    text = f"{percent:.1f}"
+    return "> 99.9%" if fraction < 1 and text == "100.0" else f"{text}%"
 
 
 def _cell(text: str) -> str:

@@ -14,7 +14,7 @@ from typing import Callable, Sequence, TextIO
 
 from fleet.app.comparison import write_comparison
 from fleet.app.figures import draw_figures
-from fleet.app.printing import Line, Table, write_items
+from fleet.app.printing import Line, Table, seconds, share, write_items
 from fleet.app.report_energy import energy_report_lines, energy_study_lines, write_energy_outputs
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
@@ -122,24 +122,24 @@ def _md_headline(summ: dict) -> list[str]:
     return [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
             f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
             f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
-            f"{summ['sim_time_s']:.1f} s of virtual time ({summ['stopped_by']}).", ""]
+            f"{seconds(summ['sim_time_s'])} s of virtual time ({summ['stopped_by']}).", ""]
 
 
 def _md_facts(summ: dict) -> list[str]:
     return [f"- rounds: {rounds_story(summ)}",
             f"- client tasks dispatched: {summ['client_tasks']}; updates accepted: "
             f"{summ['updates_accepted']}; devices that took part: {summ['participants']} "
-            f"({summ['participation_rate']:.1%})",
+            f"({share(summ['participation_rate'])})",
             f"- outcomes: {_accounting(summ)}",
             "- dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()),
-            "- round time (s): " + ", ".join(f"{q} {v:.1f}" if v is not None else f"{q} n/a"
+            "- round time (s): " + ", ".join(f"{q} {seconds(v)}" if v is not None else f"{q} n/a"
                                               for q, v in summ["round_time_s"].items()),
             f"- client FLOPs spent: {summ['client_flops']:.3g}; bytes up {summ['bytes_up']:,}, "
             f"down {summ['bytes_down']:,}",
             *([f"- test accuracy: final {summ['final_accuracy']:.4f}, best {summ['best_accuracy']:.4f}; "
                f"time to {summ['target_accuracy']:.0%}: "
                + ("not reached" if summ["time_to_target_s"] is None
-                  else f"{summ['time_to_target_s']:.0f} s virtual")]
+                  else f"{seconds(summ['time_to_target_s'])} s virtual")]
               if summ["final_accuracy"] is not None else []),
             *([f"- the model {summ['diverged']}; non-finite metrics are null"]
               if summ.get("diverged") else []),
@@ -151,7 +151,7 @@ def _md_classes(summ: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]
-        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+        fmt = lambda v: "n/a" if v is None else seconds(v)  # noqa: E731
         lines.append(f"| {cls} | {row['devices']} | {row['client_tasks']} | "
                      f"{row['updates_accepted']} | "
                      + (", ".join(f"{c} {k}" for c, k in row["dropouts"].items()) or "-")
@@ -229,19 +229,19 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True, events: str 
 def _study_headline(summ: dict) -> list[Line]:
     times = summ["round_time_s"]
     return [Line(f"{summ['scenario']}: {summ['devices']} devices, {summ['rounds']} rounds, "
-                 f"{summ['sim_time_s']:.1f} s virtual in {summ['wall_s']:.2f} s wall ({summ['stopped_by']})",
+                 f"{seconds(summ['sim_time_s'])} s virtual in {seconds(summ['wall_s'])} s wall ({summ['stopped_by']})",
                  "bold"),
             Line(f"rounds: {rounds_story(summ)}"),
             Line(f"tasks {summ['client_tasks']}, accepted {summ['updates_accepted']}, participation "
-                 f"{summ['participation_rate']:.1%} of devices; round time "
-                 + (", ".join(f"{q} {v:.1f} s" for q, v in times.items()) if times["p50"] is not None
+                 f"{share(summ['participation_rate'])} of devices; round time "
+                 + (", ".join(f"{q} {seconds(v)} s" for q, v in times.items()) if times["p50"] is not None
                     else "n/a (no round ended with anyone selected)")),
             Line(f"outcomes: {_accounting(summ)}"),
             Line("dropouts: " + ", ".join(f"{c} {k}" for c, k in summ["dropouts"].items()))]
 
 
 def _study_classes(summ: dict) -> list[Table]:
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else seconds(v)  # noqa: E731
     rows = []
     for cls, row in summ["by_class"].items():
         comp = row["completion_s"]
@@ -261,7 +261,7 @@ def _study_outcome(summ: dict) -> list[Line]:
         ttt = summ["time_to_target_s"]
         lines.append(Line(f"test accuracy final {summ['final_accuracy']:.4f} (best {summ['best_accuracy']:.4f}); "
                           f"time to {summ['target_accuracy']:.0%}: "
-                          + ("not reached" if ttt is None else f"{ttt:.0f} s virtual")))
+                          + ("not reached" if ttt is None else f"{seconds(ttt)} s virtual")))
     if summ.get("diverged"):
         lines.append(Line(f"the model {summ['diverged']}; non-finite metrics are null in summary.json", "bold red"))
     return lines

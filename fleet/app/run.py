@@ -60,7 +60,7 @@ def _run_one(scenario, out: Path, args, console) -> tuple[dict, Sequence]:
     checkpoints = checkpoint_dir(scenario, out, args.resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
-                  disable=args.quiet) as progress:
+                  disable=args.quiet or not console.is_interactive) as progress:  # else rich ends with a blank line
         bar = progress.add_task(f"{out.name}: rounds", total=scenario.coordinator.rounds)
         sim = run_scenario(scenario, checkpoints, on_round=lambda done: progress.update(bar, completed=done))
     summ = write_outputs(sim, out, figures=not args.no_figures, events=args.events)
@@ -173,7 +173,9 @@ def _main(args) -> int:
         if not isinstance(exc, BackendUnavailable):
             raise
         first = (str(exc).splitlines() or [""])[0][:300]
-        print(f"fleet.run: executor: {first}; the checkpoints so far stay (resume with --resume)", file=sys.stderr)
+        saved = next(out.glob("**/checkpoints/version_*.ckpt"), None) is not None  # a round done and kept
+        hint = "; the checkpoints so far stay (resume with --resume)" if saved else ""
+        print(f"fleet.run: executor: {first}{hint}", file=sys.stderr)
         return 2
     if args.quiet:
         print(out)

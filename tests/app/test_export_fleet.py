@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,4 +75,32 @@ def test_random_failures_cannot_be_written_and_bad_arguments(tmp_path, capsys):
     assert ".json or .csv" in capsys.readouterr().err
     assert main([str(ROOT / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "f.csv"), "--variant", "x"]) == 2
     assert "--variant 'x'" in capsys.readouterr().err
-    assert main([str(ROOT / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "missing" / "f.csv")]) == 1
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
+    """Defect: ``--out FILE/x.json`` under a regular file exited 1 (a write failure); like ``fleet.run``'s bad
+    ``--out``, it is one line naming the path, exit status 2, checked before the fleet is built."""
+    smoke = str(ROOT / "scenarios" / "smoke.yaml")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.json").mkdir()
+    cases = [(tmp_path / "afile" / "x.json", f"'{tmp_path / 'afile'}' is not a directory"),
+             (tmp_path / "afile" / "sub" / "x.csv", f"'{tmp_path / 'afile' / 'sub'}' is not a writable folder "
+                                                   "(Not a directory)"),
+             (tmp_path / "adir.json", "a directory, not a file")]
+    for out, why in cases:
+        assert main([smoke, "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == f"python -m fleet.export_fleet: --out '{out}': {why}\n"
+    # A missing folder is made, as fleet.run makes its --out.
+    assert main([smoke, "--out", str(tmp_path / "missing" / "f.csv")]) == 0
+    assert (tmp_path / "missing" / "f.csv").read_text().count("\n") == 51  # the header and 50 devices
+
+
+def test_the_module_exits_2_with_one_line_for_an_out_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "x.json"
+    done = subprocess.run([sys.executable, "-m", "fleet.export_fleet", str(ROOT / "scenarios" / "smoke.yaml"),
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"python -m fleet.export_fleet: --out '{out}': '{tmp_path / 'afile'}' is not a directory\n"

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from fleet.app.build import build_simulation
-from fleet.app.printing import Line, Table, markdown_table, write_items
-from fleet.app.report import STUDY_CLASS_COLUMNS, print_study
+from fleet.app.printing import Line, Table, markdown_table, seconds, share, write_items
+from fleet.app.report import STUDY_CLASS_COLUMNS, _report_md, print_study
 from fleet.app.run import main
 from fleet.app.scenario import Scenario
 from fleet.app.study import analyse, summary
@@ -100,3 +100,54 @@ def test_the_cli_piped_prints_markdown(tmp_path, capsys):
     assert status == 0
     assert not BOX & set(out)
     assert sorted(r[0] for r in _table_rows(out)) == ["esp32_s3_psram", "mcu_tiny", "rpi4_4gb"]
+
+
+def test_seconds_have_three_significant_digits_and_thousands_separators():
+    assert [seconds(v) for v in (0.0, 0.001, 0.424, 0.4244, 2.977840588480063, 12.34, 512.0, 999.4, 999.5, 1234.4,
+                                 86_400.0)] == ["0", "0.001", "0.424", "0.424", "2.98", "12.3", "512", "999", "1,000",
+                                                "1,234", "86,400"]
+
+
+def test_a_share_is_never_zero_unless_none_took_part():
+    assert [share(v) for v in (0, 2e-4, 1e-4, 9.9e-5, 1e-6, 0.0099, 0.015, 0.5, 1 / 3, 0.9994, 0.9996, 1)] == [
+        "0%", "0.02%", "0.01%", "< 0.01%", "< 0.01%", "0.99%", "1.5%", "50.0%", "33.3%", "99.9%", "> 99.9%", "100%"]
+
+
+def _learning(summ: dict, **changes) -> dict:
+    """``summ`` as a learning run's summary of a million devices, with ``changes``."""
+    return {**summ, "devices": 1_000_000, "participants": 200, "participation_rate": 2e-4, "sim_time_s": 1234.4,
+            "wall_s": 12.34, "round_time_s": {"p50": 0.001, "p90": 12.34, "p99": 86_400.0},
+            "final_accuracy": 0.8123, "best_accuracy": 0.85, "target_accuracy": 0.8, "time_to_target_s": 0.424,
+            **changes}
+
+
+@pytest.mark.parametrize("ttt, shown", [(0.424, "0.424 s virtual"), (12.34, "12.3 s virtual"),
+                                        (1234.0, "1,234 s virtual"), (None, "not reached")])
+def test_times_and_small_shares_are_printed_with_their_digits(summ, ttt, shown):
+    """Defects: ``time to 80%: 0 s virtual`` for 0.424 s, and ``participation 0.0% of devices`` for 200 of a
+    million devices; both in the printed study and in report.md."""
+    learning = _learning(summ, time_to_target_s=ttt)
+    printed = _printed(learning).splitlines()
+    assert printed[0] == "printed: 1000000 devices, 3 rounds, 1,234 s virtual in 12.3 s wall (completed)"
+    assert printed[2] == ("tasks 18, accepted 12, participation 0.02% of devices; round time p50 0.001 s, "
+                          "p90 12.3 s, p99 86,400 s")
+    assert f"test accuracy final 0.8123 (best 0.8500); time to 80%: {shown}" in printed
+    report = _report_md(learning, []).splitlines()
+    assert report[2].endswith("; 3 rounds in 1,234 s of virtual time (completed).")
+    assert "- client tasks dispatched: 18; updates accepted: 12; devices that took part: 200 (0.02%)" in report
+    assert "- round time (s): p50 0.001, p90 12.3, p99 86,400" in report
+    assert f"- test accuracy: final 0.8123, best 0.8500; time to 80%: {shown}" in report
+    assert "| rpi4_4gb | 2 | 6 | 6 | - | - | 0 | 0.121 | 0.124 | - |" in report  # class completion times too
+
+
+def test_a_share_of_zero_is_zero(summ):
+    none = _learning(summ, participants=0, participation_rate=0.0)
+    assert "tasks 18, accepted 12, participation 0% of devices; round time" in _printed(none)
+    assert "devices that took part: 0 (0%)" in _report_md(none, [])
+
+
+def test_a_run_writes_nothing_to_stderr_when_it_is_not_a_terminal(tmp_path, capsys):
+    """Defect: each run (each variant) wrote one blank line to stderr when stderr was not a terminal."""
+    assert main([str(ROOT / "scenarios/smoke.yaml"), "--out", str(tmp_path / "out"), "--no-figures",
+                 "--set", "coordinator.rounds=2"]) == 0
+    assert capsys.readouterr().err == ""

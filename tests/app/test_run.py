@@ -231,14 +231,24 @@ def test_an_executor_lost_mid_run_is_one_line_exit_2(tmp_path, capsys, monkeypat
     """A Ray cluster that goes away mid-run raises BackendUnavailable from inside the run: one line, exit 2."""
     from fleet.learning.backends import BackendUnavailable
 
+    rounds_kept = []
+
     def lost(*args, **kwargs):
+        for version in rounds_kept:  # what the run checkpointed before its cluster went
+            (tmp_path / "out" / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "out" / "checkpoints" / f"version_{version:06d}.ckpt").write_bytes(b"state")
         raise BackendUnavailable("ray: the cluster at 10.0.0.1:6379 went away\n(details)")
 
     monkeypatch.setattr("fleet.app.simulation.Simulation.run", lost)
     status, out, err = _main(capsys, ROOT / "scenarios/smoke.yaml", "--out", tmp_path / "out", "--quiet")
     assert status == 2 and out == ""
+    assert _one_line(err, "fleet.run: executor: ray: the cluster at 10.0.0.1:6379 went away") == (
+        "fleet.run: executor: ray: the cluster at 10.0.0.1:6379 went away")  # nothing to resume from
+    rounds_kept.append(1)
+    status, out, err = _main(capsys, ROOT / "scenarios/smoke.yaml", "--out", tmp_path / "out", "--quiet")
+    assert status == 2 and out == ""
     line = _one_line(err, "fleet.run: executor: ray: the cluster at 10.0.0.1:6379 went away;")
-    assert line.endswith("(resume with --resume)")
+    assert line.endswith("the checkpoints so far stay (resume with --resume)")
 
 
 def test_the_cli_outputs_are_the_same_before_and_after_the_api():
