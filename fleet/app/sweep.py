@@ -2,14 +2,17 @@
 [--backend local|ray] [--jobs N] [--no-figures]``.
 
 Whole runs over seeds and the ``--grid`` product of settings, as parallel jobs: each is exactly the command
-``python -m fleet.run SCENARIO --seed S --set k=v ... --out DIR/<setting>/s<S> --quiet``, listed in
+``PYTHON -m fleet.run SCENARIO --seed S --set k=v ... --out DIR/<setting>/s<S> --quiet``, listed in
 ``DIR/manifest.json`` so it can be made again alone. Runs whose summaries are complete are skipped, so the same
 command finishes a killed sweep. Then ``sweep.md``, ``sweep.csv`` and ``sweep.png`` aggregate the study's
 figures over the seeds (``fleet.app.sweep_report``; ``docs/sweep.md``).
 
 Exit status: 0 when every run finished; 1 when a run failed (reported with its stderr tail after the others
 finished, and the report of those written) or a write failed; 2 for bad input (``--seeds``, ``--grid``, the
-scenario with any setting, ``--out``, a missing Ray), one line on stderr and nothing run; 130 on Ctrl-C.
+scenario with any setting, ``--out``, an ``--out`` that holds another scenario's or another grid's sweep, a
+missing Ray or a Ray cluster that does not answer), one line on stderr and nothing run; 130 on Ctrl-C. The
+manifest written on the way out (the end, a failure, Ctrl-C) marks finished every run whose outcome was not
+reported but whose folder holds its complete summary.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from fleet.app.sweep_plan import (
     MAX_RUNS,
     PlanError,
     Run,
+    check_reuse,
     expand_grid,
+    file_sha256,
     parse_grid,
     parse_seeds,
     plan_runs,
@@ -79,11 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _validate(path: str, settings, seeds: list[int]) -> dict[str, list[str]]:
-    """Every setting's variant names; each setting's scenario (and the seed bounds) checked in full first."""
+def _count(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``0 runs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str]], dict[str | None, str]]:
+    """Every setting's variant names, and the Ray clusters its runs would join: ``{executor.ray_address:
+    where}`` for every learning-mode variant with ``executor.backend: ray`` (None: ``RAY_ADDRESS`` or a local instance;
+    ``where`` names the first setting that has it). Each setting's scenario (and the seed bounds) is checked in
+    full first."""
     from fleet.app.scenario import ScenarioError, load_variants, scenario_warnings
 
-    names, warned = {}, set()
+    names, warned, clusters = {}, set(), {}
     for i, setting in enumerate(settings):
         where = f" (--grid setting {setting.name})" if setting.values else ""
         try:
@@ -97,8 +110,37 @@ def _validate(path: str, settings, seeds: list[int]) -> dict[str, list[str]]:
                 if warning not in warned:
                     warned.add(warning)
                     print(f"{PROG}: scenario warning: {path}: {warning}{where}", file=sys.stderr)
+            if scenario.executor.backend == "ray" and scenario.mode == "learning":  # timing mode builds none
+                clusters.setdefault(scenario.executor.ray_address, where)
         names[setting.name] = [name for name, _ in variants]
-    return names
+    return names, clusters
+
+
+def _check_ray(path: str, clusters: dict[str | None, str], backend: str) -> None:
+    """Before anything runs: the Ray clusters the runs would join (``_validate``) and, for ``--backend ray``,
+    the sweep's own (``RAY_ADDRESS``) answer (``fleet.learning.ray_backend.check_cluster``), and the ray
+    package is installed (looked up, not imported) when any of them applies."""
+    if not clusters and backend != "ray":
+        return
+    import importlib.util
+
+    from fleet.learning import ray_backend
+    from fleet.learning.backends import BackendUnavailable
+
+    if importlib.util.find_spec("ray") is None:
+        if backend == "ray":
+            raise _InputError(f"--backend ray: {ray_backend.RAY_MISSING}")
+        raise _InputError(f"scenario error: {path}: executor: {ray_backend.RAY_MISSING}{next(iter(clusters.values()))}")
+    for address, where in clusters.items():
+        try:
+            ray_backend.check_cluster(address)
+        except BackendUnavailable as exc:
+            raise _InputError(f"scenario error: {path}: executor: {exc}{where}") from None
+    if backend == "ray" and None not in clusters:  # the sweep's own cluster, unless a run's check just made it
+        try:
+            ray_backend.check_cluster(None)
+        except BackendUnavailable as exc:
+            raise _InputError(f"--backend ray: {exc}") from None
 
 
 def _check_out(out: Path) -> None:
@@ -124,7 +166,8 @@ def _pool(args):
 
 
 def _write_manifest(out: Path, args, seeds, grid, variants, runs: list[Run], status: dict) -> None:
-    doc = {"scenario": args.scenario, "cwd": os.getcwd(), "python": sys.executable, "seeds": seeds,
+    doc = {"scenario": args.scenario, "scenario_sha256": args.scenario_sha256, "cwd": os.getcwd(),
+           "python": sys.executable, "seeds": seeds,
            "grid": {key: values for key, values in grid}, "backend": args.backend,
            "runs": [{"setting": r.setting.name, "seed": r.seed, "overrides": r.setting.overrides, "out": str(r.out),
                      "variants": variants[r.setting.name], "command": r.command, **status.get(r, {"status": "pending"})}
@@ -180,9 +223,17 @@ def _main(args) -> int:
         grid = parse_grid(args.grid)
         settings = expand_grid(grid)
         if len(settings) * len(seeds) > MAX_RUNS:
-            raise PlanError(f"{len(settings)} settings × {len(seeds)} seeds is more than {MAX_RUNS:,} runs")
-        variants = _validate(args.scenario, settings, seeds)
+            raise PlanError(f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} is more than "
+                            f"{MAX_RUNS:,} runs")
+        variants, clusters = _validate(args.scenario, settings, seeds)
+        try:
+            args.scenario_sha256 = file_sha256(args.scenario)
+        except OSError as exc:
+            raise _InputError(f"scenario error: {args.scenario}: cannot read ({exc.strerror or exc})") from None
         out = args.out or Path("runs") / f"sweep-{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if out.is_dir():
+            check_reuse(out, args.scenario, args.scenario_sha256, settings)
+        _check_ray(args.scenario, clusters, args.backend)
         pool, jobs = _pool(args)
         _check_out(out)
     except (PlanError, _InputError) as exc:
@@ -195,44 +246,70 @@ def _main(args) -> int:
     seed_rank = {seed: i for i, seed in enumerate(seeds)}
     order = {run: (seed_rank[run.seed], i) for i, run in enumerate(runs)}
     pending = sorted((r for r in runs if r not in results), key=order.__getitem__)
-    print(f"{PROG}: {len(runs)} runs ({len(settings)} setting{'s' * (len(settings) > 1)} × {len(seeds)} seeds) "
+    print(f"{PROG}: {_count(len(runs), 'run')} ({_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')}) "
           f"in {out}: {len(results)} already finished, {len(pending)} to run ({args.backend}, jobs {jobs})", flush=True)
     failures: list[tuple[Run, int, str]] = []
+
+    def manifest() -> None:
+        _write_manifest(out, args, seeds, grid, variants, runs, status)
+
     try:
-        _write_manifest(out, args, seeds, grid, variants, runs, status)
-        with _Progress(len(pending)) as progress:
-            for run, outcome in pool.run(((r, r.argv) for r in pending), os.getcwd()):
-                summaries = run_summaries(run, variants[run.setting.name]) if outcome.returncode == 0 else None
-                rc, err = outcome.returncode, outcome.stderr_tail
-                if summaries is None and rc == 0:
-                    rc, err = 1, "exited 0 but left no complete summary.json"
-                if summaries is not None:
-                    results[run] = summaries
-                    status[run] = {"status": "finished", "wall_s": round(outcome.wall_s, 3)}
-                else:
-                    failures.append((run, rc, err))
-                    status[run] = {"status": "failed", "returncode": rc, "wall_s": round(outcome.wall_s, 3),
-                                   "stderr_tail": err}
-                progress.advance(run, rc, outcome.wall_s)
-        _write_manifest(out, args, seeds, grid, variants, runs, status)
+        try:
+            manifest()
+            with _Progress(len(pending)) as progress:
+                for run, outcome in pool.run(((r, r.argv) for r in pending), os.getcwd()):
+                    summaries = run_summaries(run, variants[run.setting.name]) if outcome.returncode == 0 else None
+                    rc, err = outcome.returncode, outcome.stderr_tail
+                    if summaries is None and rc == 0:
+                        rc, err = 1, "exited 0 but left no complete summary.json"
+                    if summaries is not None:
+                        results[run] = summaries
+                        status[run] = {"status": "finished", "wall_s": round(outcome.wall_s, 3)}
+                    else:
+                        failures.append((run, rc, err))
+                        status[run] = {"status": "failed", "returncode": rc, "wall_s": round(outcome.wall_s, 3),
+                                       "stderr_tail": err}
+                    progress.advance(run, rc, outcome.wall_s)
+        finally:
+            _settle(runs, variants, results, status)
+        manifest()
         _report(args, out, grid, settings, seeds, variants, runs, results, failures)
     except OSError as exc:
+        _quietly(manifest)
         where = exc.filename if exc.filename is not None else out
         print(f"{PROG}: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        try:
-            _write_manifest(out, args, seeds, grid, variants, runs, status)
-        except OSError:
-            pass
+    except BaseException:  # Ctrl-C, or anything unforeseen: the manifest says what is done, then it goes on up
+        _quietly(manifest)
         raise
     for run, rc, err in failures:
         print(f"{PROG}: run {run.label} failed (exit {rc}): {run.command}", file=sys.stderr)
         for line in err.splitlines():
             print(f"    {line}", file=sys.stderr)
-    print(f"{PROG}: {len(results)} of {len(runs)} runs finished, {len(failures)} failed; "
+    print(f"{PROG}: {len(results)} of {_count(len(runs), 'run')} finished, {len(failures)} failed; "
           f"report in {out / 'sweep.md'}", flush=True)
     return 1 if failures else 0
+
+
+def _settle(runs: list[Run], variants, results: dict, status: dict) -> None:
+    """On the way out: a run whose outcome was never reported (the sweep stopped, or the pool failed, while it
+    ran or just after it wrote its summary) is finished when its folder says so (``run_summaries``)."""
+    for run in runs:
+        if run in status:  # skipped, finished or failed: its outcome is known
+            continue
+        summaries = run_summaries(run, variants[run.setting.name])
+        if summaries is not None:
+            results[run] = summaries
+            status[run] = {"status": "finished", "note": "found complete on the way out (its outcome was not "
+                                                         "reported before the sweep stopped)"}
+
+
+def _quietly(write) -> None:
+    """``write()``, ignoring ``OSError`` (a manifest written on the way out of another error)."""
+    try:
+        write()
+    except OSError:
+        pass
 
 
 def _report(args, out, grid, settings, seeds, variants, runs, results, failures) -> None:
@@ -242,11 +319,11 @@ def _report(args, out, grid, settings, seeds, variants, runs, results, failures)
     for run in runs:
         for variant, summary in results.get(run, {}).items():
             groups[(run.setting, variant)].append(summary)
-    intro = [f"{len(settings)} setting{'s' * (len(settings) > 1)} × {len(seeds)} seeds ({args.seeds}) = "
-             f"{len(runs)} runs: {len(results)} finished, {len(failures)} failed"
+    intro = [f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} ({args.seeds}) = "
+             f"{_count(len(runs), 'run')}: {len(results)} finished, {len(failures)} failed"
              + (" (" + ", ".join(r.label for r, _, _ in failures) + ")" if failures else "") + ".",
              "Grid: " + ("; ".join(f"`{k}` = {', '.join(v)}" for k, v in grid) if grid else "none") + ".",
-             "Each run is the `python -m fleet.run` command in `manifest.json`, into `<setting>/s<seed>/`; "
+             "Each run is the `fleet.run` command line in `manifest.json`, into `<setting>/s<seed>/`; "
              "every run can be made again alone with it."]
     write_report(groups, [k for k, _ in grid], out, f"Sweep of `{args.scenario}`", intro, figure=not args.no_figures)
 

@@ -14,11 +14,12 @@ import itertools
 import json
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "expand_grid", "parse_grid", "parse_seeds", "plan_runs",
-           "run_summaries", "split_values"]
+__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "check_reuse", "expand_grid", "file_sha256", "parse_grid",
+           "parse_seeds", "plan_runs", "run_summaries", "split_values"]
 
 MAX_RUNS = 10_000  # settings × seeds; a typo such as 0-99999 fails at once instead of planning for hours
 DEFAULT_SETTING = "default"  # the one setting of a sweep without --grid
@@ -28,7 +29,7 @@ _SEEDS = re.compile(r"(\d{1,19})(?:-(\d{1,19}))?")
 
 
 class PlanError(Exception):
-    """Bad --seeds or --grid: one line, exit status 2."""
+    """Bad --seeds or --grid, or an --out that holds another sweep: one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class Run:
 
     @property
     def command(self) -> str:
-        """The shell line that makes this run alone (from the sweep's working folder)."""
-        return shlex.join(["python", *self.argv])
+        """The shell line that makes this run alone (from the sweep's working folder), with the interpreter
+        the sweep runs under (``sys.executable``, the manifest's ``python``), quoted for a POSIX shell."""
+        return shlex.join([sys.executable or "python", *self.argv])
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -201,3 +203,54 @@ def run_summaries(run: Run, variants: list[str]) -> dict[str, dict] | None:
     if any(s is None for s in found.values()) or not (run.out / "comparison.json").is_file():
         return None
     return found
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (``OSError`` when it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_path(old: str, old_cwd, new: str) -> bool:
+    """Whether ``old`` (as recorded, relative to ``old_cwd``) and ``new`` (relative to here) name one file."""
+    if old == new:
+        return True
+    base = Path(old_cwd) if isinstance(old_cwd, str) else Path.cwd()
+    return (base / old).resolve() == Path(new).resolve()
+
+
+def check_reuse(out: Path, scenario: str, scenario_sha256: str, settings: list[Setting]) -> None:
+    """Refuse (``PlanError``) to reuse ``out`` when its ``manifest.json`` is another sweep's: another scenario
+    (by the SHA-256 of its file's content; a manifest without one, from an older sweep, by its path as
+    recorded), or a setting folder this sweep would reuse that was made with other overrides. Nothing to
+    check without a manifest."""
+    path = out / "manifest.json"
+    fix = f"use another --out, or delete {out}"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise PlanError(f"--out {out}: cannot read its manifest.json ({reason}); {fix}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("scenario"), str) or not isinstance(doc.get("runs"), list):
+        raise PlanError(f"--out {out}: its manifest.json is not a sweep's manifest; {fix}")
+    old, old_sha = doc["scenario"], doc.get("scenario_sha256")
+    if isinstance(old_sha, str):
+        if old_sha != scenario_sha256:
+            raise PlanError(f"--out {out} holds a sweep of another scenario: {old} (sha256 {old_sha[:12]}) there, "
+                            f"{scenario} (sha256 {scenario_sha256[:12]}) here; {fix}")
+    elif not _same_path(old, doc.get("cwd"), scenario):
+        raise PlanError(f"--out {out} holds a sweep of another scenario file: {old} there, {scenario} here; {fix}")
+    made = {}
+    for run in doc["runs"]:
+        if isinstance(run, dict) and isinstance(run.get("setting"), str):
+            made.setdefault(run["setting"], run.get("overrides"))
+    for setting in settings:
+        if setting.name in made and made[setting.name] != setting.overrides:
+            before = " ".join(made[setting.name]) if isinstance(made[setting.name], list) else "?"
+            raise PlanError(f"--out {out}: its setting folder {setting.name} was made with other overrides "
+                            f"({before or 'none'} there, {' '.join(setting.overrides) or 'none'} here); {fix}")

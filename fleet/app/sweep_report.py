@@ -4,6 +4,8 @@ sweep.png.
 It reads only the runs' ``summary.json`` (``fleet.app.study.summary``). Each figure is described by
 ``fleet.app.sweep_stats.describe`` over the seeds that have a value (a time to target that was never reached,
 an accuracy in timing mode, a round time with no round: no value, so ``n`` says how many seeds had one).
+Each interval is clipped to its figure's physical range (``RANGES``: never negative for times, counts, bytes
+and FLOPs; [0, 1] for accuracies and participation), and the markdown marks a clipped one with ``CLIP_MARK``.
 Outputs are strict: an empty CSV cell and ``n/a`` in the table for "no value", never NaN.
 """
 
@@ -19,7 +21,8 @@ from fleet.app.sweep_plan import Setting
 from fleet.app.sweep_stats import Spread, describe
 from fleet.core.messages import CAUSES
 
-__all__ = ["CSV_COLUMNS", "FIGURES", "HEADLINE", "Cell", "aggregate", "figures_for", "write_report"]
+__all__ = ["CSV_COLUMNS", "FIGURES", "HEADLINE", "RANGES", "Cell", "aggregate", "bounds_of", "figures_for",
+           "write_report"]
 
 #: (figure id: a dotted path into summary.json, label), in the order the report shows them; one
 #: ``dropouts.<cause>`` per dropout cause is added after participation (``figures_for``).
@@ -30,7 +33,23 @@ FIGURES = (("final_accuracy", "final accuracy"), ("best_accuracy", "best accurac
 #: The figures of the headline table (one column each: mean ± half the 95 % interval).
 HEADLINE = ("final_accuracy", "best_accuracy", "time_to_target_s", "participation_rate", "round_time_s.p50",
             "round_time_s.p90", "client_flops")
-CSV_COLUMNS = ("variant", "figure", "runs", "n", "mean", "sd", "ci95_low", "ci95_high", "min", "max")
+CSV_COLUMNS = ("variant", "figure", "runs", "n", "mean", "sd", "ci95_low", "ci95_high", "ci95_clipped", "min", "max")
+
+_COUNT = (0.0, math.inf)  # times, counts, bytes, FLOPs: never negative
+_FRACTION = (0.0, 1.0)  # accuracies, rates, fractions
+#: The physical range of each reported figure, to which its interval is clipped (``describe``'s ``bounds``);
+#: ``dropouts.*`` stands for every ``dropouts.<cause>``. A figure not named here is not clipped.
+RANGES: dict[str, tuple[float, float]] = {
+    "final_accuracy": _FRACTION, "best_accuracy": _FRACTION, "time_to_target_s": _COUNT,
+    "participation_rate": _FRACTION, "dropouts.*": _COUNT, "round_time_s.p50": _COUNT,
+    "round_time_s.p90": _COUNT, "client_flops": _COUNT, "bytes_up": _COUNT, "bytes_down": _COUNT}
+
+
+def bounds_of(figure: str) -> tuple[float, float] | None:
+    """The physical range of ``figure`` (``RANGES``), or None when it has none (its interval is not clipped)."""
+    if figure in RANGES:
+        return RANGES[figure]
+    return RANGES.get(figure.rsplit(".", 1)[0] + ".*") if "." in figure else None
 
 
 @dataclass(frozen=True)
@@ -64,9 +83,11 @@ def figures_for(summaries: list[dict]) -> list[tuple[str, str]]:
 
 
 def aggregate(groups: dict[tuple[Setting, str], list[dict]], level: float = 0.95) -> list[Cell]:
-    """One ``Cell`` per (setting, variant) of ``groups`` (their finished runs' summaries) and figure."""
+    """One ``Cell`` per (setting, variant) of ``groups`` (their finished runs' summaries) and figure, its
+    interval clipped to the figure's physical range (``RANGES``)."""
     figures = figures_for([s for runs in groups.values() for s in runs])
-    return [Cell(setting, variant, figure, label, len(runs), describe([_get(s, figure) for s in runs], level))
+    return [Cell(setting, variant, figure, label, len(runs),
+                 describe([_get(s, figure) for s in runs], level, bounds_of(figure)))
             for (setting, variant), runs in groups.items() for figure, label in figures]
 
 
@@ -82,16 +103,34 @@ def write_csv(cells: list[Cell], keys: list[str], path: Path) -> None:
         for c in cells:
             values = dict(c.setting.values)
             s = c.spread
+            clipped = "" if s.ci_low is None else str(s.clipped).lower()
             w.writerow([c.setting.name, *(values.get(k, "") for k in keys), c.variant, c.figure, c.runs, s.n,
-                        *(_num(v) for v in (s.mean, s.sd, s.ci_low, s.ci_high, s.min, s.max))])
+                        *(_num(v) for v in (s.mean, s.sd, s.ci_low, s.ci_high)), clipped,
+                        *(_num(v) for v in (s.min, s.max))])
+
+
+CLIP_MARK = "†"  # marks an interval cut to its figure's physical range
+
+
+def _interval(s: Spread) -> str:
+    """``[low, high]``, marked when clipped; ``n/a`` without an interval."""
+    if s.ci_low is None:
+        return "n/a"
+    return f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]" + (CLIP_MARK if s.clipped else "")
 
 
 def _pm(c: Cell) -> str:
-    """``mean ± half-width``, and ``(n of runs)`` when some runs had no value."""
+    """``mean ± half-width`` (``mean [low, high]†`` when the interval is clipped), and ``(n of runs)`` when
+    some runs had no value."""
     s = c.spread
     if s.n == 0:
         return "n/a"
-    text = fmt(s.mean) if s.half_width is None else f"{fmt(s.mean)} ± {fmt(s.half_width)}"
+    if s.ci_low is None:
+        text = fmt(s.mean)
+    elif s.clipped:
+        text = f"{fmt(s.mean)} {_interval(s)}"
+    else:
+        text = f"{fmt(s.mean)} ± {fmt(s.half_width)}"
     return text if s.n == c.runs else f"{text} ({s.n} of {c.runs})"
 
 
@@ -110,8 +149,9 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
              "Each figure over the seeds of a setting and variant: the mean, the sample standard deviation (sd) and "
              f"the {pct} t interval of the mean (mean ± t({0.5 + level / 2:g}, n-1) · sd / √n); n counts the seeds "
              "with a value (a time to target counts only the seeds that reached the target). One run gives no sd or "
-             "interval.",
-             "", f"## Headline (mean ± half the {pct} interval)", ""]
+             f"interval. An interval that would go past the figure's physical range is clipped to it and marked "
+             f"{CLIP_MARK}.",
+             "", f"## Headline (mean ± half the {pct} interval; mean [low, high]{CLIP_MARK} when clipped)", ""]
     lines += markdown_rows(["setting", "variant", "runs", *(labels[f] for f in head)],
                     [[s, v, str(runs[(s, v)]), *(_pm(by[(s, v, f)]) for f in head)]
                      for s, v in groups])
@@ -120,10 +160,13 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
         rows = []
         for s, v in groups:
             sp = by[(s, v, figure)].spread
-            interval = "n/a" if sp.ci_low is None else f"[{fmt(sp.ci_low)}, {fmt(sp.ci_high)}]"
-            rows.append([s, v, str(sp.n), fmt(sp.mean), fmt(sp.sd), interval, fmt(sp.min), fmt(sp.max)])
+            rows.append([s, v, str(sp.n), fmt(sp.mean), fmt(sp.sd), _interval(sp), fmt(sp.min), fmt(sp.max)])
         lines += [f"### {labels[figure]} (`{figure}`)", "",
                   *markdown_rows(["setting", "variant", "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
+    if any(c.spread.clipped for c in cells):
+        lines += [f"{CLIP_MARK} The interval is clipped to the figure's physical range (times, counts, bytes and "
+                  "FLOPs are never negative; accuracies, rates and participation lie in [0, 1]): mean ± the t "
+                  "half-width went past it, so it is shown as [low, high].", ""]
     if zero:
         lines += ["Zero in every run: " + ", ".join(labels[f] for f in zero) + ".", ""]
     if absent:
@@ -165,8 +208,10 @@ def draw(cells: list[Cell], path: Path, level: float = 0.95) -> bool:
                 if sp is not None and sp.n:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(sp.mean)
-                    errs.append(sp.half_width or 0.0)
-            ax.errorbar(xs, ys, yerr=errs, fmt=markers[variant], color=colours[variant], capsize=3, label=variant)
+                    low, high = (sp.mean, sp.mean) if sp.ci_low is None else (sp.ci_low, sp.ci_high)
+                    errs.append((sp.mean - low, high - sp.mean))  # clipped to the physical range
+            yerr = [[e[0] for e in errs], [e[1] for e in errs]] if errs else None
+            ax.errorbar(xs, ys, yerr=yerr, fmt=markers[variant], color=colours[variant], capsize=3, label=variant)
         ax.set_title(labels[figure], fontsize=9)
         if figure in _UNITS:
             si_axis(ax, "y", _UNITS[figure])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Spread", "betainc", "describe", "t_quantile", "t_sf"]
+__all__ = ["NOISE", "Spread", "betainc", "describe", "t_quantile", "t_sf"]
 
 _EPS = 1e-15
 _TINY = 1e-300
@@ -80,11 +80,19 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+#: An sd below this fraction of the mean's magnitude is floating-point noise (seeds that agree exactly, summed
+#: in another order) and is reported as 0.
+NOISE = 1e-9
+
+
 @dataclass(frozen=True)
 class Spread:
     """A figure over the seeds that have it: ``n`` values, their mean, sample standard deviation (None below
-    two values), the ``level`` two-sided t interval of the mean (None below two values; the mean itself when
-    sd is 0), and the extremes. Every field is finite or None (strict JSON and CSV)."""
+    two values; 0 when it is below ``NOISE`` times the mean's magnitude), the ``level`` two-sided t interval of
+    the mean (None below two values; the mean itself when sd is 0), and the extremes. ``half_width`` is the
+    t interval's half width before clipping; ``clipped`` says the interval was cut to the figure's physical
+    range (``describe``'s ``bounds``), so ``ci_low``/``ci_high`` need not be ``mean ∓ half_width``. Every
+    field is finite or None (strict JSON and CSV)."""
 
     n: int
     mean: float | None
@@ -93,21 +101,34 @@ class Spread:
     ci_high: float | None
     min: float | None
     max: float | None
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.ci_high is None or self.mean is None else self.ci_high - self.mean
+    half_width: float | None = None
+    clipped: bool = False
 
 
-def describe(values, level: float = 0.95) -> Spread:
-    """The ``Spread`` of ``values``; None, NaN and infinities are left out (they count in no ``n``)."""
+def describe(values, level: float = 0.95, bounds: tuple[float, float] | None = None) -> Spread:
+    """The ``Spread`` of ``values``; None, NaN and infinities are left out (they count in no ``n``).
+
+    ``bounds`` (low, high; either may be infinite) is the figure's physical range: the interval is clipped to
+    it (never past the mean, should a value lie outside it) and ``clipped`` says so. Values that are all equal
+    have exactly that mean and sd 0."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(xs)
     if n == 0:
         return Spread(0, None, None, None, None, None, None)
-    mean = math.fsum(xs) / n
+    lo, hi = min(xs), max(xs)
+    mean = lo if lo == hi else math.fsum(xs) / n
     if n == 1:
-        return Spread(1, mean, None, None, None, xs[0], xs[0])
+        return Spread(1, mean, None, None, None, lo, hi)
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    if sd <= NOISE * abs(mean):
+        sd = 0.0
     half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
-    return Spread(n, mean, sd, mean - half, mean + half, min(xs), max(xs))
+    low, high = mean - half, mean + half
+    clipped = False
+    if bounds is not None:
+        floor, ceiling = min(bounds[0], mean), max(bounds[1], mean)
+        if low < floor:
+            low, clipped = floor, True
+        if high > ceiling:
+            high, clipped = ceiling, True
+    return Spread(n, mean, sd, low, high, lo, hi, half, clipped)

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import math
+import shlex
 import subprocess
 import sys
 import types
@@ -123,8 +124,8 @@ def test_plan_runs_are_fleet_run_commands(tmp_path):
     runs = plan_runs("s.yaml", [setting], [4, 5], tmp_path, figures=False)
     assert [r.label for r in runs] == ["deadline_s=null/s4", "deadline_s=null/s5"]
     assert runs[0].out == tmp_path / "deadline_s=null" / "s4"
-    assert runs[0].command == (f"python -m fleet.run s.yaml --seed 4 --set coordinator.deadline_s=null "
-                               f"--out {tmp_path}/deadline_s=null/s4 --quiet --no-figures")
+    assert runs[0].command == (f"{shlex.quote(sys.executable)} -m fleet.run s.yaml --seed 4 --set "
+                               f"coordinator.deadline_s=null --out {tmp_path}/deadline_s=null/s4 --quiet --no-figures")
 
 
 def test_a_run_is_finished_only_with_complete_summaries(tmp_path):
@@ -165,7 +166,12 @@ def test_aggregation_of_hand_made_summaries(tmp_path):
     half = 12.706204736174696 * math.sqrt(0.02) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
     assert acc["algorithm.params.lr"] == "0.1" and (acc["runs"], acc["n"]) == ("2", "2")
     assert float(acc["mean"]) == pytest.approx(0.6) and float(acc["sd"]) == pytest.approx(math.sqrt(0.02))
-    assert float(acc["ci95_low"]) == pytest.approx(0.6 - half) and float(acc["ci95_high"]) == pytest.approx(0.6 + half)
+    assert 0.6 - half < 0 and 0.6 + half > 1  # so the interval is clipped to accuracy's range, [0, 1]
+    assert (acc["ci95_low"], acc["ci95_high"], acc["ci95_clipped"]) == ("0.0", "1.0", "true")
+    p50 = rows[("lr=0.1", "zo", "round_time_s.p50")]  # 3 ± 12.706: clipped at 0 only
+    assert (p50["ci95_low"], p50["ci95_clipped"]) == ("0.0", "true")
+    assert float(p50["ci95_high"]) == pytest.approx(3 + 12.706204736174696, rel=1e-12)
+    assert rows[("lr=0.1", "zo", "participation_rate")]["ci95_clipped"] == "false"  # sd 0: nothing to clip
     ttt = rows[("lr=0.1", "zo", "time_to_target_s")]
     assert (ttt["n"], ttt["mean"], ttt["sd"], ttt["ci95_low"]) == ("1", "100.0", "", "")  # reached by one seed
     assert rows[("lr=0.1", "zo", "dropouts.memory")]["mean"] == "2.0"
@@ -173,7 +179,9 @@ def test_aggregation_of_hand_made_summaries(tmp_path):
     assert rows[("lr=0.3", "fedavg", "final_accuracy")]["runs"] == "0"
     assert {f for _, _, f in rows} >= {"dropouts.offline", "dropouts.flops", "bytes_up", "bytes_down"}
     assert len(rows) == 3 * len({f for _, _, f in rows})
-    assert "| lr=0.1 | zo | 2 | 0.6 ± " in text and "| 100 (1 of 2) |" in text
+    assert "| lr=0.1 | zo | 2 | 0.6 [0, 1]† | 0.6 [0, 1]† | 100 (1 of 2) | 0.5 ± 0 | 3 [0, 15.7]† |" in text
+    assert "| lr=0.1 | zo | 2 | 0.6 | 0.141 | [0, 1]† | 0.5 | 0.7 |" in text  # the final accuracy's table
+    assert "† The interval is clipped to the figure's physical range" in text
     assert "| lr=0.3 | fedavg | 0 | n/a |" in text
     assert "Zero in every run: dropouts: deadline" in text and "round time p90 (s)" in text.split("No value")[1]
     assert (tmp_path / "sweep.png").stat().st_size > 0 and text == (tmp_path / "sweep.md").read_text()
@@ -208,12 +216,15 @@ def test_resume_skips_finished_runs_and_failures_are_reported(tmp_path, monkeypa
     assert pool.ran[:2] == ["rounds=2/s0", "rounds=3/s0"]  # seed by seed across the settings
     out, err = capsys.readouterr()
     assert "[6/6]" in out and "4 of 6 runs finished, 2 failed" in out
-    assert "run rounds=2/s2 failed (exit 1): python -m fleet.run" in err and "    ValueError: boom" in err
+    assert f"run rounds=2/s2 failed (exit 1): {shlex.quote(sys.executable)} -m fleet.run" in err
+    assert "    ValueError: boom" in err
     manifest = _strict_json((tmp_path / "manifest.json").read_text())
     by = {(r["setting"], r["seed"]): r for r in manifest["runs"]}
     assert by[("rounds=3", 2)]["status"] == "failed" and by[("rounds=3", 2)]["stderr_tail"].endswith("boom")
-    assert by[("rounds=3", 1)]["command"] == (f"python -m fleet.run {SMOKE} --seed 1 --set coordinator.rounds=3 "
-                                              f"--out {tmp_path}/rounds=3/s1 --quiet --no-figures")
+    assert by[("rounds=3", 1)]["command"] == (f"{shlex.quote(sys.executable)} -m fleet.run {SMOKE} --seed 1 --set "
+                                              f"coordinator.rounds=3 --out {tmp_path}/rounds=3/s1 --quiet --no-figures")
+    assert manifest["python"] == sys.executable
+    assert manifest["scenario_sha256"] == hashlib.sha256(Path(SMOKE).read_bytes()).hexdigest()
     assert "2 failed (rounds=2/s2, rounds=3/s2)" in (tmp_path / "sweep.md").read_text()
 
     pool.ran.clear(), pool.fail.clear()
@@ -336,5 +347,8 @@ def test_a_real_sweep_of_two_seeds_then_a_resumed_one(tmp_path):
     assert "1 already finished, 1 to run" in proc.stdout and "default/s3: done" in proc.stdout
     assert before == {v: json.loads((out / "default" / "s3" / v / "summary.json").read_text())["event_log_sha256"]
                       for v in ("wide", "narrow")}
-    assert manifest["runs"][0]["command"] == (f"python -m fleet.run {scenario} --seed 3 --out {out}/default/s3 "
-                                              "--quiet --no-figures")
+    assert manifest["runs"][0]["command"] == (f"{shlex.quote(sys.executable)} -m fleet.run {scenario} --seed 3 "
+                                              f"--out {out}/default/s3 --quiet --no-figures")
+    # the command can be pasted: the shell splits it back into the argv the sweep ran
+    assert shlex.split(manifest["runs"][0]["command"]) == [sys.executable, "-m", "fleet.run", str(scenario), "--seed",
+                                                           "3", "--out", f"{out}/default/s3", "--quiet", "--no-figures"]
