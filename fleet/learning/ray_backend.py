@@ -241,6 +241,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     except BackendUnavailable:
         raise
     except (Exception, SystemExit) as exc:  # Ray exits the process on some connection failures
+        if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
+            raise  # the process was told to stop (``_exit_on_sigterm``, or Ray's own handler): not a failure to join
         what = f"cannot join the Ray cluster at {target} ({where})" if target else "cannot start Ray"
         reason = _first_line(exc).replace("`--address` flag", "executor.ray_address")  # Ray's own CLI's words
         raise BackendUnavailable(f"{what}: {reason}") from None

@@ -370,3 +370,20 @@ def test_the_gcs_of_a_ray_started_here_passes_the_probe(ray_session):
     from fleet.learning.ray_backend import _probe
 
     _probe(ray_session.get_runtime_context().gcs_address, "executor.ray_address", 5.0)
+
+
+def test_a_sigterm_while_joining_is_not_reported_as_a_failed_join(monkeypatch):
+    """SIGTERM's handler exits with the signal's number (``_exit_on_sigterm``); that is the process stopping."""
+    ray = pytest.importorskip("ray")
+    from fleet.learning import ray_backend
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a process that has not joined yet
+    monkeypatch.setattr(ray_backend, "_probe", lambda *a: None)
+    monkeypatch.setattr(ray_backend, "_join", lambda *a: ray_backend._exit_on_sigterm(signal.SIGTERM, None))
+    with pytest.raises(SystemExit) as stopped:
+        ray_backend.connect("10.0.0.7:6379")
+    assert stopped.value.code == signal.SIGTERM
+    monkeypatch.setattr(ray_backend, "_join", lambda *a: sys.exit("Ray: cannot reach the GCS"))
+    with pytest.raises(BackendUnavailable, match=r"cannot join the Ray cluster at 10.0.0.7:6379 "
+                                                 r"\(executor.ray_address\): Ray: cannot reach the GCS"):
+        ray_backend.connect("10.0.0.7:6379")
