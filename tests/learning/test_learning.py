@@ -199,6 +199,7 @@ def test_fedprox_learns_the_same_on_the_sequential_and_vectorized_backends():
     assert a.learning.evaluations[-1].accuracy > a.learning.evaluations[0].accuracy
 
 
+@pytest.mark.slow  # a fresh process that imports torch: ~6 s on 2 cores
 def test_a_pool_worker_takes_a_read_only_split_without_a_warning(tmp_path):
     """The cached dataset is memory-mapped read-only; torch warns once per process when it wraps such an array
     (seen by users on every process_pool run). A fresh process, so that the warning is not already spent."""
