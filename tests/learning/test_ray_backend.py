@@ -72,17 +72,18 @@ def _free_port() -> int:
 
 
 def _killing(ray, doomed, times: int):
-    """A ``RayBackend._submit`` that SIGKILLs the worker (as the OOM killer would) right after a job for which
-    ``doomed(job)`` holds is queued on it, the first ``times`` times; the dead worker's other jobs die with it."""
+    """A ``RayBackend._submit`` that SIGKILLs the worker (as the OOM killer would) right after a chunk with a job
+    for which ``doomed(job)`` holds is queued on it, the first ``times`` times; the dead worker's other jobs die
+    with it."""
     from fleet.learning.ray_backend import RayBackend
 
     submit, kills = RayBackend._submit, []
 
-    def killing_submit(self, slot, state_ref, job):
-        if len(kills) >= times or not doomed(job):
-            return submit(self, slot, state_ref, job)
+    def killing_submit(self, slot, state_ref, jobs):
+        if len(kills) >= times or not any([doomed(job) for job in jobs]):  # a list: doomed sees every job
+            return submit(self, slot, state_ref, jobs)
         pid = ray.get(self._workers[slot].info.remote())["pid"]  # waits for the jobs queued before it
-        ref = submit(self, slot, state_ref, job)
+        ref = submit(self, slot, state_ref, jobs)
         os.kill(pid, signal.SIGKILL)
         kills.append(pid)
         return ref
@@ -387,3 +388,23 @@ def test_a_sigterm_while_joining_is_not_reported_as_a_failed_join(monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"cannot join the Ray cluster at 10.0.0.7:6379 "
                                                  r"\(executor.ray_address\): Ray: cannot reach the GCS"):
         ray_backend.connect("10.0.0.7:6379")
+
+
+def test_jobs_go_in_chunks_that_shrink_as_a_round_drains():
+    """Guided self-scheduling: a chunk is the pending jobs over twice the workers (at least one), of the first
+    pending job's version, in order; the others keep their order."""
+    from collections import deque
+
+    from fleet.learning.ray_backend import RayBackend
+
+    backend = RayBackend.__new__(RayBackend)  # _take needs only the number of workers
+    backend._workers = [None, None]
+    one_version = [Job(k, k, 0, 0, None, k) for k in range(100)]
+    todo, sizes = deque(range(100)), []
+    while todo:
+        sizes.append(len(backend._take(todo, one_version)))
+    assert sizes == [25, 18, 14, 10, 8, 6, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1]  # 17 calls, not 100
+    two_versions = [Job(k, k, 0, k % 2, None, k) for k in range(10)]
+    todo = deque(range(10))
+    assert backend._take(todo, two_versions) == [0, 2] and list(todo) == [1, 3, 4, 5, 6, 7, 8, 9]
+    assert backend._take(todo, two_versions) == [1, 3] and list(todo) == [4, 5, 6, 7, 8, 9]
