@@ -8,7 +8,8 @@ torch thread, so the results are bit-identical to ``sequential`` (tested). What 
   ONCE; every actor receives the same ``ObjectRef`` and holds zero-copy, read-only numpy views of it (on a
   node other than the driver's, Ray copies the object to that node once). A round's global state is put once
   per aggregation and shared by its jobs.
-* **Warm workers, started in the background.** Making the backend starts Ray, puts the data and creates the
+* **Warm workers, started in the background.** Making the backend checks that Ray is installed (without
+  importing it) and the cluster address; then it imports Ray, starts it, puts the data and creates the
   ``workers`` actors (torch imported, the algorithm built, threads set; all at once) on a thread of its own,
   so that Ray's start-up (seconds: its processes, then the actors' imports) overlaps whatever the caller does
   next (building the simulation, the first evaluation, dispatching round 0); the first ``run`` waits for it.
@@ -18,10 +19,10 @@ torch thread, so the results are bit-identical to ``sequential`` (tested). What 
   about 15 calls for a round of 100 jobs on 2 workers instead of 100, each call costing the driver, the
   raylet and the actor milliseconds of CPU, while the last chunks stay small enough to leave no worker idle
   for long. Two chunks are queued per actor, so the next one's arguments arrive while it computes.
-* **Failure.** A job whose worker dies (with the rest of its chunk) (the process killed, its node lost) is resubmitted, to a
-  surviving worker or to the actor started in the dead one's place, up to ``max_retries`` times; ``run``
-  keeps exactly one result per job, in job order, so nothing is aggregated twice. An exception raised by
-  ``fit`` itself is not retried: it propagates as it would from the other backends.
+* **Failure.** A job whose worker dies (the process killed, its node lost; the rest of its chunk with it) is
+  resubmitted, to a surviving worker or to the actor started in the dead one's place, up to
+  ``max_retries`` times; ``run`` keeps exactly one result per job, in job order, so nothing is aggregated
+  twice. An exception raised by ``fit`` itself is not retried: it propagates as it would from the other backends.
 * **Where Ray runs.** ``address`` (the scenario key ``executor.ray_address``), else ``RAY_ADDRESS``, joins an
   existing cluster after a ``CONNECT_TIMEOUT_S`` TCP probe (Ray itself waits minutes for a silent address);
   without one, a private Ray instance starts on this machine, on loopback only, without dashboard, usage
@@ -34,6 +35,7 @@ Ray is an optional dependency (``pip install '.[ray]'``): it is imported only wh
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -67,6 +69,16 @@ START_TIMEOUT_S = 120.0  # the workers must be built (torch imported, algorithm 
 IN_FLIGHT = 2  # chunks queued on one actor: the next one's arguments arrive while it computes
 CHUNK_SHARE = 2  # a chunk is at most the pending jobs / (CHUNK_SHARE * workers): ~15 actor calls for 100 jobs on 2
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1 (its macOS default)
+
+
+def ray_installed() -> bool:
+    """Whether ``import ray`` would find the package, without importing it (the import costs seconds of CPU)."""
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is not None  # None: importing it is known to fail
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def import_ray():
@@ -340,17 +352,20 @@ class RayBackend(Backend):
     def __init__(self, algorithm_name: str, algorithm_params: dict, source: ClientDataSource,
                  workers: int = 2, threads_per_worker: int = LOCAL_UPDATE_THREADS, address: str | None = None,
                  max_retries: int = 3) -> None:
-        ray = self._ray = import_ray()
+        if not ray_installed():
+            raise BackendUnavailable(RAY_MISSING)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported (on the starter thread)
+        self._ray = self._actor = None  # set on the starter thread: importing Ray takes seconds of CPU
         self._workers: list = []
         self._shared = None
         self._started = False  # this backend started Ray (close shuts it down)
         self.max_retries = max_retries
         self.retries = 0  # jobs resubmitted after their worker died, over the backend's life
         self.replaced = 0  # workers started in place of dead ones
-        self._actor = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(_Worker)
         self._args = (algorithm_name, dict(algorithm_params), threads_per_worker)
         self._failure: BaseException | None = None
-        if not ray.is_initialized():
+        loaded = sys.modules.get("ray")
+        if loaded is None or not loaded.is_initialized():
             target, where = ray_address(address)
             if target is not None:
                 _probe(target, where, CONNECT_TIMEOUT_S)  # a wrong address is reported now, in one line
@@ -371,6 +386,8 @@ class RayBackend(Backend):
         (Ray's fate sharing is Linux's parent-death signal, sent when the thread that spawned a process
         ends, not its process), so their life must be the run's."""
         try:
+            ray = self._ray = import_ray()
+            self._actor = ray.remote(num_cpus=threads, max_restarts=0)(_Worker)
             self._started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads))
             self._shared = self._ray.put(shared)
             self._workers = [self._new_worker() for _ in range(workers)]
