@@ -208,8 +208,8 @@ def _write_class_csv(summaries: list[tuple[str, dict]], path: Path) -> None:
 
 def write_comparison(summaries: list[tuple[str, dict]], out: Path,
                      evaluations: dict[str, list] | None = None) -> str:
-    """Write ``comparison.md`` and ``comparison.json`` for ``summaries`` ((variant, summary) pairs); in
-    learning mode also ``comparison_classes.csv`` and, given ``evaluations`` (variant -> evaluations), the
+    """Write ``comparison.md``, ``comparison.json`` and ``comparison_classes.csv`` for ``summaries``
+    ((variant, summary) pairs); in learning mode, given ``evaluations`` (variant -> evaluations), also the
     figures. Returns the markdown."""
     from fleet.app.figures import comparison_costs, comparison_figure, comparison_timeline
     from fleet.app.report_energy import energy_comparison_lines, write_energy_csv  # it imports fmt from here
@@ -221,9 +221,13 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
              "", "## Rounds", "", *_timing_rows(summaries), ""]
     learning = [(n, s) for n, s in summaries if s.get("final_accuracy") is not None]
     if learning:
-        parts += [*_learning_rows(learning), *_class_tables(learning), *_timeline_lines(learning)]
-        _write_class_csv(learning, out / "comparison_classes.csv")
-        parts += ["Per class and variant as CSV: `comparison_classes.csv`.", ""]
+        parts += _learning_rows(learning)
+    parts += _class_tables(summaries)  # who could and who did take part: timing mode answers it too
+    if learning:
+        parts += _timeline_lines(learning)
+    _write_class_csv(summaries, out / "comparison_classes.csv")
+    parts += ["Per class and variant as CSV: `comparison_classes.csv`.", ""]
+    if learning:
         if evaluations:
             runs = [(n, s, evaluations[n]) for n, s in learning if n in evaluations]
             comparison_figure(runs, out)

@@ -97,11 +97,18 @@ def test_the_class_csv_and_the_json_are_strict(tmp_path):
     assert list(doc) == ["dense", "shrinks"] and doc["shrinks"]["timeline"]["demand_bytes"][-1] == 500_000
 
 
-def test_a_timing_comparison_has_no_learning_tables(tmp_path):
+def test_a_timing_comparison_has_no_learning_tables_but_says_who_took_part(tmp_path):
+    """Timing mode answers who could and who did take part per class too (README: comparison_classes.csv for
+    any scenario with variants); only accuracy, its timeline and the figures are learning mode's."""
     timing = [(n, {**s, "final_accuracy": None}) for n, s in SUMMARIES]
     text = write_comparison(timing, tmp_path)
     assert "## Rounds" in text and "## Accuracy and cost" not in text
-    assert not (tmp_path / "comparison_classes.csv").exists()
+    assert "## Who can take part, per device class" in text and "## Peak demand per class" in text
+    with (tmp_path / "comparison_classes.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["device_class"]) for r in rows] == [
+        (n, c) for n, s in SUMMARIES for c in s["by_class"]]
+    assert not (tmp_path / "comparison.png").exists()
 
 
 def test_a_demand_that_peaks_in_some_rounds_says_how_many(tmp_path):
