@@ -85,9 +85,37 @@ def write_items(console, items: Sequence[Line | Table | str], markdown: bool) ->
         if isinstance(item, Line):
             console.print(Text(item.text, style=item.style))
             continue
-        shown = RichTable(title=item.title)
-        for column in item.columns:
-            shown.add_column(column, overflow="fold")
-        for row in item.rows:
-            shown.add_row(*row)
-        console.print(shown)
+        for part, columns in enumerate(column_groups(item, console.width)):
+            shown = RichTable(title=item.title if part == 0 else f"{item.title.split(' (')[0]} (continued)")
+            for i in columns:
+                shown.add_column(item.columns[i], overflow="fold", min_width=_longest_word(item, i))
+            for row in item.rows:
+                shown.add_row(*(row[i] for i in columns))
+            console.print(shown)
+
+
+_COLUMN_FRAME = 3  # what a rich table adds per column (padding either side, one rule), besides its left edge
+
+
+def _longest_word(table: Table, i: int) -> int:
+    """The longest space-free run in column ``i``'s header and cells: narrower, rich would break a word."""
+    return max((len(word) for text in (table.columns[i], *(row[i] for row in table.rows)) for word in text.split()),
+               default=1)
+
+
+def column_groups(table: Table, width: int) -> list[list[int]]:
+    """``table``'s column indices cut into groups that fit ``width`` characters with no word broken (each
+    column at least its longest word wide): all in one group when they fit; else the first column (the row's
+    name) heads every group and the others follow in order, as many as fit (at least one a group)."""
+    need = [_longest_word(table, i) + _COLUMN_FRAME for i in range(len(table.columns))]
+    if 1 + sum(need) <= width or len(need) < 2:
+        return [list(range(len(need)))]
+    groups, current, used = [], [0], 1 + need[0]
+    for i in range(1, len(need)):
+        if len(current) > 1 and used + need[i] > width:
+            groups.append(current)
+            current, used = [0], 1 + need[0]
+        current.append(i)
+        used += need[i]
+    groups.append(current)
+    return groups

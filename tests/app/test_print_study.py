@@ -151,3 +151,26 @@ def test_a_run_writes_nothing_to_stderr_when_it_is_not_a_terminal(tmp_path, caps
     assert main([str(ROOT / "scenarios/smoke.yaml"), "--out", str(tmp_path / "out"), "--no-figures",
                  "--set", "coordinator.rounds=2"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_wide_table_in_a_narrow_terminal_breaks_no_word():
+    """At 80 columns rich shared the width evenly and cut class names and headers mid-word ("phon / e_lo / w").
+    Every column is now at least its longest word wide; columns that do not fit go to a continued table that
+    repeats the first (the row's name)."""
+    import re
+
+    table = Table("by device class (completion s; tail = tasks above overall p90)",
+                  ("class", "devices", "tasks", "accepted", "dropouts", "discarded", "in flight", "p50", "p90", "p99",
+                   "tail cause"),
+                  (("phone_low", "10", "120", "98", "offline 12, memory 3", "0", "0", "3.21", "12.3", "45.6",
+                    "compute: 3"),
+                   ("rpi_zero2w", "10", "120", "98", "-", "0", "0", "3.21", "12.3", "45.6", "queue: 2, compute: 3")))
+    for width in (60, 80, 100, 200):
+        buffer = io.StringIO()
+        write_items(Console(file=buffer, width=width, force_terminal=True, color_system=None), [table], False)
+        text = buffer.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width
+        for word in {w for t in (*table.columns, *(c for row in table.rows for c in row)) for w in t.split()}:
+            assert re.search(rf"(?<![\w:,]){re.escape(word)}(?![\w:,])", text), (width, word)
+        tables = text.count("rpi_zero2w")  # each table names the rows
+        assert tables == 1 if width >= 120 else tables >= 2
