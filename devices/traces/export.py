@@ -4,7 +4,10 @@
 device order: ``computation`` (ms per sample of a ``flops_per_sample`` model: ``1000 * flops_per_sample /
 flops_per_s``), ``communication`` (the uplink, kbit/s), ``upload_kbit_per_s``, ``download_kbit_per_s``,
 ``latency_s``, ``device_class``, ``link_class``, ``background_phase_rad``, ``battery_j_at_start`` (when the
-device has a battery), ``ram_bytes`` (for the reader's information; the class decides it on replay), and
+device has a battery), ``loss_prob`` (when the device's mix entry overrides its link class's: a
+``fleet.mix`` entry's ``link: {loss_prob: ...}``; its other link overrides are the rates and latency
+written per device, and spreads already drawn), ``ram_bytes`` (for the reader's information; the class
+decides it on replay), and
 the behaviour keys ``active``, ``inactive``, ``finish_time`` (always on: one interval covering a period of
 ``ALWAYS_ON_PERIOD_S``). Read back as capacity and behaviour file alike (``pairing: id``), it gives the same
 profiles, device for device: each written figure is, among the floats within a few ulps of the quotient,
@@ -33,7 +36,7 @@ __all__ = ["ALWAYS_ON_PERIOD_S", "CSV_COLUMNS", "fleet_records", "intervals_of",
 ALWAYS_ON_PERIOD_S = 86_400.0
 CSV_COLUMNS = ("client_id", "computation", "communication", "upload_kbit_per_s", "download_kbit_per_s",
                "latency_s", "device_class", "link_class", "background_phase_rad", "battery_j_at_start",
-               "ram_bytes", "finish_time", "active", "inactive")
+               "loss_prob", "ram_bytes", "finish_time", "active", "inactive")
 
 
 def intervals_of(timeline: Availability) -> tuple[list[float], list[float], float]:
@@ -74,6 +77,8 @@ def fleet_records(fleet: SampledFleet, availability: Sequence[Availability],
                   "finish_time": period, "active": active, "inactive": inactive}
         if battery_j_at_start[d] is not None:
             record["battery_j_at_start"] = battery_j_at_start[d]
+        if "loss_prob" in fleet.entries[fleet.entry_of.item(d)].link:
+            record["loss_prob"] = p.loss_prob
         out[str(d) if client_ids is None else client_ids[d]] = record
     return out
 

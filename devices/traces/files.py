@@ -1,7 +1,8 @@
 """Reading a trace file into plain data: a FedScale pickle (``.pkl``, ``.pickle``), JSON or CSV, by suffix.
 
 * **Pickle**: through ``devices.traces.unpickle`` (never ``pickle.load``): plain data only.
-* **JSON**: the same mapping, client id (a string key) -> record; NaN and infinities are refused.
+* **JSON**: the same mapping, client id (a string key) -> record; NaN and infinities are refused, and so is
+  a key named twice in one object (a client listed twice, or a field twice in one record).
 * **CSV**: a header, then one row per client: ``client_id`` and any of the record keys as columns
   (``computation``, ``communication``, ``finish_time``, ``active``, ``inactive`` and the extension keys of
   ``devices.traces.records``); ``active`` and ``inactive`` hold their times separated by spaces; an empty cell
@@ -22,6 +23,7 @@ import stat
 from pathlib import Path
 
 from devices.traces.errors import TraceError, shown
+from devices.traces.records import client_key
 from devices.traces.unpickle import load_plain
 
 __all__ = ["MAX_TRACE_BYTES", "TRACE_SUFFIXES", "read_trace_file", "parse_trace_text"]
@@ -57,12 +59,40 @@ def _refuse_constant(name: str):
 
 
 def _from_json(text: str, where: str) -> object:
+    """The JSON value of ``text``. A key named twice in one object (which ``json`` would let the later win)
+    is refused: at the top a client listed twice, as the CSV and pickle readers refuse one; in a record a
+    field listed twice; deeper, a key listed twice."""
+    repeated: dict[int, str] = {}  # id of a parsed object -> its first repeated key
+
+    def pairs_to_dict(pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out and id(out) not in repeated:
+                repeated[id(out)] = key
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=pairs_to_dict)
     except RecursionError:
         raise TraceError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:
         raise TraceError(f"{where}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+    if repeated:
+        _refuse_repeated(data, repeated, where)
+    return data
+
+
+def _refuse_repeated(data: object, repeated: dict[int, str], where: str) -> None:
+    """The one-line error for the first repeated key of ``_from_json``: the top object's, else a record's."""
+    if id(data) in repeated:
+        raise TraceError(f"{where}: client {client_key(repeated[id(data)], where)}: listed twice")
+    if type(data) is dict:
+        for key, record in data.items():
+            if id(record) in repeated:
+                raise TraceError(f"{where}: client {client_key(key, where)}: field "
+                                 f"{repeated[id(record)]!r:.60} listed twice")
+    raise TraceError(f"{where}: a JSON object lists the key {next(iter(repeated.values()))!r:.60} twice")
 
 
 def _cell(key: str, text: str, where: str, row: int):

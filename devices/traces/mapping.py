@@ -12,11 +12,12 @@ Per client (docs/traces.md gives the reasons and FedScale's own reading of each 
 * the device class (memory, runtime reserve, power, battery, background memory) and the link class (loss,
   duty cycle, frames, energy per byte, gateway kind): the record's own, else the ones the caller names
   (``memory_mix``: one class, or several with fractions, dealt to the clients by a random permutation);
+  a record's ``loss_prob`` replaces its link class's (as a ``fleet.mix`` entry's ``link`` override does);
 * availability: ``PeriodicIntervals`` of the behaviour record, ``AlwaysOn`` without one;
 * background-memory phase: the record's, else Uniform[0, 2 pi).
 
 Draw order (the reproducibility contract): the permutation dealing the classes (only when ``memory_mix``
-has more than one entry), then ``n`` phases. Devices are grouped by (device class, link class) in order of
+has more than one entry), then ``n`` phases. Devices are grouped by (device class, link class, loss_prob) in order of
 first appearance, clients in their given order within a group (``SampledFleet`` keeps an entry's devices
 consecutive); ``TraceFleet.client_ids[d]`` is device ``d``'s client.
 """
@@ -103,18 +104,19 @@ def trace_fleet(traces: Sequence[DeviceTrace], flops_per_sample: float, memory_m
         raise ValueError(f"unknown link class {link_class!r}; known: {', '.join(link_classes)}")
     classes = _deal(traces, memory_mix, rng)
     phases = rng.uniform(0.0, 2.0 * math.pi, len(traces))
-    keys: dict[tuple[str, str], list[int]] = {}
+    keys: dict[tuple[str, str, float | None], list[int]] = {}
     for i, (t, dc_name) in enumerate(zip(traces, classes)):
         lc_name = t.link_class or link_class
         for field, name, table in (("device_class", dc_name, device_classes), ("link_class", lc_name, link_classes)):
             if name not in table:
                 raise TraceError(f"{where}: client {t.client_id}: unknown {field} {name!r}")
-        keys.setdefault((dc_name, lc_name), []).append(i)
+        keys.setdefault((dc_name, lc_name, t.loss_prob), []).append(i)
     n = len(traces)
     order = [i for members in keys.values() for i in members]
-    entries = [MixEntry(dc, lc, len(members) / n) for (dc, lc), members in keys.items()]
-    dcs = [device_classes[dc] for dc, _ in keys]
-    lcs = [link_classes[lc] for _, lc in keys]
+    entries = [MixEntry(dc, lc, len(members) / n, {} if loss is None else {"loss_prob": loss})
+               for (dc, lc, loss), members in keys.items()]
+    dcs = [device_classes[e.device_class] for e in entries]
+    lcs = [e.link_class_of(link_classes) for e in entries]
     entry_of = np.repeat(np.arange(len(entries), dtype=np.int32), [len(m) for m in keys.values()])
     columns = np.empty((6, n))
     for d, i in enumerate(order):
@@ -123,6 +125,13 @@ def trace_fleet(traces: Sequence[DeviceTrace], flops_per_sample: float, memory_m
         if not math.isfinite(flops):
             raise TraceError(f"{where}: client {t.client_id}: computation {t.computation_ms!r} ms gives an "
                              "infinite throughput")
+        for field, kbit_per_s in (("upload_kbit_per_s", t.upload_kbit_per_s),
+                                  ("download_kbit_per_s", t.download_kbit_per_s)):
+            field, kbit_per_s = ("communication", t.communication_kbit_per_s) if kbit_per_s is None else (
+                field, kbit_per_s)
+            if not math.isfinite(BIT_PER_KBIT * kbit_per_s):
+                raise TraceError(f"{where}: client {t.client_id}: {field} {kbit_per_s!r} kbit/s overflows "
+                                 "in bit/s")
         columns[:, d] = (flops, BIT_PER_KBIT * t.up_kbit_per_s, BIT_PER_KBIT * t.down_kbit_per_s,
                          lc.latency_s if t.latency_s is None else t.latency_s,
                          phases[i] if t.background_phase_rad is None else t.background_phase_rad,
@@ -131,8 +140,6 @@ def trace_fleet(traces: Sequence[DeviceTrace], flops_per_sample: float, memory_m
         if t.battery_j_at_start is not None and (battery is None or t.battery_j_at_start > battery):
             raise TraceError(f"{where}: client {t.client_id}: battery_j_at_start {t.battery_j_at_start!r} J "
                              f"exceeds its class's battery ({battery!r} J)")
-    if not np.isfinite(columns[1:3]).all():
-        raise TraceError(f"{where}: a communication rate in kbit/s overflows in bit/s")
     fleet = SampledFleet(entries, dcs, lcs, entry_of, *columns[:5], background_period_s)
     for e in range(len(entries)):  # the classes' own figures, through the profile constructors once each
         fleet._checked(int(np.flatnonzero(entry_of == e)[0]))

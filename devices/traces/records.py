@@ -8,7 +8,8 @@ are read by nothing here). Client ids are compared as strings (``432802`` and ``
 A capacity record may also carry fleet's own extension keys, which an exported fleet writes so that it
 replays exactly (docs/traces.md): ``upload_kbit_per_s`` and ``download_kbit_per_s`` (each replaces
 ``communication`` in its direction), ``latency_s``, ``device_class``, ``link_class``,
-``background_phase_rad``, ``battery_j_at_start``. Unknown keys are ignored, as FedScale ignores them.
+``background_phase_rad``, ``battery_j_at_start``, ``loss_prob`` (replaces the link class's, in [0, 1)).
+Unknown keys are ignored, as FedScale ignores them.
 
 Every error is a ``TraceError`` of one line naming the file, the client id and the field.
 """
@@ -27,7 +28,7 @@ __all__ = ["DeviceTrace", "Behaviour", "capacity_records", "behaviour_records", 
 CAPACITY_KEYS = ("computation", "communication")
 BEHAVIOUR_KEYS = ("active", "inactive", "finish_time")
 EXTENSION_KEYS = ("upload_kbit_per_s", "download_kbit_per_s", "latency_s", "device_class", "link_class",
-                  "background_phase_rad", "battery_j_at_start")
+                  "background_phase_rad", "battery_j_at_start", "loss_prob")
 MAX_CLIENT_ID_CHARS = 100
 
 
@@ -55,6 +56,7 @@ class DeviceTrace:
     link_class: str | None = None
     background_phase_rad: float | None = None
     battery_j_at_start: float | None = None
+    loss_prob: float | None = None
     behaviour: Behaviour | None = None
 
     @property
@@ -90,10 +92,19 @@ def _number(record: Mapping, key: str, where: str, *, positive: bool, optional: 
     value = record[key]
     if type(value) not in (int, float):
         raise TraceError(f"{where}: {key} must be a number, got {_show(value)}")
-    value = float(value)
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise TraceError(f"{where}: {key} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
-    return value
+    number = _float(value)
+    if number is None or not math.isfinite(number) or (number <= 0 if positive else number < 0):
+        raise TraceError(f"{where}: {key} must be finite and {'> 0' if positive else '>= 0'}, "
+                         f"got {_show(value) if number is None else repr(number)}")
+    return number
+
+
+def _float(value: int | float) -> float | None:
+    """``value`` as a float; None for an integer too large for one (``10**400``), which is not finite."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _name(record: Mapping, key: str, where: str) -> str | None:
@@ -135,10 +146,14 @@ def capacity_records(data: object, path: str) -> dict[str, DeviceTrace]:
             device_class=_name(record, "device_class", where),
             link_class=_name(record, "link_class", where),
             background_phase_rad=_number(record, "background_phase_rad", where, positive=False, optional=True),
-            battery_j_at_start=_number(record, "battery_j_at_start", where, positive=False, optional=True))
+            battery_j_at_start=_number(record, "battery_j_at_start", where, positive=False, optional=True),
+            loss_prob=_number(record, "loss_prob", where, positive=False, optional=True))
         phase = fields["background_phase_rad"]
         if phase is not None and not phase < 2.0 * math.pi:
             raise TraceError(f"{where}: background_phase_rad must be in [0, 2 pi), got {phase!r}")
+        loss = fields["loss_prob"]
+        if loss is not None and not loss < 1.0:
+            raise TraceError(f"{where}: loss_prob must be in [0, 1), got {loss!r}")
         out[cid] = DeviceTrace(cid, **fields)
     return out
 
@@ -151,9 +166,10 @@ def _times(record: Mapping, key: str, where: str) -> list[float]:
         raise TraceError(f"{where}: {key} must be a list of times in seconds, got {_show(values)}")
     out = []
     for i, v in enumerate(values):
-        if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+        number = _float(v) if type(v) in (int, float) else None
+        if number is None or not math.isfinite(number) or number < 0:
             raise TraceError(f"{where}: {key}[{i}] must be a finite time >= 0 s, got {_show(v)}")
-        out.append(float(v))
+        out.append(number)
     return out
 
 

@@ -3,7 +3,8 @@
 
 Writes the fleet the scenario (or its ``--variant``) would simulate (the same draws as ``fleet.run``) as a
 trace in FedScale's schema with fleet's extension keys (``devices.traces.export``): per device its ms per
-sample of the scenario's model, kbit/s, class, memory and availability intervals. The file serves as both
+sample of the scenario's model, kbit/s, class, memory, availability intervals and a mix entry's link
+loss override (``loss_prob``). The file serves as both
 the capacity and the behaviour file of a ``fleet.trace`` section (``pairing: id``), which replays the same
 fleet (docs/traces.md). Exit status: 0 written; 2 a bad scenario, argument or a fleet with random failures
 (no period to write), or an ``--out`` that cannot be written (``check_out_file``: a folder, or a path whose

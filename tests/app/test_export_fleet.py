@@ -25,8 +25,30 @@ def _replay(scenario, path):
 
 @pytest.mark.parametrize("name, suffix", [("smoke", ".json"), ("stragglers", ".csv")])
 def test_an_exported_fleet_replays(tmp_path, capsys, name, suffix):
-    source = ROOT / "scenarios" / f"{name}.yaml"
+    _assert_replays(ROOT / "scenarios" / f"{name}.yaml", tmp_path / f"fleet{suffix}", capsys)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_mix_entrys_link_overrides_replay(tmp_path, capsys, suffix):
+    """Defect: a ``fleet.mix`` entry's ``link:`` overrides were dropped on export (the replay had the link
+    class's loss). The rates and latency are written per device; ``loss_prob`` as an extension key."""
+    text = (ROOT / "scenarios" / "smoke.yaml").read_text()
+    entry = "{device_class: esp32_s3_psram, link_class: wifi, fraction: 0.3}"
+    assert entry in text
+    source = tmp_path / "lossy.yaml"
+    source.write_text(text.replace(entry, "{device_class: esp32_s3_psram, link_class: wifi, fraction: 0.3, "
+                                          "link: {loss_prob: 0.7, up_bit_per_s: 2.0e5, latency_s: 0.25}}"))
     path = tmp_path / f"fleet{suffix}"
+    original = _assert_replays(source, path, capsys)
+    losses = [original.profiles[d].loss_prob for d in range(len(original.profiles))]
+    assert losses.count(0.7) == 15  # 0.3 of 50 devices, the others the wifi class's
+    written = json.loads(path.read_text()) if suffix == ".json" else None
+    if written is not None:
+        assert sorted({r.get("loss_prob") for r in written.values()}, key=str) == [0.7, None]
+
+
+def _assert_replays(source, path, capsys):
+    """Export ``source``'s fleet to ``path``, replay it, and check it is the same fleet; the original."""
     assert main([str(source), "--out", str(path)]) == 0
     assert f"{path}: " in capsys.readouterr().out
     (_, scenario), *_ = load_variants(source)
@@ -51,6 +73,7 @@ def test_an_exported_fleet_replays(tmp_path, capsys, name, suffix):
             assert original.availability[d].unavailable_cause(t) == replayed.availability[d].unavailable_cause(t)
             assert original.availability[d].next_interruption(t, t + 9e4) == \
                 replayed.availability[d].next_interruption(t, t + 9e4)
+    return original
 
 
 def test_a_trace_fleet_exports_to_the_same_records(tmp_path):

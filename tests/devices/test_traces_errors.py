@@ -78,3 +78,61 @@ def test_too_few_clients_and_a_missing_file(tmp_path, capsys):
     assert main([str(scenario), "--out", str(tmp_path / "out"), "--quiet", "--set",
                  "fleet.trace.behaviour=behaviour.pkl"]) == 2
     assert "needs 9 devices but the trace has 4 clients" in capsys.readouterr().err
+
+
+BIG = "1" + "0" * 400  # 10**400: a JSON integer (and a pickled int) too large for a float
+BIG_SHOWN = "1" + "0" * 56 + "..."
+JSON_CASES = [  # (capacity file text, the message after the file's name)
+    # Defect: a 401-digit integer crashed with OverflowError (a traceback, exit 1).
+    ('{"1": {"computation": %s, "communication": 1000.0}}' % BIG,
+     f"client 1: computation must be finite and > 0, got {BIG_SHOWN}"),
+    ('{"1": {"computation": 50, "communication": 1000.0, "latency_s": -%s}}' % BIG,
+     f"client 1: latency_s must be finite and >= 0, got -{BIG_SHOWN[:-4]}..."),
+    # Defect: the later of two records of one client won silently; the CSV and pickle readers refuse it.
+    ('{"1": {"computation": 50.0, "communication": 1000.0}, "3": {"computation": 5.0, "communication": 9.0},'
+     ' "1": {"computation": 9.0, "communication": 1.0}}', "client 1: listed twice"),
+    ('{"1": {"computation": 50.0, "communication": 1000.0, "computation": 9.0}}',
+     "client 1: field 'computation' listed twice"),
+    ('{"1": {"computation": 50.0, "communication": 1000.0, "note": {"a": 1, "a": 2}}}',
+     "a JSON object lists the key 'a' twice"),
+    # Defect: an overflowing rate named neither the file's client nor its field.
+    ('{"1": {"computation": 50.0, "communication": 1e308}}',
+     "client 1: communication 1e+308 kbit/s overflows in bit/s"),
+    ('{"1": {"computation": 50.0, "communication": 5.0, "download_kbit_per_s": 1e308}}',
+     "client 1: download_kbit_per_s 1e+308 kbit/s overflows in bit/s"),
+    ('{"1": {"computation": 50.0, "communication": 5.0, "loss_prob": 1.0}}',
+     "client 1: loss_prob must be in [0, 1), got 1.0"),
+]
+
+
+def _run_one_client(tmp_path, capsys, capacity_name: str) -> str:
+    """``fleet.run`` on one capacity client (no behaviour file): its exit status is 2; its one stderr line."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        f"fleet:\n  devices: 1\n  trace:\n    capacity: {capacity_name}\n"
+        "    memory_class: rpi4_4gb\n    reference_flops_per_sample: 2.0e6\n"
+        "coordinator: {clients_per_round: 1, over_selection: 0}\n")
+    for extra in ([], ["--dry-run"]):
+        assert main([str(scenario), "--out", str(tmp_path / "out"), "--quiet", "--no-figures", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+@pytest.mark.parametrize("text, message", JSON_CASES)
+def test_json_faults_are_one_exact_line(tmp_path, capsys, text, message):
+    (tmp_path / "capacity.json").write_text(text)
+    line = _run_one_client(tmp_path, capsys, "capacity.json")
+    assert line == f"fleet.run: scenario error: fleet.trace: {tmp_path / 'capacity.json'}: {message}"
+
+
+def test_a_pickled_huge_int_is_one_exact_line(tmp_path, capsys):
+    """Defect: ``10**400`` in a pickle crashed with OverflowError; also as an active time."""
+    write_pair(tmp_path, {1: {"computation": 10**400, "communication": 1000.0}}, BEHAVIOUR)
+    line = _run_one_client(tmp_path, capsys, "capacity.pkl")
+    assert line == (f"fleet.run: scenario error: fleet.trace: {tmp_path / 'capacity.pkl'}: client 1: "
+                    f"computation must be finite and > 0, got {BIG_SHOWN}")
+    behaviour = {1: {"active": [10**400], "inactive": [10], "finish_time": 100}}
+    with pytest.raises(TraceError, match=r"^\S+behaviour.pkl: client 1: active\[0\] must be a finite time >= 0 s, "
+                                         r"got 1000+\.\.\.$"):
+        load_traces(*write_pair(tmp_path, CAPACITY, behaviour))
