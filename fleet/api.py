@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import copy
 import io
+import numbers
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from fleet.app.out_folder import OutFolderError
 from fleet.app.scenario import Scenario, ScenarioError
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
     from fleet.app.simulation import Simulation
 
-__all__ = ["Run", "RunSet", "Scenario", "ScenarioError", "ScenarioWarning", "load", "simulate"]
+__all__ = ["OutFolderError", "Run", "RunSet", "Scenario", "ScenarioError", "ScenarioWarning", "load", "simulate"]
 
 PANDAS_MISSING = "fleet's DataFrames need pandas: pip install 'fleet-sim[pandas]' (or pandas)"
 
@@ -128,11 +130,15 @@ class Run:
     def write(self, out: str | os.PathLike, *, figures: bool = True, events: str = "auto") -> Path:
         """Write what ``python -m fleet.run --out OUT`` writes for this run (summary.json, events, rounds.csv,
         evaluations.csv when it learned, report.md, figures/ unless ``figures=False``); the folder. A run made in
-        memory has no learning checkpoints to write (``simulate(out=...)`` keeps them)."""
+        memory has no learning checkpoints to write (``simulate(out=...)`` keeps them). The arguments are checked
+        before anything is made, as ``simulate``'s; a folder this made is removed again if writing fails while it is
+        still empty."""
+        from fleet.app.out_folder import out_folder
         from fleet.app.report import write_outputs
 
-        out = Path(out)
-        write_outputs(self.simulation, out, figures=figures, events=events)
+        out = _check_writing(out, figures, events)
+        with out_folder(out, "out"):
+            write_outputs(self.simulation, out, figures=figures, events=events)
         self.out = out
         return out
 
@@ -184,11 +190,15 @@ class RunSet(Mapping):
 
     def write(self, out: str | os.PathLike, *, figures: bool = True, events: str = "auto") -> Path:
         """Write what the CLI writes for the variants: one folder each under ``out`` (``out`` itself when there
-        is one) and, for several, the comparison (``comparison.md`` and the rest); the folder."""
-        out = Path(out)
-        for name, run in self._runs.items():
-            run.write(out if len(self) == 1 else out / name, figures=figures, events=events)
-        _compare(out, self._runs, figures)
+        is one) and, for several, the comparison (``comparison.md`` and the rest); the folder. Checked and cleaned
+        up as ``Run.write``."""
+        from fleet.app.out_folder import out_folder
+
+        out = _check_writing(out, figures, events)
+        with out_folder(out, "out"):
+            for name, run in self._runs.items():
+                run.write(out if len(self) == 1 else out / name, figures=figures, events=events)
+            _compare(out, self._runs, figures)
         self.out = out
         return out
 
@@ -210,7 +220,7 @@ def _assignments(overrides) -> list[str]:
     if isinstance(overrides, str):
         return [overrides]
     if not isinstance(overrides, Mapping):
-        return [str(a) for a in overrides]
+        return list(overrides)
     import yaml
 
     out = []
@@ -236,13 +246,68 @@ def _from_dict(data: Mapping, overrides: list[str]) -> list[tuple[str, Scenario]
     return parse_variants(data, overrides, "scenario")
 
 
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _check_load_args(overrides, seed, variant) -> None:
+    """``TypeError``, one line naming the argument and what it takes, for a ``set``, ``seed`` or ``variant`` of
+    the wrong type (their values are the schema's to check)."""
+    from fleet.app.scenario import echo
+
+    if isinstance(overrides, Mapping):
+        for key in overrides:
+            if not isinstance(key, str):
+                raise TypeError(f"set: key {echo(key)} ({_type_name(key)}) is not a str "
+                                f"(a dotted path such as 'coordinator.rounds')")
+    elif isinstance(overrides, (list, tuple)):
+        for item in overrides:
+            if not isinstance(item, str):
+                raise TypeError(f"set: {echo(item)} ({_type_name(item)}) is not a 'path=value' str")
+    elif overrides is not None and not isinstance(overrides, str):
+        raise TypeError(f"set must be a dict of dotted path -> value or a list of 'path=value' strings, "
+                        f"got {_type_name(overrides)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {_type_name(seed)}")
+    if variant is not None and not isinstance(variant, str):
+        raise TypeError(f"variant must be a variant's name (a str) or None, got {_type_name(variant)}")
+
+
+def _check_writing(out, figures, events) -> Path | None:
+    """``out`` as a Path (None stays None), once ``figures`` and ``events`` are known good and ``events`` is
+    writable: ``TypeError`` for a wrong type, ``ValueError`` for an ``events`` not in ``EVENT_FORMATS``,
+    ``OutFolderError`` for an empty ``out``, ``ImportError`` for Parquet without pyarrow. Nothing is made
+    here: ``check_out_folder`` proves the folder writable."""
+    from fleet.app.report import EVENT_FORMATS, parquet_available
+
+    if not isinstance(figures, bool):
+        raise TypeError(f"figures must be True or False, got {figures!r}"[:300])
+    if not isinstance(events, str) or events not in EVENT_FORMATS:
+        raise ValueError(f"events must be one of {', '.join(EVENT_FORMATS)}, got {events!r}"[:300])
+    if out is None:
+        return None
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder's path (a str or a Path), got {_type_name(out)}")
+    if isinstance(out, str) and not out:
+        raise OutFolderError("out '': an empty path (use '.' for the working directory)")
+    out = Path(out)
+    if events == "parquet" and not parquet_available():
+        raise ImportError("events='parquet' needs pyarrow: pip install 'fleet-sim[parquet]' (or pyarrow)")
+    return out
+
+
 def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = None,  # set: the CLI's --set
          variant: str | None = None) -> list[tuple[str, Scenario]]:
     """The validated scenarios ``simulate`` would run, as (name, ``Scenario``) pairs: every variant (or the
-    one named), the overrides applied after each variant's own, as the CLI applies ``--set`` and ``--seed``."""
+    one named), the overrides applied after each variant's own, as the CLI applies ``--set`` and ``--seed``.
+    ``TypeError`` (one line naming the argument) for a ``scenario``, ``set``, ``seed`` or ``variant`` of the
+    wrong type; ``ScenarioError`` for a bad value."""
     from fleet.app.scenario import echo, load_variants
 
-    overrides = _assignments(set) + ([f"seed={seed}"] if seed is not None else [])
+    if not isinstance(scenario, (Mapping, str, os.PathLike)):
+        raise TypeError(f"scenario must be a path or a dict, got {_type_name(scenario)}")
+    _check_load_args(set, seed, variant)
+    overrides = _assignments(set) + ([f"seed={int(seed)}"] if seed is not None else [])
     if isinstance(scenario, Mapping):
         variants = _from_dict(scenario, overrides)
     elif isinstance(scenario, (str, os.PathLike)):
@@ -258,19 +323,6 @@ def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = Non
     return variants
 
 
-def _writable(out: Path, events: str) -> Path:
-    """``out``, made, once ``events`` is known to be writable there: refused before anything runs, as the CLI
-    refuses a bad ``--out`` or ``--events``."""
-    from fleet.app.report import EVENT_FORMATS, parquet_available
-
-    if events not in EVENT_FORMATS:
-        raise ValueError(f"events must be one of {', '.join(EVENT_FORMATS)}, got {events!r}")
-    if events == "parquet" and not parquet_available():
-        raise ImportError("events='parquet' needs pyarrow: pip install 'fleet-sim[parquet]' (or pyarrow)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def simulate(scenario: str | os.PathLike | Mapping, *, set=None, seed: int | None = None,
              variant: str | None = None, out: str | os.PathLike | None = None, figures: bool = False,
              events: str = "auto", on_round: Callable[[int], None] | None = None) -> Run | RunSet:
@@ -282,21 +334,39 @@ def simulate(scenario: str | os.PathLike | Mapping, *, set=None, seed: int | Non
     learning checkpoints under ``OUT/checkpoints``). ``on_round(done)`` is called after each round.
 
     Returns a ``Run``, or a ``RunSet`` when several variants run (the CLI's rule for one folder per variant).
-    Raises ``ScenarioError`` (one line naming the field) for a bad scenario or override, and ``ValueError``,
-    ``ImportError`` or ``OSError`` for an ``out`` or ``events`` that cannot be written, before anything runs;
+    Every argument is checked before anything is made or run, each error one line naming the argument:
+    ``TypeError`` for a wrong type (``set`` a dict with str keys or a list of str, ``seed`` an int, ``figures`` a
+    bool, ``out`` a str or Path, ``on_round`` callable), ``ValueError`` for an ``events`` not auto, csv or
+    parquet, ``ScenarioError`` for a bad scenario or override, ``fleet.app.out_folder.OutFolderError`` (a
+    ``ValueError``) for an ``out`` that is not or cannot be a writable folder, ``ImportError`` for
+    ``events="parquet"`` without pyarrow. A run that fails (a trace found bad while building the fleet raises
+    ``ScenarioError``) removes the ``out`` folder it made if that is still empty. Raises
     ``fleet.learning.backends.BackendUnavailable`` when the executor goes away mid-run. Warns
     ``ScenarioWarning`` for what is legal but probably not meant."""
+    from fleet.app.out_folder import out_folder
     from fleet.app.scenario import scenario_warnings
-    from fleet.app.simulation import checkpoint_dir, run_scenario
 
+    base = _check_writing(out, figures, events)
+    if on_round is not None and not callable(on_round):
+        raise TypeError(f"on_round must be a function of the rounds done, or None, got {_type_name(on_round)}")
     variants = load(scenario, set, seed, variant)
-    base = None if out is None else _writable(Path(out), events)
     said: list[str] = []
     for _, s in variants:
         for line in scenario_warnings(s):
             if line not in said:
                 said.append(line)
                 warnings.warn(line, ScenarioWarning, stacklevel=2)
+    if base is None:
+        return _run_all(variants, None, figures, events, on_round)
+    with out_folder(base, "out"):
+        return _run_all(variants, base, figures, events, on_round)
+
+
+def _run_all(variants: list[tuple[str, Scenario]], base: Path | None, figures: bool, events: str,
+             on_round: Callable[[int], None] | None) -> Run | RunSet:
+    """Run ``variants`` in turn, writing each under ``base`` unless it is None; ``simulate``'s result."""
+    from fleet.app.simulation import checkpoint_dir, run_scenario
+
     runs: dict[str, Run] = {}
     for name, s in variants:
         run_out = None if base is None else base if len(variants) == 1 else base / name

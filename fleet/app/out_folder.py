@@ -1,24 +1,79 @@
-"""The ``--out`` check that ``fleet.run`` and ``fleet.sweep`` make before anything runs."""
+"""The ``--out`` check that ``fleet.run`` and ``fleet.sweep`` make before anything runs, and the clean-up of a
+folder a run made and left empty (``check_out_folder``'s result and ``remove_if_empty``, or both in
+``out_folder``)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutFolderError", "check_out_folder"]
+__all__ = ["OutFolderError", "check_out_folder", "out_folder", "remove_if_empty"]
 
 
 class OutFolderError(ValueError):
     """``--out`` cannot be used; the message names it and says why (a one-line error, exit status 2)."""
 
 
-def check_out_folder(out: Path) -> None:
-    """Make ``out`` if needed and prove it is a writable folder by writing (and removing) a file there."""
+def check_out_folder(out: Path, name: str = "--out") -> Path | None:
+    """Make ``out`` if needed and prove it is a writable folder by writing (and removing) a file there. Returns
+    the topmost folder this made (``out`` or a missing folder above it), None when ``out`` existed: what
+    ``remove_if_empty`` takes when the run fails. Else ``OutFolderError``, one line naming ``name`` (the
+    option or argument) and ``out``, and saying why; a folder made before the check failed is removed."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OutFolderError(f"--out {out}: not a directory")
+        raise OutFolderError(f"{name} {out}: not a directory")
+    made = _topmost_missing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise OutFolderError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
+        remove_if_empty(made)
+        raise OutFolderError(f"{name} {out}: not a writable folder ({exc.strerror or exc})") from None
+    return made
+
+
+def _topmost_missing(out: Path) -> Path | None:
+    """The highest of ``out`` and the folders above it that does not exist (what ``mkdir(parents=True)``
+    makes first), None when ``out`` exists."""
+    missing = None
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing = folder
+    return missing
+
+
+def remove_if_empty(folder: Path | None) -> bool:
+    """Remove ``folder`` when nothing but empty folders is under it (a run that failed before writing a file);
+    leave it, and everything in it, as it is otherwise. ``folder`` None or gone is nothing to do. Returns
+    whether it was removed."""
+    if folder is None or not folder.is_dir() or folder.is_symlink():
+        return False
+    empty = []
+    for path, folders, files in os.walk(folder, topdown=False):
+        if files or any(Path(path, f).is_symlink() for f in folders):
+            return False
+        empty.append(path)
+    try:
+        for path in empty:  # deepest first
+            os.rmdir(path)
+    except OSError:  # written to meanwhile, or not ours to remove: left as it is
+        return False
+    return True
+
+
+@contextmanager
+def out_folder(out: Path, name: str = "--out") -> Iterator[Path]:
+    """``check_out_folder(out, name)``, then the body; when the body raises (any exception, Ctrl-C included)
+    and this made the folder, it is removed if still empty (``remove_if_empty``). A folder that existed, or
+    that holds a file, is left as it is."""
+    made = check_out_folder(out, name)
+    try:
+        yield Path(out)
+    except BaseException:
+        remove_if_empty(made)
+        raise

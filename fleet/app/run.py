@@ -71,11 +71,12 @@ class _OutputError(Exception):
     """The output folder cannot be used: bad input, exit status 2."""
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path) -> Path | None:
+    """``check_out_folder``: the topmost folder it made (None: ``out`` was there)."""
     from fleet.app.out_folder import OutFolderError, check_out_folder
 
     try:
-        check_out_folder(out)
+        return check_out_folder(out)
     except OutFolderError as exc:
         raise _OutputError(str(exc)) from None
 
@@ -126,6 +127,7 @@ def _main(args) -> int:
     if args.resume and args.out is None:
         print("fleet.run: --resume needs the --out folder of the run to continue", file=sys.stderr)
         return 2
+    made = None  # the folder _check_out made: removed at the end if the run wrote nothing there
     try:
         variants = load_variants(args.scenario, overrides)
         _warn(args.scenario, variants)
@@ -137,7 +139,7 @@ def _main(args) -> int:
                                    "or leave --events at auto or csv")
         base = Path(args.scenario).stem
         out = args.out or Path("runs") / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-        _check_out(out)
+        made = _check_out(out)
         summaries, evaluations = [], {}
         for name, scenario in variants:
             run_out = out if len(variants) == 1 else out / name
@@ -177,6 +179,10 @@ def _main(args) -> int:
         hint = "; the checkpoints so far stay (resume with --resume)" if saved else ""
         print(f"fleet.run: executor: {first}{hint}", file=sys.stderr)
         return 2
+    finally:
+        from fleet.app.out_folder import remove_if_empty
+
+        remove_if_empty(made)
     if args.quiet:
         print(out)
     return 0

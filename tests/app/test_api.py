@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fleet.api import PANDAS_MISSING, Run, RunSet, ScenarioError, ScenarioWarning, load, simulate
+from fleet.api import PANDAS_MISSING, OutFolderError, Run, RunSet, ScenarioError, ScenarioWarning, load, simulate
 from fleet.app.run import main
 from fleet.core.recorder import EVENT_COLUMNS
 
@@ -187,8 +187,6 @@ def test_on_round_is_called_after_each_round():
     assert done == [1, 2]
 
 
-
-
 def test_an_out_that_cannot_be_written_is_refused_before_running(tmp_path, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("ran")
@@ -197,6 +195,6 @@ def test_an_out_that_cannot_be_written_is_refused_before_running(tmp_path, monke
     with pytest.raises(ValueError, match="events must be one of auto, csv, parquet, got 'xml'"):
         simulate(SMOKE, out=tmp_path / "o", events="xml")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OutFolderError, match=f"^out {tmp_path / 'file'}: not a directory$"):
         simulate(SMOKE, out=tmp_path / "file")
     assert not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleet.app.run import main
 from fleet.app.study import DROPOUT_CAUSES
@@ -258,3 +259,19 @@ def test_the_cli_outputs_are_the_same_before_and_after_the_api():
 
     assert fleet.simulate(ROOT / "scenarios/smoke.yaml").event_log_sha256 == (
         "9be7afa3caca038105ef4c45a9d77fdf3ae5aab5d713753ce1093d70d793f655")
+
+
+def test_a_run_that_fails_before_writing_leaves_no_out_folder(tmp_path, capsys):
+    """A bad trace is found while the fleet is built, after --out was checked (and made): the made folder goes."""
+    from tests.app.test_api_args import _broken_trace_scenario
+
+    scenario = tmp_path / "broken.yaml"
+    scenario.write_text(yaml.safe_dump(_broken_trace_scenario(tmp_path)))
+    out = tmp_path / "new" / "out"
+    status, _, err = _main(capsys, scenario, "--out", out, "--quiet")
+    assert status == 2 and "must be finite and > 0" in _one_line(err)
+    assert not (tmp_path / "new").exists()  # the topmost folder the run made, not only --out
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    status, _, err = _main(capsys, scenario, "--out", kept, "--quiet")
+    assert status == 2 and kept.is_dir()  # a folder that was there stays
