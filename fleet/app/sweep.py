@@ -29,6 +29,7 @@ from fleet.app.sweep_plan import (
     MAX_RUNS,
     PlanError,
     Run,
+    argv_to_run,
     check_reuse,
     expand_grid,
     file_sha256,
@@ -257,7 +258,7 @@ def _main(args) -> int:
         try:
             manifest()
             with _Progress(len(pending)) as progress:
-                for run, outcome in pool.run(((r, r.argv) for r in pending), os.getcwd()):
+                for run, outcome in pool.run(((r, argv_to_run(r)) for r in pending), os.getcwd()):
                     summaries = run_summaries(run, variants[run.setting.name]) if outcome.returncode == 0 else None
                     rc, err = outcome.returncode, outcome.stderr_tail
                     if summaries is None and rc == 0:

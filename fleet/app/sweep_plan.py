@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "check_reuse", "expand_grid", "file_sha256", "parse_grid",
-           "parse_seeds", "plan_runs", "run_summaries", "split_values"]
+__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "argv_to_run", "check_reuse", "expand_grid", "file_sha256",
+           "parse_grid", "parse_seeds", "plan_runs", "run_summaries", "split_values"]
 
 MAX_RUNS = 10_000  # settings × seeds; a typo such as 0-99999 fails at once instead of planning for hours
 DEFAULT_SETTING = "default"  # the one setting of a sweep without --grid
@@ -254,3 +254,12 @@ def check_reuse(out: Path, scenario: str, scenario_sha256: str, settings: list[S
             before = " ".join(made[setting.name]) if isinstance(made[setting.name], list) else "?"
             raise PlanError(f"--out {out}: its setting folder {setting.name} was made with other overrides "
                             f"({before or 'none'} there, {' '.join(setting.overrides) or 'none'} here); {fix}")
+
+
+def argv_to_run(run: Run) -> tuple[str, ...]:
+    """What to run for ``run`` now: its command, plus ``--resume`` when its folder holds learning checkpoints of
+    a round (a run interrupted earlier: ``fleet.run --resume`` continues it to the same result instead of
+    starting again)."""
+    if next(run.out.glob("**/checkpoints/version_*.ckpt"), None) is not None:
+        return (*run.argv, "--resume")
+    return run.argv

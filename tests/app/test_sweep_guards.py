@@ -281,3 +281,34 @@ def test_counts_of_one_are_singular(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "fleet.sweep: 4 runs (2 settings × 2 seeds)" in printed and "4 of 4 runs finished" in printed
 
+
+
+# --- an interrupted learning run continues from its checkpoints --------------------------------------------------
+
+def test_a_run_that_left_checkpoints_is_resumed_not_restarted(tmp_path, monkeypatch, capsys):
+    """A learning run killed mid-way keeps its checkpoints; the next sweep runs it with --resume (fleet.run then
+    ends with the uninterrupted result) and the others as they are. The manifest keeps the plain command."""
+    argvs = {}
+
+    class RecordingPool(FakePool):
+        def run(self, jobs, cwd):
+            def noted():
+                for run, argv in jobs:
+                    argvs[run.seed] = argv
+                    yield run, argv
+            yield from super().run(noted(), cwd)
+
+    out = tmp_path / "out"
+    interrupted = out / "default" / "s1" / "checkpoints"  # a sweep without --grid: setting "default"
+    interrupted.mkdir(parents=True)
+    (interrupted / "scenario.sha256").write_text("x\n")
+    (interrupted / "version_000003.ckpt").write_bytes(b"state")
+    (out / "default" / "s2" / "checkpoints").mkdir(parents=True)
+    (out / "default" / "s2" / "checkpoints" / "scenario.sha256").write_text("x\n")  # no round kept: from scratch
+    assert _sweep(tmp_path, monkeypatch, RecordingPool(), SMOKE, "--seeds", "0-2", "--out", str(out)) == 0
+    assert argvs[1][-1] == "--resume" and "--resume" not in argvs[1][:-1] and "--resume" not in argvs[0]
+    assert argvs[1][:-1] == tuple(a.replace("s0", "s1") if a.endswith("s0") else "1" if a == "0" else a
+                                  for a in argvs[0])  # seed 0's command for seed 1, plus --resume
+    assert "--resume" not in argvs[2]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not any("--resume" in r["command"] for r in manifest["runs"])
