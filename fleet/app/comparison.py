@@ -227,15 +227,14 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
         parts += _timeline_lines(learning)
     _write_class_csv(summaries, out / "comparison_classes.csv")
     parts += ["Per class and variant as CSV: `comparison_classes.csv`.", ""]
-    if learning:
-        if evaluations:
-            runs = [(n, s, evaluations[n]) for n, s in learning if n in evaluations]
-            comparison_figure(runs, out)
-            comparison_timeline(runs, out)
-            comparison_costs(runs, out)
-            parts += ["![who took part and accuracy](comparison.png)", "",
-                      "![participation per class over rounds](comparison_timeline.png)", "",
-                      "![cost and memory per variant](comparison_costs.png)", ""]
+    if learning and evaluations:
+        runs = [(n, s, evaluations[n]) for n, s in learning if n in evaluations]
+        comparison_figure(runs, out)
+        comparison_timeline(runs, out)
+        comparison_costs(runs, out)
+        parts += ["![who took part and accuracy](comparison.png)", "",
+                  "![participation per class over rounds](comparison_timeline.png)", "",
+                  "![cost and memory per variant](comparison_costs.png)", ""]
     if write_energy_csv(summaries, out / "comparison_energy.csv"):
         parts += energy_comparison_lines(summaries)
     text = "\n".join(parts)

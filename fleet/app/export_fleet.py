@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-from fleet.app.out_folder import OutFolderError
+from fleet.app.out_folder import OutFolderError, make_writable
 from fleet.app.pipes import quiet_on_closed_pipe
 
 PROG = "python -m fleet.export_fleet"
@@ -50,9 +49,7 @@ def check_out_file(out: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise OutFolderError(f"--out {echo(str(out))}: {echo(str(folder))} is not a directory")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        make_writable(folder)
     except OSError as exc:
         raise OutFolderError(f"--out {echo(str(out))}: {echo(str(folder))} is not a writable folder "
                              f"({exc.strerror or echo(str(exc))})") from None

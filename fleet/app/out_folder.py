@@ -1,6 +1,6 @@
-"""The ``--out`` check that ``fleet.run`` and ``fleet.sweep`` make before anything runs, and the clean-up of a
+"""The ``--out`` check that ``fleet.run`` and ``fleet.sweep`` make before anything runs, the clean-up of a
 folder a run made and left empty (``check_out_folder``'s result and ``remove_if_empty``, or both in
-``out_folder``)."""
+``out_folder``), and whether a run left learning checkpoints to resume from (``holds_checkpoints``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutFolderError", "check_out_folder", "out_folder", "remove_if_empty"]
+__all__ = ["OutFolderError", "check_out_folder", "holds_checkpoints", "make_writable", "out_folder",
+           "remove_if_empty"]
 
 
 class OutFolderError(ValueError):
@@ -25,14 +26,23 @@ def check_out_folder(out: Path, name: str = "--out") -> Path | None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"{name} {out}: not a directory")
-    made = _topmost_missing(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        return make_writable(out)
     except OSError as exc:
-        remove_if_empty(made)
         raise OutFolderError(f"{name} {out}: not a writable folder ({exc.strerror or exc})") from None
+
+
+def make_writable(folder: Path) -> Path | None:
+    """Make ``folder`` if needed and prove it writable by writing (and removing) a file there; the topmost
+    folder this made (None: it existed). ``OSError`` when it cannot be, after removing what this made."""
+    made = _topmost_missing(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        remove_if_empty(made)
+        raise
     return made
 
 
@@ -54,12 +64,12 @@ def remove_if_empty(folder: Path | None) -> bool:
     if folder is None or not folder.is_dir() or folder.is_symlink():
         return False
     empty = []
-    for path, folders, files in os.walk(folder, topdown=False):
+    for path, folders, files in os.walk(folder):  # top down: a finished run's files are found at once
         if files or any(Path(path, f).is_symlink() for f in folders):
             return False
         empty.append(path)
     try:
-        for path in empty:  # deepest first
+        for path in reversed(empty):  # deepest first
             os.rmdir(path)
     except OSError:  # written to meanwhile, or not ours to remove: left as it is
         return False
@@ -77,3 +87,10 @@ def out_folder(out: Path, name: str = "--out") -> Iterator[Path]:
     except BaseException:
         remove_if_empty(made)
         raise
+
+
+def holds_checkpoints(folder: Path) -> bool:
+    """Whether a learning run left, anywhere under ``folder`` (a variant's folder included), a checkpoint of an
+    aggregated round (``fleet.learning.checkpoints``' ``checkpoints/version_NNNNNN.ckpt``) that
+    ``fleet.run --resume`` can continue from."""
+    return next(Path(folder).glob("**/checkpoints/version_*.ckpt"), None) is not None

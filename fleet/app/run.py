@@ -175,8 +175,9 @@ def _main(args) -> int:
         if not isinstance(exc, BackendUnavailable):
             raise
         first = (str(exc).splitlines() or [""])[0][:300]
-        saved = next(out.glob("**/checkpoints/version_*.ckpt"), None) is not None  # a round done and kept
-        hint = "; the checkpoints so far stay (resume with --resume)" if saved else ""
+        from fleet.app.out_folder import holds_checkpoints
+
+        hint = "; the checkpoints so far stay (resume with --resume)" if holds_checkpoints(out) else ""
         print(f"fleet.run: executor: {first}{hint}", file=sys.stderr)
         return 2
     finally:

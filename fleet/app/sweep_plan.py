@@ -260,6 +260,8 @@ def argv_to_run(run: Run) -> tuple[str, ...]:
     """What to run for ``run`` now: its command, plus ``--resume`` when its folder holds learning checkpoints of
     a round (a run interrupted earlier: ``fleet.run --resume`` continues it to the same result instead of
     starting again)."""
-    if next(run.out.glob("**/checkpoints/version_*.ckpt"), None) is not None:
+    from fleet.app.out_folder import holds_checkpoints
+
+    if holds_checkpoints(run.out):
         return (*run.argv, "--resume")
     return run.argv

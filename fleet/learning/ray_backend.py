@@ -354,7 +354,6 @@ class RayBackend(Backend):
                  max_retries: int = 3) -> None:
         if not ray_installed():
             raise BackendUnavailable(RAY_MISSING)
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported (on the starter thread)
         self._ray = self._actor = None  # set on the starter thread: importing Ray takes seconds of CPU
         self._workers: list = []
         self._shared = None
@@ -389,7 +388,7 @@ class RayBackend(Backend):
             ray = self._ray = import_ray()
             self._actor = ray.remote(num_cpus=threads, max_restarts=0)(_Worker)
             self._started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads))
-            self._shared = self._ray.put(shared)
+            self._shared = ray.put(shared)
             self._workers = [self._new_worker() for _ in range(workers)]
             self._await_workers(workers * threads)
         except BaseException as exc:  # noqa: BLE001 (re-raised on the caller's thread by _ready)
