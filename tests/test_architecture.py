@@ -30,7 +30,7 @@ SCENARIO = "scenario validation stays light (--help, bad-YAML errors)"
 BATCHED = "batched kernels serve algorithms and never name them"
 DEVICES = "devices/ is numpy physics: no simpy, zmq, torch or yaml"
 FLEET_ON_TOP = "fleet sits on devices and algorithms, never the reverse"
-RAY = "Ray is an optional extra: below the face only fleet.learning.ray_backend imports it"
+RAY = "Ray is an optional extra: below the face only fleet.learning.ray_cluster imports it"
 
 
 def _lint(tree: Path) -> tuple[int, dict[str, str]]:

@@ -119,27 +119,27 @@ def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str
 
 def _check_ray(path: str, clusters: dict[str | None, str], backend: str) -> None:
     """Before anything runs: the Ray clusters the runs would join (``_validate``) and, for ``--backend ray``,
-    the sweep's own (``RAY_ADDRESS``) answer (``fleet.learning.ray_backend.check_cluster``), and the ray
+    the sweep's own (``RAY_ADDRESS``) answer (``fleet.learning.ray_cluster.check_cluster``), and the ray
     package is installed (looked up, not imported) when any of them applies."""
     if not clusters and backend != "ray":
         return
     import importlib.util
 
-    from fleet.learning import ray_backend
+    from fleet.learning import ray_cluster
     from fleet.learning.backends import BackendUnavailable
 
     if importlib.util.find_spec("ray") is None:
         if backend == "ray":
-            raise _InputError(f"--backend ray: {ray_backend.RAY_MISSING}")
-        raise _InputError(f"scenario error: {path}: executor: {ray_backend.RAY_MISSING}{next(iter(clusters.values()))}")
+            raise _InputError(f"--backend ray: {ray_cluster.RAY_MISSING}")
+        raise _InputError(f"scenario error: {path}: executor: {ray_cluster.RAY_MISSING}{next(iter(clusters.values()))}")
     for address, where in clusters.items():
         try:
-            ray_backend.check_cluster(address)
+            ray_cluster.check_cluster(address)
         except BackendUnavailable as exc:
             raise _InputError(f"scenario error: {path}: executor: {exc}{where}") from None
     if backend == "ray" and None not in clusters:  # the sweep's own cluster, unless a run's check just made it
         try:
-            ray_backend.check_cluster(None)
+            ray_cluster.check_cluster(None)
         except BackendUnavailable as exc:
             raise _InputError(f"--backend ray: {exc}") from None
 

@@ -107,14 +107,14 @@ class RayMissing(Exception):
 
 class RayPool:
     """Each job a Ray task (one CPU) on the cluster ``RAY_ADDRESS`` names, else on a private Ray instance on
-    this machine (loopback only, no dashboard, no usage reporting: ``fleet.learning.ray_backend.connect``),
+    this machine (loopback only, no dashboard, no usage reporting: ``fleet.learning.ray_cluster.connect``),
     connected when the pool is made and shut down after the runs if this pool started it. Every node must see
     the project, the scenario and the sweep's folder at the same paths (a shared file system) and have the
     project installed (``python -m fleet.run``)."""
 
     def __init__(self, jobs: int | None):
         from fleet.learning.backends import BackendUnavailable
-        from fleet.learning.ray_backend import connect
+        from fleet.learning.ray_cluster import connect
 
         try:
             self._started = connect(None)

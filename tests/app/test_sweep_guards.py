@@ -18,7 +18,7 @@ from fleet.app.sweep import main
 from fleet.app.sweep_plan import Setting, expand_grid, parse_grid
 from fleet.app.sweep_report import RANGES, bounds_of, write_report
 from fleet.app.sweep_stats import describe, t_quantile
-from fleet.learning import ray_backend
+from fleet.learning import ray_cluster
 from fleet.learning.backends import BackendUnavailable
 from tests.app.test_sweep import SMOKE, FakePool, _strict_json, _summary
 
@@ -161,7 +161,7 @@ def clusters(monkeypatch):
             raise BackendUnavailable("executor.ray_address 127.0.0.1:1: no Ray cluster answers within 5 s "
                                      "(Connection refused)")
 
-    monkeypatch.setattr(ray_backend, "check_cluster", check_cluster)
+    monkeypatch.setattr(ray_cluster, "check_cluster", check_cluster)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return calls
 
@@ -208,9 +208,9 @@ def test_ray_missing_or_the_sweeps_own_cluster_is_refused_up_front(tmp_path, mon
     assert _sweep(tmp_path, monkeypatch, pool, learning, "--seeds", "0", "--grid", "executor.backend=ray",
                   "--out", str(out)) == 2
     assert _one_line(capsys.readouterr().err) == (
-        f"fleet.sweep: scenario error: {learning}: executor: {ray_backend.RAY_MISSING} (--grid setting backend=ray)")
+        f"fleet.sweep: scenario error: {learning}: executor: {ray_cluster.RAY_MISSING} (--grid setting backend=ray)")
     assert _sweep(tmp_path, monkeypatch, pool, learning, "--seeds", "0", "--backend", "ray", "--out", str(out)) == 2
-    assert _one_line(capsys.readouterr().err) == f"fleet.sweep: --backend ray: {ray_backend.RAY_MISSING}"
+    assert _one_line(capsys.readouterr().err) == f"fleet.sweep: --backend ray: {ray_cluster.RAY_MISSING}"
     assert clusters == [] and pool.ran == [] and not out.exists()
 
     monkeypatch.setattr(importlib.util, "find_spec", real)
@@ -220,7 +220,7 @@ def test_ray_missing_or_the_sweeps_own_cluster_is_refused_up_front(tmp_path, mon
         clusters.append(address)
         raise BackendUnavailable("RAY_ADDRESS 127.0.0.1:1: no Ray cluster answers within 5 s (Connection refused)")
 
-    monkeypatch.setattr(ray_backend, "check_cluster", no_cluster)
+    monkeypatch.setattr(ray_cluster, "check_cluster", no_cluster)
     assert _sweep(tmp_path, monkeypatch, pool, learning, "--seeds", "0", "--backend", "ray", "--out", str(out)) == 2
     assert _one_line(capsys.readouterr().err) == (
         "fleet.sweep: --backend ray: RAY_ADDRESS 127.0.0.1:1: no Ray cluster answers within 5 s (Connection refused)")
