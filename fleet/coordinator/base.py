@@ -95,7 +95,8 @@ class Coordinator:
         self._work: LocalWork = work if work is not None else NullWork()
         self._rng = kernel.rng.stream("selection")
         self.n_devices = n_devices
-        self.busy = np.zeros(n_devices, dtype=bool)
+        self._busy = bytearray(n_devices)  # 1: the device holds a task (set per task: a bytearray's item is cheap)
+        self.busy = np.frombuffer(self._busy, dtype=bool)  # the same bytes, as the selection reads them
         self.outstanding: dict[int, _Outstanding] = {}
         self.version = 0
         self.client_tasks = 0
@@ -132,7 +133,7 @@ class Coordinator:
                     config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
                     demand.bytes_up, deadline_s, demand.bytes_down, config.mode, config.architecture)
         self._next_task_id += 1
-        self.busy[device] = True
+        self._busy[device] = 1
         self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
         self.client_tasks += 1
         self._row((self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
@@ -196,7 +197,7 @@ class Coordinator:
     def _resolve(self, task_id: int) -> _Outstanding | None:
         entry = self.outstanding.pop(task_id, None)
         if entry is not None:
-            self.busy[entry.task.device] = False
+            self._busy[entry.task.device] = 0
         return entry
 
     def _resolve_failed(self, task_id: int) -> _Outstanding | None:

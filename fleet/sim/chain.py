@@ -171,7 +171,7 @@ class TaskRun(Step):
     when nobody can wait (``send_many``).
     Each stage is a plain function of the run (``callbacks`` holds it: the loop calls it with the run)."""
 
-    __slots__ = ("net", "env", "devices", "task", "device", "profile", "medium", "backhaul", "done",
+    __slots__ = ("net", "env", "devices", "task", "device", "route", "medium", "done",
                  "down_sent_s", "down_link_s", "down_queue_s", "down_size", "msg", "to_server", "size", "hold_s",
                  "rest_s", "lost", "tx_bytes", "sent_s", "queue_s", "state", "compute_s", "t0", "stop_s", "cause",
                  "grant_s", "upload", "fuse")
@@ -180,9 +180,8 @@ class TaskRun(Step):
                  done: simpy.Event | None) -> None:
         self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
         device = self.device = task.device
-        self.profile = net._profiles[device]
-        gw = net._gateway_of.item(device)
-        self.medium, self.backhaul = net._medium[gw], net._backhaul[gw]
+        route = self.route = net._routes.get(device) or net.route(device)
+        self.medium = route.medium
         self.down_link_s = None  # the download has not arrived (yet)
         self.fuse = net._fuses  # may a stage run at once (``_then``)?
 
@@ -191,8 +190,7 @@ class TaskRun(Step):
         """Start carrying ``msg`` (to the server, or to the device), now; ``at`` is the loop's place. Unless
         ``tail`` is False, the caller does nothing after this call but return to the loop (see ``_then``)."""
         self.msg, self.to_server = msg, to_server
-        self.size, self.hold_s, self.rest_s, self.lost, self.tx_bytes = self.net._plan(msg, self.profile,
-                                                                                       self.backhaul, to_server)
+        self.size, self.hold_s, self.rest_s, self.lost, self.tx_bytes = self.net._plan(msg, self.route, to_server)
         self.upload = to_server and type(msg) is Update
         env = self.env
         self.sent_s = env._now

@@ -37,6 +37,24 @@ if TYPE_CHECKING:
     from fleet.sim.devices import SimulatedDevices
 
 
+class Route:
+    """What a device's every transfer reads: its profile, its gateway's medium (None: unshared) and backhaul
+    (latency s, rate bit/s), and, for a link that sends one frame at full duty (``plain``), its constants
+    read out of the profile once (``loss_log``: log of the loss probability, None for a lossless link)."""
+
+    __slots__ = ("profile", "medium", "backhaul_latency_s", "backhaul_bit_per_s", "plain", "overhead_bytes",
+                 "up_bit_per_s", "down_bit_per_s", "latency_s", "loss_log")
+
+    def __init__(self, profile: DeviceProfile, medium: Medium | None, backhaul: tuple[float, float]) -> None:
+        self.profile, self.medium = profile, medium
+        self.backhaul_latency_s, self.backhaul_bit_per_s = backhaul
+        self.plain = profile.max_frame_payload_bytes is None and profile.duty_cycle == 1.0
+        self.overhead_bytes = profile.frame_overhead_bytes
+        self.up_bit_per_s, self.down_bit_per_s = profile.up_bit_per_s, profile.down_bit_per_s
+        self.latency_s = profile.latency_s
+        self.loss_log = math.log(profile.loss_prob) if profile.loss_prob > 0.0 else None
+
+
 class SimulatedNetwork(Transport, DeviceLink):
     """The simulated network: routes on ``topology`` with per-device links from ``profiles``.
 
@@ -71,6 +89,7 @@ class SimulatedNetwork(Transport, DeviceLink):
         self._simulated: SimulatedDevices | None = None
         self._uploads: SimulatedDevices | None = None  # asked about every update's upload (process or chain)
         self._fuses = getattr(self._env, "fuses", False)  # may a TaskRun's stage run at once (``TaskRun._then``)?
+        self._routes: dict[int, Route] = {}  # by device, made at its first message (``route``)
         self._starts = None  # the tasks sent at this instant, started as one step (``fleet.sim.chain.start``)
         for gw, kind in topology.gateway_kind.items():
             spec = gateway_specs[kind]
@@ -118,8 +137,15 @@ class SimulatedNetwork(Transport, DeviceLink):
 
         self._env.timeout(after_s).callbacks.append(deliver)
 
-    def _plan(self, msg: Message, p: DeviceProfile, backhaul: tuple[float, float],
-              to_server: bool) -> tuple[int, float, float, bool, int]:
+    def route(self, device: int) -> Route:
+        """``device``'s ``Route`` (made at its first message, then kept)."""
+        route = self._routes.get(device)
+        if route is None:
+            gw = self._gateway_of.item(device)
+            route = self._routes[device] = Route(self._profiles[device], self._medium[gw], self._backhaul[gw])
+        return route
+
+    def _plan(self, msg: Message, route: Route, to_server: bool) -> tuple[int, float, float, bool, int]:
         """A transfer: its size on the wire, how long it holds the medium (every attempt's airtime), the rest of
         the hop (duty-cycle silences, retry back-offs, access latency, backhaul), whether it is lost, and the
         bytes transmitted (every attempt). Counts the bytes in ``bytes_sent``.
@@ -128,38 +154,39 @@ class SimulatedNetwork(Transport, DeviceLink):
         transmissions needed, ``1 + floor(log(1 - u) / log(loss_prob))`` (geometric: P(attempts > k) =
         ``loss_prob ** k``); more than ``max_attempts`` means every one of them was lost."""
         size_bytes = encoded_size_bytes(msg)
-        rate = p.up_bit_per_s if to_server else p.down_bit_per_s
-        max_frame, overhead, duty = p.max_frame_payload_bytes, p.frame_overhead_bytes, p.duty_cycle
-        if max_frame is None and duty == 1.0:  # framed_transfer_time_scalar_s for one frame at full duty
-            airtime_s, silence_s = 8 * (size_bytes + overhead) / rate, 0.0
+        rate = route.up_bit_per_s if to_server else route.down_bit_per_s
+        if route.plain:  # framed_transfer_time_scalar_s for one frame at full duty
+            airtime_s, silence_s = 8 * (size_bytes + route.overhead_bytes) / rate, 0.0
         else:
+            p = route.profile
+            max_frame, overhead, duty = p.max_frame_payload_bytes, p.frame_overhead_bytes, p.duty_cycle
             airtime_s = framed_transfer_time_scalar_s(size_bytes, rate, 1.0, max_frame, overhead)
             silence_s = 0.0
             if duty < 1.0:
                 silence_s = framed_transfer_time_scalar_s(size_bytes, rate, duty, max_frame, overhead) - airtime_s
-        loss_prob = p.loss_prob
-        lost = False
-        if loss_prob <= 0.0:
+        loss_log, lost = route.loss_log, False
+        if loss_log is None:
             attempts = 1
         else:  # inline: two messages a task
-            attempts = 1 + int(math.log(1.0 - self._loss_draws.next(msg.device)) / math.log(loss_prob))
+            attempts = 1 + int(math.log(1.0 - self._loss_draws.next(msg.device)) / loss_log)
             if attempts > self._max_attempts:
                 attempts, lost = self._max_attempts, True
         tx_bytes = attempts * size_bytes
         self.bytes_sent[to_server] += tx_bytes
-        backhaul_latency_s, backhaul_bit_per_s = backhaul
-        rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + p.latency_s + backhaul_latency_s
-                  + 8.0 * size_bytes / backhaul_bit_per_s)  # serialization_time_scalar_s, inline
+        if attempts == 1:  # the sum below with its terms 1 * silence_s and 0 * back-off (exactly 0.0) left out
+            rest_s = silence_s + route.latency_s
+        else:
+            rest_s = attempts * silence_s + (attempts - 1) * self._retry_backoff_s + route.latency_s
+        rest_s = rest_s + route.backhaul_latency_s + 8.0 * size_bytes / route.backhaul_bit_per_s  # left to right
         return size_bytes, attempts * airtime_s, rest_s, lost, tx_bytes
 
     def _carry(self, msg: Message, device: int, to_server: bool):
         """The transfer as a generator (module docstring); returns the ``Delivery``, None if lost."""
         env = self._env
-        gw = self._gateway_of.item(device)
-        size_bytes, hold_s, rest_s, lost, tx_bytes = self._plan(msg, self._profiles[device], self._backhaul[gw],
-                                                                to_server)
+        route = self.route(device)
+        size_bytes, hold_s, rest_s, lost, tx_bytes = self._plan(msg, route, to_server)
         sent_s = env.now
-        medium = self._medium[gw]
+        medium = route.medium
         uploads = self._uploads if to_server and type(msg) is Update else None
         if medium is not None:
             slot = env.event()
