@@ -116,7 +116,7 @@ class DeviceDraws:
     def _draw_chunk(self, device: int, k: int) -> list[float]:
         """``_draw((purpose, device + 1, k), CHUNK)``, with the generator's state computed by ``ChunkSeeds``
         rather than by building a ``SeedSequence`` and a ``PCG64`` (a third of the time; same draws)."""
-        state, inc = self._seeds.chunk_state(self._code, device + 1, k)
+        state, inc = self._seeds.pcg64_state((self._code, device + 1, k), keep=2)
         self._bits.state = {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
                             "has_uint32": 0, "uinteger": 0}
         gen = self._gen
@@ -231,52 +231,6 @@ class ChunkSeeds:
             words.append(v ^ (v >> 16))
         initstate = (words[1] << 96) | (words[0] << 64) | (words[3] << 32) | words[2]
         initseq = (words[5] << 96) | (words[4] << 64) | (words[7] << 32) | words[6]
-        inc = ((initseq << 1) | 1) & _M128
-        return ((inc + initstate) * _PCG_MULT + inc) & _M128, inc
-
-
-    def chunk_state(self, purpose: int, device_word: int, k: int) -> tuple[int, int]:
-        """``pcg64_state((purpose, device_word, k), keep=2)``, the same two numbers: the pool after
-        ``(purpose, device_word)`` kept, and for ``k`` below 2**32 (one entropy word) the mixing and the output
-        hash written out in full (a device's every later chunk of draws costs one of these)."""
-        pool = self._prefix.get((purpose, device_word))
-        if pool is None or not 0 <= k <= _MASK32:
-            return self.pcg64_state((purpose, device_word, k), keep=2)
-        (m0, m1, m2, m3), h = pool
-        mult_a = self._MULT_A
-        v = k ^ h
-        h = (h * mult_a) & _MASK32
-        v = (v * h) & _MASK32
-        r = (_MIX_L * m0 - _MIX_R * (v ^ (v >> 16))) & _MASK32
-        m0 = r ^ (r >> 16)
-        v = k ^ h
-        h = (h * mult_a) & _MASK32
-        v = (v * h) & _MASK32
-        r = (_MIX_L * m1 - _MIX_R * (v ^ (v >> 16))) & _MASK32
-        m1 = r ^ (r >> 16)
-        v = k ^ h
-        h = (h * mult_a) & _MASK32
-        v = (v * h) & _MASK32
-        r = (_MIX_L * m2 - _MIX_R * (v ^ (v >> 16))) & _MASK32
-        m2 = r ^ (r >> 16)
-        v = k ^ h
-        h = (h * mult_a) & _MASK32
-        v = (v * h) & _MASK32
-        r = (_MIX_L * m3 - _MIX_R * (v ^ (v >> 16))) & _MASK32
-        m3 = r ^ (r >> 16)
-        (x0, c0), (x1, c1), (x2, c2), (x3, c3), (x4, c4), (x5, c5), (x6, c6), (x7, c7) = self._out
-        w0 = ((m0 ^ x0) * c0) & _MASK32
-        w1 = ((m1 ^ x1) * c1) & _MASK32
-        w2 = ((m2 ^ x2) * c2) & _MASK32
-        w3 = ((m3 ^ x3) * c3) & _MASK32
-        w4 = ((m0 ^ x4) * c4) & _MASK32
-        w5 = ((m1 ^ x5) * c5) & _MASK32
-        w6 = ((m2 ^ x6) * c6) & _MASK32
-        w7 = ((m3 ^ x7) * c7) & _MASK32
-        initstate = (((w1 ^ (w1 >> 16)) << 96) | ((w0 ^ (w0 >> 16)) << 64) | ((w3 ^ (w3 >> 16)) << 32)
-                     | (w2 ^ (w2 >> 16)))
-        initseq = (((w5 ^ (w5 >> 16)) << 96) | ((w4 ^ (w4 >> 16)) << 64) | ((w7 ^ (w7 >> 16)) << 32)
-                   | (w6 ^ (w6 >> 16)))
         inc = ((initseq << 1) | 1) & _M128
         return ((inc + initstate) * _PCG_MULT + inc) & _M128, inc
 

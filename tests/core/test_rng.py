@@ -29,16 +29,6 @@ def test_chunk_seeds_give_numpys_pcg64_state(seed):
         assert seeds.pcg64_state(key, keep) == _numpy_state(seed, key), key
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_a_chunks_state_written_out_is_numpys(seed):
-    rng = random.Random(seed % 1000 + 1)
-    seeds = ChunkSeeds(seed)
-    for _ in range(200):  # a device's chunks one after the other (its pool kept), big chunk numbers, fresh devices
-        purpose, device_word = rng.choice([0, 3, 2**32 + 1]), rng.choice([1, 8, rng.randrange(10**7), 2**33])
-        for k in (0, 1, rng.randrange(2**32), 2**32 - 1, 2**32):
-            assert seeds.chunk_state(purpose, device_word, k) == _numpy_state(seed, (purpose, device_word, k))
-
-
 @pytest.mark.parametrize("kind", ["normal", "uniform"])
 def test_a_devices_chunks_are_numpys_draws_from_its_own_seed_sequence(kind):
     draws = DeviceDraws(3, 4, kind, 50)
