@@ -229,7 +229,10 @@ class Hub:
         self._outbox.put((op, identity, frame))
         with self._wake_lock:
             if not self._wake_out.closed:
-                self._wake_out.send(b"", zmq.NOBLOCK)
+                try:
+                    self._wake_out.send(b"", zmq.NOBLOCK)
+                except zmq.Again:  # a wake is a hint: the thread is gone (close) or has wakes queued already
+                    pass
 
     def _close_socket(self) -> None:
         self.socket.close(0)

@@ -318,6 +318,7 @@ variants:
 """
 
 
+@pytest.mark.slow  # three sweeps of real runs in subprocesses: ~16 s on 2 cores
 def test_a_real_sweep_of_two_seeds_then_a_resumed_one(tmp_path):
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(TINY)

@@ -124,6 +124,7 @@ def test_local_epochs_make_data_size_part_of_the_work():
     assert len(set(flops.values())) > 1
 
 
+@pytest.mark.slow  # a learning run with every output and figure: ~10 s on 2 cores
 def test_learning_outputs(tmp_path):
     scenario = tmp_path / "tiny.yaml"
     import yaml

@@ -92,6 +92,7 @@ def _killing(ray, doomed, times: int):
 
 
 # --- Ray itself ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # starts Ray: ~10 s on 2 cores
 def test_ray_started_here_stays_on_loopback(ray_session):
     ray = ray_session
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
@@ -99,6 +100,7 @@ def test_ray_started_here_stays_on_loopback(ray_session):
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
 
 
+@pytest.mark.slow  # four runs on Ray: ~14 s on 2 cores
 @pytest.mark.parametrize("algorithm", [ADAM, ZO_SEEDS], ids=["fedavg-adam", "zo-seeds"])
 def test_ray_gives_the_sequential_bits_and_event_log(ray_session, algorithm):
     """process_pool gives the sequential bits too (test_learning.py), so all three agree."""
@@ -142,6 +144,7 @@ def digits_jobs():
         lambda d: client_data(x, y, parts[d])
 
 
+@pytest.mark.slow  # ~12 s on 2 cores
 def test_warm_workers_share_one_copy_and_rerun_the_jobs_of_a_dead_one(ray_session, digits_jobs, monkeypatch):
     from fleet.learning.ray_backend import RayBackend
 
@@ -229,6 +232,7 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch, cap
     assert err.count("\n") == 1 and "executor: the ray backend needs the ray package: pip install" in err
 
 
+@pytest.mark.slow  # a process that imports Ray: ~8 s on 2 cores
 def test_a_silent_cluster_address_is_one_line_and_exit_2(tmp_path):
     pytest.importorskip("ray")
     scenario = tmp_path / "s.yaml"
@@ -249,6 +253,7 @@ def test_the_scenario_key_is_checked():
         parse_scenario(_tiny(**{"executor.ray_address": " "}))
 
 
+@pytest.mark.slow  # needs Ray started (the module's first such test pays)
 def test_the_gcs_of_a_ray_started_here_passes_the_probe(ray_session):
     from fleet.learning.ray_cluster import _probe
 
