@@ -288,8 +288,8 @@ def _check_writing(out, figures, events) -> Path | None:
         return None
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder's path (a str or a Path), got {_type_name(out)}")
-    if isinstance(out, str) and not out:
-        raise OutFolderError("out '': an empty path (use '.' for the working directory)")
+    if isinstance(out, str) and not out.strip():
+        raise OutFolderError(f"out {out!r}: an empty path (use '.' for the working directory)")
     out = Path(out)
     if events == "parquet" and not parquet_available():
         raise ImportError("events='parquet' needs pyarrow: pip install 'fleet-sim[parquet]' (or pyarrow)")

@@ -13,6 +13,8 @@ import csv
 import json
 from pathlib import Path
 
+from fleet.app.out_folder import clear_outputs
+
 __all__ = ["CLASS_COLUMNS", "class_rows", "fmt_bytes", "markdown_rows", "write_comparison"]
 
 COMPARED = (("rounds", "rounds"), ("rounds_aggregated", "aggregated"), ("stopped_by", "stopped by"),
@@ -206,6 +208,12 @@ def _write_class_csv(summaries: list[tuple[str, dict]], path: Path) -> None:
                         repr(row[k]) if isinstance(row[k], float) else row[k] for k in CLASS_COLUMNS])
 
 
+#: What a comparison writes only sometimes (figures in learning mode, energy with batteries), removed first
+#: (``fleet.app.report.RUN_OUTPUTS``).
+COMPARISON_OUTPUTS = ("comparison.json", "comparison.png", "comparison_timeline.png", "comparison_costs.png",
+                      "comparison_energy.csv")
+
+
 def write_comparison(summaries: list[tuple[str, dict]], out: Path,
                      evaluations: dict[str, list] | None = None) -> str:
     """Write ``comparison.md``, ``comparison.json`` and ``comparison_classes.csv`` for ``summaries``
@@ -215,6 +223,7 @@ def write_comparison(summaries: list[tuple[str, dict]], out: Path,
     from fleet.app.report_energy import energy_comparison_lines, write_energy_csv  # it imports fmt from here
 
     out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out, COMPARISON_OUTPUTS)
     parts = [f"# Comparison of {len(summaries)} variants", "",
              "Every variant ran on the same fleet and seed; only the named settings differ. "
              "Rounds and outcomes first, then accuracy and cost, who could take part, and how that changed.",

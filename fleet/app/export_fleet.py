@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fleet.app.out_folder import OutFolderError, make_writable
+from fleet.app.out_folder import OutFolderError, make_writable, out_path
 from fleet.app.pipes import quiet_on_closed_pipe
 
 PROG = "python -m fleet.export_fleet"
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=(
         "Write the fleet a scenario simulates as a FedScale-format trace (JSON or CSV) that replays it."))
     p.add_argument("scenario", help="scenario YAML file (see scenarios/)")
-    p.add_argument("--out", type=Path, required=True, help="the trace to write: FILE.json or FILE.csv")
+    p.add_argument("--out", type=out_path, required=True, help="the trace to write: FILE.json or FILE.csv")
     p.add_argument("--variant", help="the variant whose fleet to write (a scenario with variants; default the "
                    "first)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")

@@ -1,21 +1,32 @@
-"""The ``--out`` check that ``fleet.run`` and ``fleet.sweep`` make before anything runs, the clean-up of a
-folder a run made and left empty (``check_out_folder``'s result and ``remove_if_empty``, or both in
-``out_folder``), and whether a run left learning checkpoints to resume from (``holds_checkpoints``)."""
+"""The ``--out`` argument (``out_path``) and the check that ``fleet.run`` and ``fleet.sweep`` make of it before
+anything runs, the clean-up of a folder a run made and left empty (``check_out_folder``'s result and
+``remove_if_empty``, or both in ``out_folder``), an earlier run's outputs removed before a run writes its own
+(``clear_outputs``), and whether a run left learning checkpoints to resume from (``holds_checkpoints``)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["OutFolderError", "check_out_folder", "holds_checkpoints", "make_writable", "out_folder",
-           "remove_if_empty"]
+__all__ = ["OutFolderError", "check_out_folder", "clear_outputs", "holds_checkpoints", "make_writable", "out_folder",
+           "out_path", "remove_if_empty"]
 
 
 class OutFolderError(ValueError):
     """``--out`` cannot be used; the message names it and says why (a one-line error, exit status 2)."""
+
+
+def out_path(text: str) -> Path:
+    """An ``--out`` argument as a Path (argparse's ``type``): an empty or blank one is refused, as ``Path("")`` is
+    the working directory, where a run's files would land among the user's own."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty path (use '.' for the working directory)")
+    return Path(text)
 
 
 def check_out_folder(out: Path, name: str = "--out") -> Path | None:
@@ -94,3 +105,16 @@ def holds_checkpoints(folder: Path) -> bool:
     aggregated round (``fleet.learning.checkpoints``' ``checkpoints/version_NNNNNN.ckpt``) that
     ``fleet.run --resume`` can continue from."""
     return next(Path(folder).glob("**/checkpoints/version_*.ckpt"), None) is not None
+
+
+def clear_outputs(out: Path, patterns: Sequence[str]) -> None:
+    """Remove the files under ``out`` matching ``patterns`` (``Path.glob`` patterns of our own output names), and
+    a folder of them left empty; nothing else."""
+    folders = set()
+    for pattern in patterns:
+        for path in out.glob(pattern):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                folders.add(path.parent)
+    for folder in folders - {out}:
+        remove_if_empty(folder)

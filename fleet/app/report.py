@@ -14,6 +14,7 @@ from typing import Callable, Sequence, TextIO
 
 from fleet.app.comparison import write_comparison
 from fleet.app.figures import draw_figures
+from fleet.app.out_folder import clear_outputs
 from fleet.app.printing import Line, Table, seconds, share, write_items
 from fleet.app.report_energy import energy_report_lines, energy_study_lines, write_energy_outputs
 from fleet.app.simulation import Simulation
@@ -208,11 +209,18 @@ def write_events(sim: Simulation, out: Path, events: str = "auto") -> str:
         return recorder.write_csv(f)
 
 
+#: What a run writes that another run into the same folder might not (another events format, no evaluations,
+#: no figures): removed before a run writes, so a folder never mixes two runs' files. summary.json is written
+#: last, so a folder without it holds no finished run.
+RUN_OUTPUTS = ("summary.json", "events.csv", "events.parquet", "evaluations.csv", "figures/*.png")
+
+
 def write_outputs(sim: Simulation, out: Path, figures: bool = True, events: str = "auto") -> dict:
     """Write every output of ``sim`` under ``out``; return the summary. ``events``: the event log's format,
     ``auto`` (CSV up to ``PARQUET_ABOVE_EVENTS`` events, Parquet above when pyarrow is installed), ``csv``
     or ``parquet``."""
     out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out, RUN_OUTPUTS)
     digest = write_events(sim, out, events)
     study = analyse(sim)
     summ = summary(sim, study, digest)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from fleet.app.out_folder import out_path
 from fleet.app.pipes import quiet_on_closed_pipe
 
 INTERRUPTED = "fleet.run: interrupted; resume with --resume"
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fleet.run", description=(
         "Simulate a heterogeneous AIoT fleet doing federated learning, in virtual time."))
     p.add_argument("scenario", nargs="?", help="scenario YAML file (see scenarios/)")
-    p.add_argument("--out", type=Path, help="output folder (default runs/<scenario>-<timestamp>)")
+    p.add_argument("--out", type=out_path, help="output folder (default runs/<scenario>-<timestamp>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a scenario key, e.g. --set coordinator.rounds=5 (repeatable)")
