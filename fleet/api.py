@@ -64,8 +64,11 @@ class Run:
         return self.summary["event_log_sha256"]
 
     def __repr__(self) -> str:
+        from fleet.app.printing import count
+
         s = self.summary
-        return (f"<Run {self.name}: {s['devices']} devices, {s['rounds_aggregated']} of {s['rounds']} rounds "
+        return (f"<Run {self.name}: {count(s['devices'], 'device')}, {s['rounds_aggregated']} of "
+                f"{count(s['rounds'], 'round')} "
                 f"aggregated, {s['sim_time_s']:.1f} s virtual, events {self.event_log_sha256[:12]}>")
 
     def _table(self, name: str, make: Callable[[], Any]):

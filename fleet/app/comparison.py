@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from fleet.app.out_folder import clear_outputs
+from fleet.app.printing import count
 
 __all__ = ["CLASS_COLUMNS", "class_rows", "fmt_bytes", "markdown_rows", "write_comparison"]
 
@@ -188,7 +189,7 @@ def _timeline_lines(summaries: list[tuple[str, dict]]) -> list[str]:
         elif demand[0] == demand[-1]:  # varies by round kind (FedMef's adjustment rounds), same at both ends
             trend = (f"the task's peak memory was {fmt_bytes(demand[0])} in round 0 and in the last round, "
                      f"between {fmt_bytes(min(demand))} and {fmt_bytes(max(demand))} "
-                     f"({rounds_at_max} of {len(demand)} rounds at {fmt_bytes(max(demand))})")
+                     f"({rounds_at_max} of {count(len(demand), 'round')} at {fmt_bytes(max(demand))})")
         else:
             trend = (f"the task's peak memory went from {fmt_bytes(demand[0])} (round 0) to "
                      f"{fmt_bytes(demand[-1])} (last round; range {fmt_bytes(min(demand))} to "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from devices.physics import compute_time_s, framed_transfer_time_s
+from fleet.app.printing import count
 from fleet.app.scenario import Scenario
 
 __all__ = ["ONLINE_COUNTED_UP_TO", "DryRun", "fleet_columns", "dry_run", "describe"]
@@ -153,8 +154,9 @@ def describe(result: DryRun, variant: str | None = None) -> str:
     s, cols = result.scenario, result.columns
     n = len(cols["device"])
     title = s.name + (f" (variant {variant})" if variant else "")
-    lines = [f"{title}: {n:,} devices, seed {s.seed}, {s.mode} mode, {s.coordinator.mode} coordination, "
-             f"algorithm {s.algorithm.name}, {s.coordinator.rounds} rounds (dry run: nothing ran)"]
+    lines = [f"{title}: {count(n, 'device', ',')}, seed {s.seed}, {s.mode} mode, {s.coordinator.mode} "
+             f"coordination, algorithm {s.algorithm.name}, {count(s.coordinator.rounds, 'round')} (dry run: nothing "
+             "ran)"]
     for phase, d in result.demands.items():
         lines.append(f"task {phase}: peak memory {d.peak_memory_bytes / 1e6:.3g} MB, {d.flops:.3g} FLOPs, "
                      f"down {d.bytes_down / 1e3:.3g} kB, up {d.bytes_up / 1e3:.3g} kB (nominal)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fleet.app.out_folder import OutFolderError, make_writable, out_path
 from fleet.app.pipes import quiet_on_closed_pipe
+from fleet.app.printing import count
 
 PROG = "python -m fleet.export_fleet"
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"{PROG}: cannot write {str(args.out)[:300]}: {exc.strerror or echo(str(exc))}", file=sys.stderr)
         return 1
-    print(f"{args.out}: {len(records)} devices, computation in ms per sample of a model of "
+    print(f"{args.out}: {count(len(records), 'device')}, computation in ms per sample of a model of "
           f"{flops_per_sample:.6g} forward FLOPs per sample")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Line", "Table", "markdown_table", "seconds", "share", "write_items"]
+__all__ = ["Line", "Table", "count", "markdown_table", "seconds", "share", "write_items"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+
+
+def count(n: int, noun: str, sep: str = "") -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (``noun`` + "s"; every noun we count is regular): "1 round",
+    "3 rounds". ``sep``: "," for thousands separators."""
+    return f"{n:{sep}} {noun}" + ("" if n == 1 else "s")
 
 
 def seconds(value: float) -> str:

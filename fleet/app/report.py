@@ -15,7 +15,7 @@ from typing import Callable, Sequence, TextIO
 from fleet.app.comparison import write_comparison
 from fleet.app.figures import draw_figures
 from fleet.app.out_folder import clear_outputs
-from fleet.app.printing import Line, Table, seconds, share, write_items
+from fleet.app.printing import Line, Table, count, seconds, share, write_items
 from fleet.app.report_energy import energy_report_lines, energy_study_lines, write_energy_outputs
 from fleet.app.simulation import Simulation
 from fleet.app.study import DROPOUT_CAUSES, Study, analyse, summary
@@ -96,16 +96,16 @@ def rounds_story(summ: dict) -> str:
     """One sentence: how many rounds aggregated and why the others did not (printed and in report.md)."""
     sync = summ["coordinator"] == "sync"
     rounds, done, needed = summ["rounds"], summ["rounds_aggregated"], summ["updates_needed"]
-    parts = [f"{done} of {rounds} rounds aggregated" if sync else f"{done} aggregations"]
+    parts = [f"{done} of {count(rounds, 'round')} aggregated" if sync else count(done, "aggregation")]
     if summ["rounds_failed"]:
-        parts.append(f"{summ['rounds_failed']} failed with fewer than the {needed} updates needed "
+        parts.append(f"{summ['rounds_failed']} failed with fewer than the {count(needed, 'update')} needed "
                      f"(at most {summ['most_updates_in_a_failed_round']})")
     if summ["empty_rounds"]:
         parts.append(f"{summ['empty_rounds']} selected nobody (every device busy or hopeless)")
     if summ["rounds_unfinished"]:
         what = "a round" if sync else f"a buffer of {needed}"
-        parts.append(f"{what} was unfinished when the run stopped ({summ['unfinished_round_updates']} "
-                     "updates in it)")
+        parts.append(f"{what} was unfinished when the run stopped ({count(summ['unfinished_round_updates'], 'update')}"
+                     " in it)")
     text = "; ".join(parts)
     if done == 0:
         text += ": the model never changed"
@@ -113,16 +113,16 @@ def rounds_story(summ: dict) -> str:
 
 
 def _accounting(summ: dict) -> str:
-    return (f"{summ['client_tasks']} tasks = {summ['updates_accepted']} accepted + "
-            f"{sum(summ['dropouts'].values())} dropouts + {sum(summ['discarded'].values())} discarded ("
+    return (f"{count(summ['client_tasks'], 'task')} = {summ['updates_accepted']} accepted + "
+            f"{count(sum(summ['dropouts'].values()), 'dropout')} + {sum(summ['discarded'].values())} discarded ("
             + ", ".join(f"{c} {k}" for c, k in summ["discarded"].items())
             + f") + {summ['in_flight_at_end']} in flight at the end")
 
 
 def _md_headline(summ: dict) -> list[str]:
     return [f"# Run of `{summ['scenario']}` (seed {summ['seed']})", "",
-            f"{summ['devices']} devices, {summ['coordinator']} coordination, algorithm "
-            f"`{summ['algorithm']}` ({summ['mode']} mode); {summ['rounds']} rounds in "
+            f"{count(summ['devices'], 'device')}, {summ['coordinator']} coordination, algorithm "
+            f"`{summ['algorithm']}` ({summ['mode']} mode); {count(summ['rounds'], 'round')} in "
             f"{seconds(summ['sim_time_s'])} s of virtual time ({summ['stopped_by']}).", ""]
 
 
@@ -236,7 +236,7 @@ def write_outputs(sim: Simulation, out: Path, figures: bool = True, events: str 
 
 def _study_headline(summ: dict) -> list[Line]:
     times = summ["round_time_s"]
-    return [Line(f"{summ['scenario']}: {summ['devices']} devices, {summ['rounds']} rounds, "
+    return [Line(f"{summ['scenario']}: {count(summ['devices'], 'device')}, {count(summ['rounds'], 'round')}, "
                  f"{seconds(summ['sim_time_s'])} s virtual in {seconds(summ['wall_s'])} s wall ({summ['stopped_by']})",
                  "bold"),
             Line(f"rounds: {rounds_story(summ)}"),

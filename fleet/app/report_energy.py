@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 from fleet.app.comparison import fmt, markdown_rows
+from fleet.app.printing import count
 from fleet.app.simulation import Simulation
 from fleet.app.study import Study
 
@@ -53,7 +54,8 @@ def energy_report_lines(summary: dict) -> list[str]:
              f"{fmt(energy['radio_j'])} J (received {fmt(energy['radio_rx_j'])} J, sent {fmt(energy['radio_tx_j'])} "
              f"J); {fmt(_per_update(energy))} J per accepted update (everything spent, wasted work included, over "
              f"the updates accepted). Batteries gave {fmt(energy['battery_drained_j'])} J; "
-             f"{energy['devices_ran_flat']} devices ran flat ({_times(energy['battery_flat_events'])}).", ""]
+             f"{count(energy['devices_ran_flat'], 'device')} ran flat ({_times(energy['battery_flat_events'])}).",
+             ""]
     if energy["accuracy_gain"] is not None:
         lines += [f"Accuracy rose {100 * energy['accuracy_gain']:.2f} points over the initial model: "
                   f"{fmt(energy['j_per_accuracy_point'])} J per accuracy point.", ""]
@@ -67,7 +69,7 @@ def energy_study_lines(summary: dict) -> list[str]:
         return []
     lines = [f"energy {fmt(energy['total_j'])} J (compute {fmt(energy['compute_j'])}, radio "
              f"{fmt(energy['radio_j'])}), {fmt(_per_update(energy))} J per accepted update; batteries drained "
-             f"{fmt(energy['battery_drained_j'])} J, {energy['devices_ran_flat']} devices ran flat"]
+             f"{fmt(energy['battery_drained_j'])} J, {count(energy['devices_ran_flat'], 'device')} ran flat"]
     if energy["j_per_accuracy_point"] is not None:
         lines.append(f"energy per accuracy point {fmt(energy['j_per_accuracy_point'])} J "
                      f"(+{100 * energy['accuracy_gain']:.2f} points)")
