@@ -30,6 +30,7 @@ from devices.availability import AlwaysOn, Availability, Diurnal
 from devices.sampled import SampledFleet
 from devices.traces.mapping import BIT_PER_KBIT, MS_PER_S, flops_per_s_of
 from devices.traces.periodic import PeriodicIntervals
+from devices.traces.records import behaviour_records, capacity_records
 
 __all__ = ["ALWAYS_ON_PERIOD_S", "CSV_COLUMNS", "fleet_records", "intervals_of", "write_records"]
 
@@ -61,7 +62,9 @@ def intervals_of(timeline: Availability) -> tuple[list[float], list[float], floa
 def fleet_records(fleet: SampledFleet, availability: Sequence[Availability],
                   battery_j_at_start: Sequence[float | None], flops_per_sample: float,
                   client_ids: Sequence[str] | None = None) -> dict[str, dict]:
-    """Client id (``client_ids[d]``, else ``str(d)``) -> device ``d``'s record, for every device in order."""
+    """Client id (``client_ids[d]``, else ``str(d)``) -> device ``d``'s record, for every device in order.
+    ``TraceError`` (a ``ValueError``) when a device has a figure outside a trace's bounds (a link figure a
+    lognormal spread drew past the scenario schema's bound), which its replay would refuse."""
     out: dict[str, dict] = {}
     for d in range(len(fleet)):
         p = fleet[d]
@@ -80,6 +83,8 @@ def fleet_records(fleet: SampledFleet, availability: Sequence[Availability],
         if "loss_prob" in fleet.entries[fleet.entry_of.item(d)].link:
             record["loss_prob"] = p.loss_prob
         out[str(d) if client_ids is None else client_ids[d]] = record
+    capacity_records(out, "the exported fleet")  # a figure a trace may not carry would not replay
+    behaviour_records(out, "the exported fleet")
     return out
 
 

@@ -8,6 +8,9 @@
   ``devices.traces.records``); ``active`` and ``inactive`` hold their times separated by spaces; an empty cell
   is an absent key. Numbers are parsed as floats (``device_class`` and ``link_class`` stay strings).
 
+JSON and CSV are UTF-8; a leading byte-order mark (Excel's default for CSV) is accepted. An empty file (or,
+for JSON and CSV, one of whitespace only) is refused as such.
+
 One file may serve as both capacity and behaviour (an exported fleet does): each reader takes its keys.
 ``read_trace_file`` returns the parsed mapping; a file that is missing, not a regular file, larger than
 ``MAX_TRACE_BYTES`` or not parseable is a ``TraceError`` of one line naming it.
@@ -15,6 +18,7 @@ One file may serve as both capacity and behaviour (an exported fleet does): each
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -116,7 +120,8 @@ def _from_csv(text: str, where: str) -> dict:
         raise TraceError(f"{where}: not valid CSV ({exc})") from None
     header = [h.strip() for h in header]
     if "client_id" not in header:
-        raise TraceError(f"{where}: the CSV header has no client_id column")
+        raise TraceError(f"{where}: the CSV header (its first line) has no client_id column; "
+                         f"it reads {','.join(header)[:80]!r}")
     if len(set(header)) != len(header):
         raise TraceError(f"{where}: the CSV header repeats a column")
     out: dict[str, dict] = {}
@@ -139,13 +144,19 @@ def _from_csv(text: str, where: str) -> dict:
 
 
 def parse_trace_text(raw: bytes, suffix: str, where: str) -> object:
-    """The mapping held in ``raw``, the bytes of a file with ``suffix`` (one of ``TRACE_SUFFIXES``)."""
+    """The mapping held in ``raw``, the bytes of a file with ``suffix`` (one of ``TRACE_SUFFIXES``). JSON and
+    CSV are UTF-8, a leading byte-order mark accepted (Excel writes one by default)."""
     if suffix in (".pkl", ".pickle"):
+        if not raw:
+            raise TraceError(f"{where}: empty file")
         return load_plain(raw, where)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TraceError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+        bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+        raise TraceError(f"{where}: not UTF-8 text (byte {exc.start + bom})") from None
+    if not text.strip():
+        raise TraceError(f"{where}: empty file")
     return _from_json(text, where) if suffix == ".json" else _from_csv(text, where)
 
 

@@ -35,14 +35,12 @@ from devices.catalog import DEVICE_CLASSES, DeviceClass
 from devices.links import LINK_CLASSES, LinkClass
 from devices.sampled import SampledFleet
 from devices.sampling import MixEntry, largest_remainder_counts
+from devices.traces.bounds import BIT_PER_KBIT, MS_PER_S
 from devices.traces.errors import TraceError
 from devices.traces.periodic import PeriodicIntervals
 from devices.traces.records import DeviceTrace
 
 __all__ = ["TraceFleet", "trace_fleet", "flops_per_s_of", "MS_PER_S", "BIT_PER_KBIT"]
-
-MS_PER_S = 1000.0
-BIT_PER_KBIT = 1000.0  # FedScale's kbit is 1000 bit (it divides kbits by kbit/s)
 
 
 @dataclass(frozen=True)

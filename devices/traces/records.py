@@ -8,8 +8,10 @@ are read by nothing here). Client ids are compared as strings (``432802`` and ``
 A capacity record may also carry fleet's own extension keys, which an exported fleet writes so that it
 replays exactly (docs/traces.md): ``upload_kbit_per_s`` and ``download_kbit_per_s`` (each replaces
 ``communication`` in its direction), ``latency_s``, ``device_class``, ``link_class``,
-``background_phase_rad``, ``battery_j_at_start``, ``loss_prob`` (replaces the link class's, in [0, 1)).
-Unknown keys are ignored, as FedScale ignores them.
+``background_phase_rad``, ``battery_j_at_start``, ``loss_prob`` (replaces the link class's).
+Unknown keys are ignored, as FedScale ignores them. Every number is checked against the scenario schema's
+bound for the same quantity (``devices.traces.bounds``): a rate of 1 bit/s to 100 Gbit/s, a latency of at
+most 3600 s, a loss_prob of at most 0.99, a computation time or ``finish_time`` of at most 1e9 s.
 
 Every error is a ``TraceError`` of one line naming the file, the client id and the field.
 """
@@ -20,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from devices.traces.bounds import BOUNDS
 from devices.traces.errors import TraceError
 
 __all__ = ["DeviceTrace", "Behaviour", "capacity_records", "behaviour_records", "client_key",
@@ -83,8 +86,9 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _number(record: Mapping, key: str, where: str, *, positive: bool, optional: bool = False) -> float | None:
-    """``record[key]`` as a finite float, > 0 (``positive``) or >= 0; None when optional and absent or null."""
+def _number(record: Mapping, key: str, where: str, *, optional: bool = False) -> float | None:
+    """``record[key]`` as a finite float inside ``BOUNDS[key]`` (the scenario schema's bound for the same
+    quantity); None when optional and absent or null."""
     if key not in record or (optional and record[key] is None):
         if optional:
             return None
@@ -92,10 +96,13 @@ def _number(record: Mapping, key: str, where: str, *, positive: bool, optional: 
     value = record[key]
     if type(value) not in (int, float):
         raise TraceError(f"{where}: {key} must be a number, got {_show(value)}")
-    number = _float(value)
+    number, bound = _float(value), BOUNDS[key]
+    positive = bound.low_open or bound.low > 0
     if number is None or not math.isfinite(number) or (number <= 0 if positive else number < 0):
         raise TraceError(f"{where}: {key} must be finite and {'> 0' if positive else '>= 0'}, "
                          f"got {_show(value) if number is None else repr(number)}")
+    if not bound.holds(number):
+        raise TraceError(f"{where}: {key} must be in {bound.text} ({bound.why}), got {number!r}")
     return number
 
 
@@ -138,22 +145,16 @@ def capacity_records(data: object, path: str) -> dict[str, DeviceTrace]:
     for cid, record in _mapping_of_records(data, path, "capacity").items():
         where = f"{path}: client {cid}"
         fields = dict(
-            computation_ms=_number(record, "computation", where, positive=True),
-            communication_kbit_per_s=_number(record, "communication", where, positive=True),
-            upload_kbit_per_s=_number(record, "upload_kbit_per_s", where, positive=True, optional=True),
-            download_kbit_per_s=_number(record, "download_kbit_per_s", where, positive=True, optional=True),
-            latency_s=_number(record, "latency_s", where, positive=False, optional=True),
+            computation_ms=_number(record, "computation", where),
+            communication_kbit_per_s=_number(record, "communication", where),
+            upload_kbit_per_s=_number(record, "upload_kbit_per_s", where, optional=True),
+            download_kbit_per_s=_number(record, "download_kbit_per_s", where, optional=True),
+            latency_s=_number(record, "latency_s", where, optional=True),
             device_class=_name(record, "device_class", where),
             link_class=_name(record, "link_class", where),
-            background_phase_rad=_number(record, "background_phase_rad", where, positive=False, optional=True),
-            battery_j_at_start=_number(record, "battery_j_at_start", where, positive=False, optional=True),
-            loss_prob=_number(record, "loss_prob", where, positive=False, optional=True))
-        phase = fields["background_phase_rad"]
-        if phase is not None and not phase < 2.0 * math.pi:
-            raise TraceError(f"{where}: background_phase_rad must be in [0, 2 pi), got {phase!r}")
-        loss = fields["loss_prob"]
-        if loss is not None and not loss < 1.0:
-            raise TraceError(f"{where}: loss_prob must be in [0, 1), got {loss!r}")
+            background_phase_rad=_number(record, "background_phase_rad", where, optional=True),
+            battery_j_at_start=_number(record, "battery_j_at_start", where, optional=True),
+            loss_prob=_number(record, "loss_prob", where, optional=True))
         out[cid] = DeviceTrace(cid, **fields)
     return out
 
@@ -176,7 +177,7 @@ def _times(record: Mapping, key: str, where: str) -> list[float]:
 def behaviour_of(record: Mapping, where: str) -> Behaviour:
     """One behaviour record checked: as many ``active`` as ``inactive`` times, at least one interval, each
     ``active < inactive``, sorted and non-overlapping (touching is allowed), all within ``[0, finish_time]``."""
-    finish = _number(record, "finish_time", where, positive=True)
+    finish = _number(record, "finish_time", where)
     active, inactive = _times(record, "active", where), _times(record, "inactive", where)
     if len(active) != len(inactive):
         raise TraceError(f"{where}: {len(active)} active but {len(inactive)} inactive times; each active time "

@@ -95,13 +95,15 @@ JSON_CASES = [  # (capacity file text, the message after the file's name)
      "client 1: field 'computation' listed twice"),
     ('{"1": {"computation": 50.0, "communication": 1000.0, "note": {"a": 1, "a": 2}}}',
      "a JSON object lists the key 'a' twice"),
-    # Defect: an overflowing rate named neither the file's client nor its field.
+    # Defect: an overflowing rate named neither the file's client nor its field (now past the schema's bound).
     ('{"1": {"computation": 50.0, "communication": 1e308}}',
-     "client 1: communication 1e+308 kbit/s overflows in bit/s"),
+     "client 1: communication must be in [0.001, 1e+08] kbit/s (1 bit/s to 100 Gbit/s, as a scenario's link "
+     "rates), got 1e+308"),
     ('{"1": {"computation": 50.0, "communication": 5.0, "download_kbit_per_s": 1e308}}',
-     "client 1: download_kbit_per_s 1e+308 kbit/s overflows in bit/s"),
+     "client 1: download_kbit_per_s must be in [0.001, 1e+08] kbit/s (1 bit/s to 100 Gbit/s, as a scenario's "
+     "link rates), got 1e+308"),
     ('{"1": {"computation": 50.0, "communication": 5.0, "loss_prob": 1.0}}',
-     "client 1: loss_prob must be in [0, 1), got 1.0"),
+     "client 1: loss_prob must be in [0, 0.99] (as a scenario's link loss_prob), got 1.0"),
 ]
 
 
