@@ -226,15 +226,16 @@ def _assignments(overrides) -> list[str]:
         return list(overrides)
     import yaml
 
+    from fleet.app.scenario import yaml_text
+
     out = []
     for path, value in overrides.items():
         if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
             value = value.tolist()  # a numpy scalar or array: its Python value
         try:
-            text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+            out.append(f"{path}={yaml_text(value)}")
         except yaml.YAMLError:
             raise ScenarioError(f"set {path}: {type(value).__name__} is not a YAML value") from None
-        out.append(f"{path}={text.removesuffix(chr(10)).removesuffix(chr(10) + '...')}")
     return out
 
 

@@ -7,7 +7,10 @@ same fleet and seed.
 names the field and the problem; the CLI prints it and exits with status 2. Reading refuses
 non-regular files, files over ``MAX_FILE_BYTES``, non-UTF-8 text, and YAML that nests deeper than
 ``MAX_DEPTH`` or expands (aliases counted each time they are used) to more than ``MAX_NODES``
-nodes. ``scenario_warnings`` lists what is legal but probably not meant (one line each).
+nodes. YAML is read as by ``yaml.safe_load`` except that exponent floats read as YAML 1.2 does (``1e-3`` is a
+number, ``'1e-3'`` a string) and a mapping that gives a key twice is refused (path and line named); an empty
+file (or only comments, or ``null``) is refused too. ``scenario_warnings`` lists what is legal but probably
+not meant (one line each).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import yaml
 from pydantic import ValidationError
 
 from algorithms.registry import check_params
+from fleet.app.printing import count
 from fleet.app.schema import MAX_DEVICES, MAX_ECHO_CHARS, MAX_TIME_S, Scenario, ScenarioError, echo
 
 __all__ = ["Scenario", "ScenarioError", "echo", "MAX_DEVICES", "MAX_TIME_S", "MAX_FILE_BYTES", "MAX_NODES",
-           "MAX_DEPTH", "scenario_warnings", "apply_override", "parse_scenario", "load_scenario",
-           "load_variants"]
+           "MAX_DEPTH", "scenario_warnings", "apply_override", "yaml_text", "read_yaml", "parse_scenario",
+           "load_scenario", "load_variants"]
 
 MAX_FILE_BYTES = 1 << 20  # a scenario is a page of YAML; 1 MiB is far beyond any real one
 MAX_NODES = 100_000  # YAML nodes after expanding aliases (a shipped scenario has ~200)
@@ -54,8 +58,8 @@ def _cross_check(scenario: Scenario) -> None:
         raise ValueError(f"algorithm.params: {exc}") from None
     n, needed, _ = _selection(scenario)
     if scenario.coordinator.mode == "sync" and needed > n:
-        raise ValueError(f"coordinator.quorum: a round needs ceil(quorum * K) = {needed} updates "
-                         f"but the fleet has {n} devices: no round could ever aggregate")
+        raise ValueError(f"coordinator.quorum: a round needs ceil(quorum * K) = {count(needed, 'update')} "
+                         f"but the fleet has {count(n, 'device')}: no round could ever aggregate")
 
 
 def scenario_warnings(scenario: Scenario) -> list[str]:
@@ -64,24 +68,30 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
     n, needed, selected = _selection(scenario)
     out = []
     if c.mode == "sync" and c.clients_per_round > n:
-        out.append(f"coordinator.clients_per_round: K = {c.clients_per_round} exceeds the {n} "
-                   f"devices: each round selects at most {n} and aggregates with {needed} updates")
-    elif c.mode == "sync" and math.ceil(c.clients_per_round * (1.0 + c.over_selection)) > n:
+        out.append(f"coordinator.clients_per_round: K = {c.clients_per_round} exceeds the "
+                   f"{count(n, 'device')}: each round selects at most {n} and aggregates with "
+                   f"{count(needed, 'update')}")
+    elif (c.mode == "sync" and c.clients_per_round < n  # K = n: every device, nothing to over-select
+          and math.ceil(c.clients_per_round * (1.0 + c.over_selection)) > n):
         out.append(f"coordinator.over_selection: a round would select "
                    f"{math.ceil(c.clients_per_round * (1.0 + c.over_selection))} devices, but the "
                    f"fleet has only {n}: it selects {selected}")
     if c.mode != "sync" and c.concurrency > n:
-        out.append(f"coordinator.concurrency: {c.concurrency} tasks in flight exceed the {n} "
-                   f"devices: at most {n} are")
+        out.append(f"coordinator.concurrency: {count(c.concurrency, 'task')} in flight exceed the "
+                   f"{count(n, 'device')}: only {n} can be")
     return out
 
 
 def _format_error(err: ValidationError) -> str:
     errors = err.errors(include_url=False, include_input=False)
     first = errors[0]
+    loc = first["loc"]
+    is_key = bool(loc) and loc[-1] == "[key]"  # pydantic's marker: the mapping's key itself is refused
     where = ".".join(echo(p) if not isinstance(p, (str, int)) or len(str(p)) > 60 else str(p)
-                     for p in first["loc"]) or "(top level)"
+                     for p in (loc[:-1] if is_key else loc)) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
+    if is_key and first["type"] == "literal_error":
+        msg = f"unknown key; known: {first['ctx']['expected']}"
     more = len(errors) - 1
     text = f"{where}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
     return text if len(text) <= 2 * MAX_ECHO_CHARS else text[:2 * MAX_ECHO_CHARS - 3] + "..."
@@ -119,11 +129,88 @@ def _check_size(data: Any, what: str) -> None:
         stack.extend((c, depth + 1, False) for c in children)
 
 
-def _safe_yaml(text: str, what: str) -> Any:
+# YAML 1.2 floats with an exponent that YAML 1.1 (PyYAML) reads as strings: 1e-3, 5E+2, .5e1, -2e3.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+class _DuplicateKey(Exception):
+    """A mapping gives ``key`` twice: at ``line`` and first at ``first_line`` (1-based)."""
+
+    def __init__(self, mapping: yaml.MappingNode, key: str, first_line: int, line: int):
+        super().__init__(key)
+        self.mapping, self.key, self.first_line, self.line = mapping, key, first_line, line
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2's exponent floats as numbers and refuses a mapping that
+    gives a key twice (``_DuplicateKey``; keys merged in with ``<<`` may be overridden, as YAML says)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first_line:
+                        raise _DuplicateKey(node, str(key), first_line[key], line)
+                    first_line[key] = line
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes the strings ``_Loader`` would read as exponent floats ('1e3')."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def yaml_text(value: Any) -> str:
+    """``value`` as one line of YAML that ``apply_override`` reads back as the same value (a string such as
+    '1e3' stays a string). Raises ``yaml.YAMLError`` for what YAML cannot represent."""
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=float("inf"))
+    return text.removesuffix("\n").removesuffix("\n...")
+
+
+def _key_path(root: yaml.Node, target: yaml.Node) -> list[str]:
+    """The keys and list indices leading from ``root`` to the node ``target`` (iterative: each node once)."""
+    stack: list[tuple[yaml.Node, list[str]]] = [(root, [])]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((v, [*path, str(k.value)]) for k, v in node.value if isinstance(k, yaml.ScalarNode))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, [*path, str(i)]) for i, v in enumerate(node.value))
+    return []
+
+
+def _safe_yaml(text: str, what: str, prefix: str = "") -> Any:
+    """``text`` parsed as YAML by ``_Loader`` (None for an empty document). A key given twice raises
+    ``ScenarioError`` naming ``what``, the key's path (after ``prefix``, the path of the text's node) and
+    the line; YAML errors propagate as ``yaml.YAMLError``."""
+    loader = _Loader(text)
     try:
-        return yaml.safe_load(text)
+        root = loader.get_single_node()
+        return None if root is None else loader.construct_document(root)
     except RecursionError:
         raise ScenarioError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    except _DuplicateKey as dup:
+        path = ".".join([*filter(None, [prefix]), *_key_path(root, dup.mapping), dup.key])
+        raise ScenarioError(f"{what}: duplicate key {echo(path)[1:-1]} at line {dup.line} (first given at "
+                            f"line {dup.first_line}); give each key once") from None
+    finally:
+        loader.dispose()
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -133,7 +220,7 @@ def apply_override(data: dict, assignment: str) -> None:
         raise ScenarioError(f"--set {echo(assignment)}: expected path.to.key=value")
     shown = echo(path)[1:-1]
     try:
-        value = _safe_yaml(raw, f"--set {shown}")
+        value = _safe_yaml(raw, f"--set {shown}", path)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"--set {shown}: value is not valid YAML ({exc.problem})") from None
     _check_size(value, f"--set {shown}")
@@ -191,8 +278,9 @@ def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario
     return _resolve_paths(scenario, base_dir)
 
 
-def _read_yaml(path: Path) -> Any:
-    """Parsed YAML of a regular file of at most ``MAX_FILE_BYTES`` of UTF-8 (a FIFO would block)."""
+def read_yaml(path: Path) -> Any:
+    """Parsed YAML (read as the module docstring says) of a regular file of at most ``MAX_FILE_BYTES`` of UTF-8
+    (a FIFO would block)."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -220,6 +308,9 @@ def _read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"{path}: not valid YAML{where}") from None
+    if data is None:  # empty, only comments, or null: surely not meant to run every default
+        raise ScenarioError(f"{path}: the file is empty: a scenario is a mapping of keys, "
+                            "see scenarios/smoke.yaml")
     _check_size(data, str(path))
     return data
 
@@ -227,14 +318,14 @@ def _read_yaml(path: Path) -> Any:
 def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
     """Load one scenario (a file with ``variants`` is an error here: use ``load_variants``)."""
     path = Path(path)
-    return parse_scenario(_read_yaml(path), overrides, str(path), path.parent)
+    return parse_scenario(read_yaml(path), overrides, str(path), path.parent)
 
 
 def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
     """Load a scenario file and its named ``variants`` (``parse_variants``); relative paths in it (traces)
     are read from the file's folder."""
     path = Path(path)
-    return parse_variants(_read_yaml(path), overrides, str(path), path.parent)
+    return parse_variants(read_yaml(path), overrides, str(path), path.parent)
 
 
 def parse_variants(data: object, overrides: list[str] = (), source: str = "scenario",

@@ -21,6 +21,8 @@ from devices import DEVICE_CLASSES, LINK_CLASSES
 MAX_ECHO_CHARS = 200  # longest value echoed into an error message
 MAX_DEVICES = 10_000_000  # 1e7 simulated devices take 3-6 GiB in timing mode (docs/benchmarks.md, "Scale")
 MAX_TIME_S = 1e9  # ~32 years of virtual time: every time and period stays below it
+MAX_REAL_DEVICES = 10_000  # real devices on one bridge hub: far beyond any lab's bench
+MAX_WAIT_S = 86_400.0  # wall seconds a bridge waits for its devices: a day
 
 
 class ScenarioError(ValueError):
@@ -248,13 +250,40 @@ def _default_gateways() -> dict[str, GatewayConfig]:
     }
 
 
+# The keys network.gateways accepts, in the defaults' order; a test keeps them equal to devices.GATEWAY_KINDS.
+GatewayKind = Literal[tuple(_default_gateways())]
+
+
+def _merged_gateways(given: Any) -> Any:
+    """The default gateway specs with ``given`` (raw input: kind -> spec) laid over them, per kind and, where a
+    kind's spec is a mapping, per field: ``{access_point: {channels: 2}}`` changes one figure of one kind and
+    keeps the rest. Anything else (an unknown kind, a spec that is not a mapping) passes through unchanged for
+    the field's own validation to report, with its key."""
+    if not isinstance(given, dict):
+        return given
+    merged: dict[Any, Any] = {kind: spec.model_dump() for kind, spec in _default_gateways().items()}
+    for kind, spec in given.items():
+        if isinstance(spec, dict) and kind in merged:
+            merged[kind] = {**merged[kind], **spec}
+        else:
+            merged[kind] = spec
+    return merged
+
+
 class NetworkConfig(_Strict):
-    gateways: dict[str, GatewayConfig] = Field(default_factory=_default_gateways, max_length=100,
-                                               description="Per gateway kind of the link classes.")
+    gateways: dict[GatewayKind, GatewayConfig] = Field(
+        default_factory=_default_gateways, description="Per gateway kind of the link classes (switch, "
+        "access_point, cell, lora_gateway, ble_gateway): the specs given are laid over the defaults, per kind "
+        "and per field (access_point: {channels: 2} changes one figure); other kinds keep their defaults.")
     max_attempts: int = Field(4, gt=0, le=100, description="Transmissions before a message is "
                               "lost, 1 to 100.")
     retry_backoff_s: float = Field(1.0, ge=0, le=86_400, description="Wait before each "
                                    "retransmission, 0 to 86400 s.")
+
+    @field_validator("gateways", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: Any) -> Any:
+        return _merged_gateways(v)
 
 
 class AlgorithmConfig(_Strict):
@@ -374,8 +403,10 @@ class ExecutorConfig(_Strict):
 
 class BridgeConfig(_Strict):
     bind: str = Field("tcp://127.0.0.1:5555", description="The hub's ZeroMQ bind address.")
-    expect_devices: int = Field(1, ge=1, description="Real devices to wait for before round 0.")
-    wait_s: float = Field(60.0, ge=0, description="How long to wait for them (wall seconds).")
+    expect_devices: int = Field(1, ge=1, le=MAX_REAL_DEVICES, description="Real devices to wait for before "
+                                "round 0, 1 to 10,000 (one hub; each is sent dense weights every task).")
+    wait_s: float = Field(60.0, ge=0, le=MAX_WAIT_S, description="How long to wait for them, 0 to 86400 wall "
+                          "seconds (a day); the run starts then with those attached, none being an error.")
     keys_dir: str | None = Field(None, description="Server keys and allowed/ client certificates "
                                  "(python -m fleet.keys); null = plain TCP.")
     allow_plain: bool = Field(False, description="Allow plain TCP (only on a loopback address).")
