@@ -4,15 +4,16 @@
 Whole runs over seeds and the ``--grid`` product of settings, as parallel jobs: each is exactly the command
 ``PYTHON -m fleet.run SCENARIO --seed S --set k=v ... --out DIR/<setting>/s<S> --quiet``, listed in
 ``DIR/manifest.json`` so it can be made again alone. Runs whose summaries are complete are skipped, so the same
-command finishes a killed sweep. Then ``sweep.md``, ``sweep.csv`` and ``sweep.png`` aggregate the study's
-figures over the seeds (``fleet.app.sweep_report``; ``docs/sweep.md``).
+command finishes a killed sweep, and the runs of earlier sweeps into the same folder stay in the manifest. Then
+``sweep.md``, ``sweep.csv`` and ``sweep.png`` aggregate the study's figures over the seeds, those runs' too
+(``fleet.app.sweep_report``; ``docs/sweep.md``).
 
 Exit status: 0 when every run finished; 1 when a run failed (reported with its stderr tail after the others
 finished, and the report of those written) or a write failed; 2 for bad input (``--seeds``, ``--grid``, the
-scenario with any setting, ``--out``, an ``--out`` that holds another scenario's or another grid's sweep, a
-missing Ray or a Ray cluster that does not answer), one line on stderr and nothing run; 130 on Ctrl-C. The
-manifest written on the way out (the end, a failure, Ctrl-C) marks finished every run whose outcome was not
-reported but whose folder holds its complete summary.
+scenario with any setting and its trace files, ``--out``, an ``--out`` that holds another scenario's or another
+grid's sweep, a missing Ray or a Ray cluster that does not answer), one line on stderr and nothing run; 130 on
+Ctrl-C. The manifest written on the way out (the end, a failure, Ctrl-C) marks finished every run whose outcome
+was not reported but whose folder holds its complete summary.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from fleet.app.out_folder import out_path
 from fleet.app.pipes import quiet_on_closed_pipe
 from fleet.app.sweep_plan import (
     MAX_RUNS,
@@ -31,11 +33,13 @@ from fleet.app.sweep_plan import (
     Run,
     argv_to_run,
     check_reuse,
+    content_sha256,
     expand_grid,
     file_sha256,
     parse_grid,
     parse_seeds,
     plan_runs,
+    recorded_runs,
     run_summaries,
 )
 
@@ -66,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", required=True, help="seeds to run: 0-9, 3, 1,4,7 or 0-4,10-12")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values of one scenario key, as fleet.run's --set (repeatable: the cartesian product)")
-    p.add_argument("--out", type=Path, help="sweep folder (default runs/sweep-<scenario>-<timestamp>); "
+    p.add_argument("--out", type=out_path, help="sweep folder (default runs/sweep-<scenario>-<timestamp>); "
                                             "run the same command on it again to finish a killed sweep")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: a pool of processes here; ray: Ray tasks on a cluster (pip install '.[ray]')")
@@ -94,10 +98,10 @@ def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str
     """Every setting's variant names, and the Ray clusters its runs would join: ``{executor.ray_address:
     where}`` for every learning-mode variant with ``executor.backend: ray`` (None: ``RAY_ADDRESS`` or a local instance;
     ``where`` names the first setting that has it). Each setting's scenario (and the seed bounds) is checked in
-    full first."""
+    full first, then its trace files (``_check_traces``)."""
     from fleet.app.scenario import ScenarioError, load_variants, scenario_warnings
 
-    names, warned, clusters = {}, set(), {}
+    names, warned, clusters, traces = {}, set(), {}, set()
     for i, setting in enumerate(settings):
         where = f" (--grid setting {setting.name})" if setting.values else ""
         try:
@@ -113,8 +117,29 @@ def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str
                     print(f"{PROG}: scenario warning: {path}: {warning}{where}", file=sys.stderr)
             if scenario.executor.backend == "ray" and scenario.mode == "learning":  # timing mode builds none
                 clusters.setdefault(scenario.executor.ray_address, where)
+            _check_traces(path, scenario, traces, where)
         names[setting.name] = [name for name, _ in variants]
     return names, clusters
+
+
+def _check_traces(path: str, scenario, checked: set[str], where: str) -> None:
+    """A trace fleet's files, read as its run builds them (``fleet.app.build.build_fleet``: the files, the
+    clients it takes, their mapping): a bad trace is refused here instead of failing every run. Once per
+    distinct fleet (``checked``: what it depends on); a fleet sampled from a mix reads no file."""
+    if scenario.fleet.trace is None:
+        return
+    key = json.dumps([scenario.fleet.model_dump(mode="json"), scenario.algorithm.model_dump(mode="json"),
+                      scenario.seed], sort_keys=True)
+    if key in checked:
+        return
+    checked.add(key)
+    from fleet.app.build import build_fleet
+    from fleet.app.scenario import ScenarioError
+
+    try:
+        build_fleet(scenario)
+    except ScenarioError as exc:
+        raise _InputError(f"scenario error: {path}: {exc}{where}") from None
 
 
 def _check_ray(path: str, clusters: dict[str | None, str], backend: str) -> None:
@@ -166,13 +191,17 @@ def _pool(args):
     return LocalPool(jobs), jobs
 
 
-def _write_manifest(out: Path, args, seeds, grid, variants, runs: list[Run], status: dict) -> None:
-    doc = {"scenario": args.scenario, "scenario_sha256": args.scenario_sha256, "cwd": os.getcwd(),
+def _write_manifest(out: Path, args, seeds, grid, variants, runs: list[Run], status: dict,
+                    earlier: list[tuple[Run, dict]]) -> None:
+    """``manifest.json``: this sweep (``seeds``, ``grid``) and its runs, then the runs of earlier sweeps into
+    ``out`` that it did not make (``earlier``), as they were recorded."""
+    doc = {"scenario": args.scenario, **args.hashes, "cwd": os.getcwd(),
            "python": sys.executable, "seeds": seeds,
            "grid": {key: values for key, values in grid}, "backend": args.backend,
-           "runs": [{"setting": r.setting.name, "seed": r.seed, "overrides": r.setting.overrides, "out": str(r.out),
-                     "variants": variants[r.setting.name], "command": r.command, **status.get(r, {"status": "pending"})}
-                    for r in runs]}
+           "runs": [*({"setting": r.setting.name, "seed": r.seed, "overrides": r.setting.overrides, "out": str(r.out),
+                       "variants": variants[r.setting.name], "command": r.command,
+                       **status.get(r, {"status": "pending"})} for r in runs),
+                    *(record for _, record in earlier)]}
     path = out / "manifest.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -227,13 +256,9 @@ def _main(args) -> int:
             raise PlanError(f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} is more than "
                             f"{MAX_RUNS:,} runs")
         variants, clusters = _validate(args.scenario, settings, seeds)
-        try:
-            args.scenario_sha256 = file_sha256(args.scenario)
-        except OSError as exc:
-            raise _InputError(f"scenario error: {args.scenario}: cannot read ({exc.strerror or exc})") from None
+        args.hashes = _hashes(args.scenario)
         out = args.out or Path("runs") / f"sweep-{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if out.is_dir():
-            check_reuse(out, args.scenario, args.scenario_sha256, settings)
+        doc = check_reuse(out, args.scenario, args.hashes, settings) if out.is_dir() else None
         _check_ray(args.scenario, clusters, args.backend)
         pool, jobs = _pool(args)
         _check_out(out)
@@ -241,6 +266,7 @@ def _main(args) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     runs = plan_runs(args.scenario, settings, seeds, out, figures=not args.no_figures)
+    earlier = recorded_runs(doc, out, runs)
     results = {r: s for r in runs if (s := run_summaries(r, variants[r.setting.name])) is not None}
     status = {r: {"status": "skipped", "note": "finished before this sweep"} for r in results}
     # seed by seed across the settings: a sweep stopped early has some seeds of every setting
@@ -252,7 +278,7 @@ def _main(args) -> int:
     failures: list[tuple[Run, int, str]] = []
 
     def manifest() -> None:
-        _write_manifest(out, args, seeds, grid, variants, runs, status)
+        _write_manifest(out, args, seeds, grid, variants, runs, status, earlier)
 
     try:
         try:
@@ -274,7 +300,7 @@ def _main(args) -> int:
         finally:
             _settle(runs, variants, results, status)
         manifest()
-        _report(args, out, grid, settings, seeds, variants, runs, results, failures)
+        _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier)
     except OSError as exc:
         _quietly(manifest)
         where = exc.filename if exc.filename is not None else out
@@ -290,6 +316,17 @@ def _main(args) -> int:
     print(f"{PROG}: {len(results)} of {_count(len(runs), 'run')} finished, {len(failures)} failed; "
           f"report in {out / 'sweep.md'}", flush=True)
     return 1 if failures else 0
+
+
+def _hashes(scenario: str) -> dict[str, str]:
+    """The scenario's identity in the manifest: ``scenario_content_sha256`` (of its parsed content: what
+    ``check_reuse`` compares) and ``scenario_sha256`` (of the file's bytes)."""
+    try:
+        return {"scenario_content_sha256": content_sha256(scenario), "scenario_sha256": file_sha256(scenario)}
+    except OSError as exc:
+        raise _InputError(f"scenario error: {scenario}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise _InputError(f"scenario error: {scenario}: {exc}") from None
 
 
 def _settle(runs: list[Run], variants, results: dict, status: dict) -> None:
@@ -313,20 +350,47 @@ def _quietly(write) -> None:
         pass
 
 
-def _report(args, out, grid, settings, seeds, variants, runs, results, failures) -> None:
+def _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier) -> None:
+    """``sweep.md``, ``sweep.csv`` and ``sweep.png`` over this sweep's finished runs and those of earlier sweeps
+    into ``out`` (``earlier``) whose folders hold complete summaries."""
     from fleet.app.sweep_report import write_report
 
-    groups: dict = {(s, v): [] for s in settings for v in variants[s.name]}
-    for run in runs:
-        for variant, summary in results.get(run, {}).items():
-            groups[(run.setting, variant)].append(summary)
-    intro = [f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} ({args.seeds}) = "
+    names = {s.name: variants[s.name] for s in settings}
+    finished = [(run, summaries) for run in runs if (summaries := results.get(run)) is not None]
+    for run, record in earlier:
+        names.setdefault(run.setting.name, record["variants"])
+        if (summaries := run_summaries(run, record["variants"])) is not None:
+            finished.append((run, summaries))
+    all_settings = list(dict.fromkeys([*settings, *(run.setting for run, _ in earlier)]))
+    groups: dict = {(s, v): [] for s in all_settings for v in names[s.name]}
+    for run, summaries in finished:
+        for variant, summary in summaries.items():
+            groups.setdefault((run.setting, variant), []).append(summary)
+    keys = list(dict.fromkeys([*(k for k, _ in grid), *(k for s in all_settings for k, _ in s.values)]))
+    write_report(groups, keys, out, f"Sweep of `{args.scenario}`",
+                 _intro(args, grid, settings, seeds, runs, results, failures, earlier, len(finished) - len(results)),
+                 figure=not args.no_figures, show_variant=any(len(v) > 1 for v in names.values()))
+
+
+def _intro(args, grid, settings, seeds, runs, results, failures, earlier, earlier_finished: int) -> list[str]:
+    """The report's first lines: this sweep's runs and failures (where their errors are), its grid, and the
+    earlier sweeps' runs reported with them."""
+    lines = [f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} ({args.seeds}) = "
              f"{_count(len(runs), 'run')}: {len(results)} finished, {len(failures)} failed"
-             + (" (" + ", ".join(r.label for r, _, _ in failures) + ")" if failures else "") + ".",
-             "Grid: " + ("; ".join(f"`{k}` = {', '.join(v)}" for k, v in grid) if grid else "none") + ".",
-             "Each run is the `fleet.run` command line in `manifest.json`, into `<setting>/s<seed>/`; "
-             "every run can be made again alone with it."]
-    write_report(groups, [k for k, _ in grid], out, f"Sweep of `{args.scenario}`", intro, figure=not args.no_figures)
+             + (" (" + ", ".join(r.label for r, _, _ in failures) + ")" if failures else "") + "."]
+    if failures:
+        lines[0] += (" Each failed run's command, exit status and last lines of stderr are in `manifest.json` "
+                     "(`command`, `returncode`, `stderr_tail`); the sweep printed them too.")
+    lines.append("Grid: " + ("; ".join(f"`{k}` = {', '.join(v)}" for k, v in grid) if grid else "none") + ".")
+    if earlier:
+        names = list(dict.fromkeys(run.setting.name for run, _ in earlier))
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        lines.append(f"Also reported: {_count(len(earlier), 'run')} of earlier sweeps into this folder "
+                     f"({shown}), {earlier_finished} of them finished; `manifest.json` lists them as "
+                     "they were recorded.")
+    lines.append("Each run is the `fleet.run` command line in `manifest.json`, into `<setting>/s<seed>/`; "
+                 "every run can be made again alone with it.")
+    return lines
 
 
 if __name__ == "__main__":

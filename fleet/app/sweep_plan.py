@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "argv_to_run", "check_reuse", "expand_grid", "file_sha256",
-           "parse_grid", "parse_seeds", "plan_runs", "run_summaries", "split_values"]
+__all__ = ["MAX_RUNS", "PlanError", "Run", "Setting", "argv_to_run", "check_reuse", "content_sha256", "expand_grid",
+           "file_sha256", "parse_grid", "parse_seeds", "plan_runs", "recorded_runs", "run_summaries", "split_values"]
 
 MAX_RUNS = 10_000  # settings × seeds; a typo such as 0-99999 fails at once instead of planning for hours
 DEFAULT_SETTING = "default"  # the one setting of a sweep without --grid
@@ -121,6 +121,9 @@ def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
             raise PlanError(f"--grid {shown!r}: {exc}") from None
         if len(set(values)) != len(values):
             raise PlanError(f"--grid {shown!r}: a value is listed twice")
+        if key == "seed":  # each run's --seed would win over it: every value would run the same seeds
+            raise PlanError(f"--grid {shown!r}: the sweep sets the seed; list the seeds in --seeds "
+                            f"(--seeds {','.join(values)})")
         if any(key == k for k, _ in grid):
             raise PlanError(f"--grid {key}: given twice (list every value in one --grid)")
         grid.append((key, values))
@@ -214,6 +217,30 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _canonical(node):
+    """``node`` (parsed YAML) as JSON-ready data that two values share only when they are equal: mappings as
+    their items sorted by key, floats and any non-JSON scalar tagged with their type (``1`` is not ``1.0``)."""
+    if isinstance(node, dict):
+        items = [(json.dumps(_canonical(k), sort_keys=True), _canonical(v)) for k, v in node.items()]
+        return {"map": sorted(items, key=lambda kv: kv[0])}
+    if isinstance(node, (list, tuple)):
+        return [_canonical(v) for v in node]
+    if node is None or isinstance(node, (bool, int, str)):
+        return node
+    return {type(node).__name__: repr(node)}
+
+
+def content_sha256(path: str | Path) -> str:
+    """The SHA-256 of a scenario file's parsed YAML content (canonical JSON): comments, key order, quoting and
+    layout do not count, any value does. ``OSError`` when it cannot be read, ``ValueError`` when it is not
+    UTF-8 YAML (read as every scenario is: ``fleet.app.scenario.read_yaml``)."""
+    from fleet.app.scenario import read_yaml
+
+    data = read_yaml(Path(path))  # ScenarioError, a ValueError, names the file
+    text = json.dumps(_canonical(data), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _same_path(old: str, old_cwd, new: str) -> bool:
     """Whether ``old`` (as recorded, relative to ``old_cwd``) and ``new`` (relative to here) name one file."""
     if old == new:
@@ -222,29 +249,38 @@ def _same_path(old: str, old_cwd, new: str) -> bool:
     return (base / old).resolve() == Path(new).resolve()
 
 
-def check_reuse(out: Path, scenario: str, scenario_sha256: str, settings: list[Setting]) -> None:
+def _same_scenario(doc: dict, scenario: str, hashes: dict[str, str], out: Path, fix: str) -> None:
+    """Refuse ``doc`` (a manifest) of another scenario: by ``scenario_content_sha256`` when it has one, else (a
+    manifest of an older sweep) by ``scenario_sha256`` (the file's bytes), else by the path as recorded."""
+    old = doc["scenario"]
+    for field in ("scenario_content_sha256", "scenario_sha256"):
+        old_sha = doc.get(field)
+        if isinstance(old_sha, str):
+            if old_sha != hashes[field]:
+                raise PlanError(f"--out {out} holds a sweep of another scenario: {old} (sha256 {old_sha[:12]}) "
+                                f"there, {scenario} (sha256 {hashes[field][:12]}) here; {fix}")
+            return
+    if not _same_path(old, doc.get("cwd"), scenario):
+        raise PlanError(f"--out {out} holds a sweep of another scenario file: {old} there, {scenario} here; {fix}")
+
+
+def check_reuse(out: Path, scenario: str, hashes: dict[str, str], settings: list[Setting]) -> dict | None:
     """Refuse (``PlanError``) to reuse ``out`` when its ``manifest.json`` is another sweep's: another scenario
-    (by the SHA-256 of its file's content; a manifest without one, from an older sweep, by its path as
-    recorded), or a setting folder this sweep would reuse that was made with other overrides. Nothing to
-    check without a manifest."""
+    (``hashes``: ``scenario_content_sha256``, of its parsed content, and ``scenario_sha256``, of its bytes; a
+    manifest compared by the first it records, or by its path as recorded when it has neither), or a setting
+    folder this sweep would reuse that was made with other overrides. Return the manifest (None without one)."""
     path = out / "manifest.json"
     fix = f"use another --out, or delete {out}"
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        return
+        return None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise PlanError(f"--out {out}: cannot read its manifest.json ({reason}); {fix}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("scenario"), str) or not isinstance(doc.get("runs"), list):
         raise PlanError(f"--out {out}: its manifest.json is not a sweep's manifest; {fix}")
-    old, old_sha = doc["scenario"], doc.get("scenario_sha256")
-    if isinstance(old_sha, str):
-        if old_sha != scenario_sha256:
-            raise PlanError(f"--out {out} holds a sweep of another scenario: {old} (sha256 {old_sha[:12]}) there, "
-                            f"{scenario} (sha256 {scenario_sha256[:12]}) here; {fix}")
-    elif not _same_path(old, doc.get("cwd"), scenario):
-        raise PlanError(f"--out {out} holds a sweep of another scenario file: {old} there, {scenario} here; {fix}")
+    _same_scenario(doc, scenario, hashes, out, fix)
     made = {}
     for run in doc["runs"]:
         if isinstance(run, dict) and isinstance(run.get("setting"), str):
@@ -254,6 +290,48 @@ def check_reuse(out: Path, scenario: str, scenario_sha256: str, settings: list[S
             before = " ".join(made[setting.name]) if isinstance(made[setting.name], list) else "?"
             raise PlanError(f"--out {out}: its setting folder {setting.name} was made with other overrides "
                             f"({before or 'none'} there, {' '.join(setting.overrides) or 'none'} here); {fix}")
+    return doc
+
+
+def _str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _recorded(record, out: Path) -> Run | None:
+    """The run a manifest ``record`` describes (its folder ``out/<setting>/s<seed>``, no argv: it is not run
+    again), or None when the record is malformed or names no safe folder."""
+    if not isinstance(record, dict):
+        return None
+    name, seed, overrides = record.get("setting"), record.get("seed"), record.get("overrides")
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        return None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return None
+    if not _str_list(overrides) or not all("=" in o for o in overrides):
+        return None
+    if not _str_list(record.get("variants")) or not record["variants"]:
+        return None
+    values = tuple(tuple(o.split("=", 1)) for o in overrides)
+    return Run(Setting(name, values), seed, out / name / f"s{seed}", ())
+
+
+def recorded_runs(doc: dict | None, out: Path, planned: list[Run]) -> list[tuple[Run, dict]]:
+    """The runs an earlier sweep into ``out`` recorded in its manifest ``doc`` that this sweep does not plan
+    (``planned``) and whose folder is still there, each with its record as written, sorted by setting name and
+    seed. A record is left out when it is malformed, lists a run again, or gives a setting name other
+    overrides than this sweep or an earlier record does (its folder cannot be both)."""
+    values = {run.setting.name: run.setting.values for run in planned}
+    taken = {(run.setting.name, run.seed) for run in planned}
+    found: dict[tuple[str, int], tuple[Run, dict]] = {}
+    for record in (doc or {}).get("runs", []):
+        run = _recorded(record, out)
+        if run is None or (run.setting.name, run.seed) in taken or not run.out.is_dir():
+            continue
+        if values.setdefault(run.setting.name, run.setting.values) != run.setting.values:
+            continue
+        taken.add((run.setting.name, run.seed))
+        found[(run.setting.name, run.seed)] = (run, record)
+    return [found[key] for key in sorted(found)]
 
 
 def argv_to_run(run: Run) -> tuple[str, ...]:

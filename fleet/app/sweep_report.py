@@ -134,7 +134,9 @@ def _pm(c: Cell) -> str:
     return text if s.n == c.runs else f"{text} ({s.n} of {c.runs})"
 
 
-def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> str:
+def _markdown(cells: list[Cell], title: str, intro: list[str], level: float, show_variant: bool = True) -> str:
+    """The report; ``show_variant``: a ``variant`` column in each table (False when the scenario has no
+    variants: the one "variant" would be the scenario's name)."""
     pct = f"{level:.0%}".replace("%", " %")
     labels = dict((c.figure, c.label) for c in cells)
     present = [f for f in labels if any(c.spread.n for c in cells if c.figure == f)]
@@ -152,25 +154,30 @@ def _markdown(cells: list[Cell], title: str, intro: list[str], level: float) -> 
              f"interval. An interval that would go past the figure's physical range is clipped to it and marked "
              f"{CLIP_MARK}.",
              "", f"## Headline (mean ± half the {pct} interval; mean [low, high]{CLIP_MARK} when clipped)", ""]
-    lines += markdown_rows(["setting", "variant", "runs", *(labels[f] for f in head)],
-                    [[s, v, str(runs[(s, v)]), *(_pm(by[(s, v, f)]) for f in head)]
-                     for s, v in groups])
+    named = (lambda s, v: [s, v]) if show_variant else (lambda s, v: [s])
+    lead = ["setting", "variant"] if show_variant else ["setting"]
+    lines += markdown_rows([*lead, "runs", *(labels[f] for f in head)],
+                           [[*named(s, v), str(runs[(s, v)]), *(_pm(by[(s, v, f)]) for f in head)]
+                            for s, v in groups])
     lines += ["", "## Every figure", ""]
     for figure in (f for f in present if f not in zero):
         rows = []
         for s, v in groups:
             sp = by[(s, v, figure)].spread
-            rows.append([s, v, str(sp.n), fmt(sp.mean), fmt(sp.sd), _interval(sp), fmt(sp.min), fmt(sp.max)])
+            rows.append([*named(s, v), str(sp.n), fmt(sp.mean), fmt(sp.sd), _interval(sp), fmt(sp.min),
+                         fmt(sp.max)])
         lines += [f"### {labels[figure]} (`{figure}`)", "",
-                  *markdown_rows(["setting", "variant", "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
+                  *markdown_rows([*lead, "n", "mean", "sd", f"{pct} interval", "min", "max"], rows), ""]
     if any(c.spread.clipped for c in cells):
         lines += [f"{CLIP_MARK} The interval is clipped to the figure's physical range (times, counts, bytes and "
                   "FLOPs are never negative; accuracies, rates and participation lie in [0, 1]): mean ± the t "
                   "half-width went past it, so it is shown as [low, high].", ""]
     if zero:
         lines += ["Zero in every run: " + ", ".join(labels[f] for f in zero) + ".", ""]
-    if absent:
-        lines += ["No value in any run (timing mode, or never reached): " + ", ".join(absent) + ".", ""]
+    if not any(c.runs for c in cells):
+        lines += ["No run finished: no figure has a value (the intro above says which runs failed).", ""]
+    elif absent:
+        lines += ["No value in any finished run (timing mode, or never reached): " + ", ".join(absent) + ".", ""]
     lines += ["![every figure with its interval](sweep.png)", ""]
     return "\n".join(lines)
 
@@ -233,12 +240,13 @@ def draw(cells: list[Cell], path: Path, level: float = 0.95) -> bool:
 
 
 def write_report(groups: dict[tuple[Setting, str], list[dict]], keys: list[str], out: Path, title: str,
-                 intro: list[str], level: float = 0.95, figure: bool = True) -> str:
-    """Write ``sweep.csv``, ``sweep.md`` and (``figure``) ``sweep.png`` into ``out``; return the markdown."""
+                 intro: list[str], level: float = 0.95, figure: bool = True, show_variant: bool = True) -> str:
+    """Write ``sweep.csv``, ``sweep.md`` and (``figure``) ``sweep.png`` into ``out``; return the markdown.
+    ``show_variant``: the markdown's tables have a ``variant`` column (the CSV always has one)."""
     cells = aggregate(groups, level)
     write_csv(cells, keys, out / "sweep.csv")
     drawn = figure and draw(cells, out / "sweep.png", level)
-    text = _markdown(cells, title, intro, level)
+    text = _markdown(cells, title, intro, level, show_variant)
     if not drawn:
         text = text.replace("![every figure with its interval](sweep.png)\n", "")
     (out / "sweep.md").write_text(text)

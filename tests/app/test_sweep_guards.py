@@ -65,7 +65,7 @@ def test_an_old_manifest_without_the_hash_is_compared_by_path(tmp_path, monkeypa
     pool = FakePool()
     assert _sweep(tmp_path, monkeypatch, pool, SMOKE, "--seeds", "0", "--out", str(out)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    del manifest["scenario_sha256"]
+    del manifest["scenario_sha256"], manifest["scenario_content_sha256"]  # a manifest from before either hash
     manifest["scenario"] = "scenarios/trace_small.yaml"
     (out / "manifest.json").write_text(json.dumps(manifest))
     capsys.readouterr()
