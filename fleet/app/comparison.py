@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from fleet.app.out_folder import clear_outputs
-from fleet.app.printing import count
+from fleet.app.printing import count, share
 
 __all__ = ["CLASS_COLUMNS", "class_rows", "fmt_bytes", "markdown_rows", "write_comparison"]
 
@@ -59,7 +59,8 @@ def _timing_rows(summaries: list[tuple[str, dict]]) -> list[str]:
     rows = []
     for name, s in summaries:
         per_hour = s["updates_accepted"] / s["sim_time_s"] * 3600 if s["sim_time_s"] else None
-        rows.append([name, *(fmt(s[key]) for key, _ in COMPARED), fmt(per_hour),
+        rows.append([name, *(share(s[key]) if key == "participation_rate" else fmt(s[key]) for key, _ in COMPARED),
+                     fmt(per_hour),
                      *(fmt(s["round_time_s"][q]) for q in ("p50", "p90", "p99")),
                      ", ".join(f"{c} {k}" for c, k in s["dropouts"].items() if k) or "-"])
     return markdown_rows(head, rows)

@@ -7,10 +7,11 @@ Markdown that reads (and renders) the same at any width.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Line", "Table", "count", "markdown_table", "seconds", "share", "write_items"]
+__all__ = ["Line", "Table", "count", "markdown_items", "markdown_table", "seconds", "share", "write_items"]
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,45 @@ def write_items(console, items: Sequence[Line | Table | str], markdown: bool) ->
             console.print(Text(item.text, style=item.style))
             continue
         for part, columns in enumerate(column_groups(item, console.width)):
-            shown = RichTable(title=item.title if part == 0 else f"{item.title.split(' (')[0]} (continued)")
-            for i in columns:
-                shown.add_column(item.columns[i], overflow="fold", min_width=_longest_word(item, i))
+            continued = f"{item.title.split(' (')[0]} (continued)".strip()
+            shown = RichTable(title=(item.title or None) if part == 0 else continued)
+            for i, width in zip(columns, _fitted_widths(item, columns, console.width)):
+                shown.add_column(item.columns[i], overflow="fold", width=width)
             for row in item.rows:
                 shown.add_row(*(row[i] for i in columns))
             console.print(shown)
+
+
+_CELL_EDGE = re.compile(r"(?<!\\)\|")  # a table row's cell separator: a pipe not escaped
+_IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<file>[^)]*)\)$")
+
+
+def markdown_items(text: str) -> list[Line | Table]:
+    """The Markdown we write (``comparison.md``: headings, paragraphs, pipe tables, images on a line of their own)
+    as items for ``write_items``, so a terminal shows it as rich tables: a heading a bold line, a table a
+    ``Table`` (cells unescaped), an image the line ``figure: FILE (ALT)``, any other line as it is."""
+    items: list[Line | Table] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip().replace("\\|", "|") for c in _CELL_EDGE.split(lines[i].strip())[1:-1]])
+                i += 1
+            head, rows = block[0], [r for r in block[2:] if len(r) == len(block[0])]
+            items.append(Table("", tuple(head), tuple(tuple(r) for r in rows)))
+            continue
+        image = _IMAGE.match(line)
+        if line.startswith("#"):
+            items.append(Line(line.lstrip("#").strip(), "bold"))
+        elif image:
+            items.append(Line(f"figure: {image['file']} ({image['alt']})"))
+        else:
+            items.append(Line(line))
+        i += 1
+    return items
 
 
 _COLUMN_FRAME = 3  # what a rich table adds per column (padding either side, one rule), besides its left edge
@@ -107,6 +141,23 @@ def _longest_word(table: Table, i: int) -> int:
     """The longest space-free run in column ``i``'s header and cells: narrower, rich would break a word."""
     return max((len(word) for text in (table.columns[i], *(row[i] for row in table.rows)) for word in text.split()),
                default=1)
+
+
+def _fitted_widths(table: Table, columns: list[int], width: int) -> list[int]:
+    """Text widths for ``columns`` of ``table`` that fit ``width`` characters framed: each column as wide as its
+    longest text, the widest cut down one character at a time while the table is too wide, never below its
+    longest word (``column_groups`` chose columns whose longest words fit). Rich's own fitting stops cutting
+    once its widest column reaches its minimum, and crops the table's right edge then."""
+    cells = [(table.columns[i], *(row[i] for row in table.rows)) for i in columns]
+    widths = [max(len(text) for text in texts) for texts in cells]
+    least = [_longest_word(table, i) for i in columns]
+    budget = width - 1 - _COLUMN_FRAME * len(columns)
+    while sum(widths) > budget:
+        cut = max((j for j in range(len(widths)) if widths[j] > least[j]), key=lambda j: widths[j], default=None)
+        if cut is None:
+            break
+        widths[cut] -= 1
+    return widths
 
 
 def column_groups(table: Table, width: int) -> list[list[int]]:

@@ -156,7 +156,13 @@ def _main(args) -> int:
             text = write_comparison(summaries, out, None if args.no_figures else
                                     {k: v for k, v in evaluations.items() if v})
             if not args.quiet:
-                print(text)  # markdown, printed as is (rich would read its [..] as markup)
+                from fleet.app.printing import markdown_items, write_items
+
+                comparison = Console()
+                if comparison.is_terminal:
+                    write_items(comparison, markdown_items(text), markdown=False)
+                else:  # piped: comparison.md as it is, one line a table row (rich would read its [..] as markup)
+                    print(text)
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2

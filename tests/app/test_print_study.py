@@ -174,3 +174,28 @@ def test_a_wide_table_in_a_narrow_terminal_breaks_no_word():
             assert re.search(rf"(?<![\w:,]){re.escape(word)}(?![\w:,])", text), (width, word)
         tables = text.count("rpi_zero2w")  # each table names the rows
         assert tables == 1 if width >= 120 else tables >= 2
+
+
+def test_a_table_rich_would_crop_fits_the_terminal_whole():
+    """Defect: at 100 columns rich stopped narrowing once its widest column reached its minimum and cropped the
+    comparison's energy table at the right edge ("accu"). Widths are now fitted before rich draws."""
+    table = Table("Energy (J)", ("variant", "algorithm", "energy J", "compute J", "radio J", "J per accepted update",
+                                 "battery drained J", "devices ran flat", "accuracy gain (points)",
+                                 "J per accuracy point"),
+                  (("sync_deadline", "fedavg", "574", "533", "40.7", "5.08", "21.8", "0", "n/a", "n/a"),))
+    for width in (60, 100, 200):
+        buffer = io.StringIO()
+        write_items(Console(file=buffer, width=width, force_terminal=True, color_system=None), [table], False)
+        text = buffer.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "(points)" in text and "accuracy" in text and "sync_deadline" in text
+
+
+def test_the_comparisons_markdown_becomes_lines_and_tables():
+    from fleet.app.printing import markdown_items
+
+    items = markdown_items("# Comparison\n\ntext `x`\n\n| a | b \\| c |\n|---|---|\n| 1 | x \\| y |\n\n"
+                           "![who took part](comparison.png)")
+    assert items == [Line("Comparison", "bold"), Line(""), Line("text `x`"), Line(""),
+                     Table("", ("a", "b | c"), (("1", "x | y"),)), Line(""),
+                     Line("figure: comparison.png (who took part)")]
