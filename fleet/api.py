@@ -320,6 +320,9 @@ def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = Non
         raise TypeError(f"scenario must be a path or a dict, got {type(scenario).__name__}")
     if variant is not None:
         chosen = [(name, s) for name, s in variants if name == variant]
+        if not chosen and len(variants) == 1 and variants[0][0] == variants[0][1].name:
+            raise ScenarioError(f"variant {echo(variant)}: the scenario has no variants (its one run is "
+                                f"{echo(variants[0][0])})")
         if not chosen:
             raise ScenarioError(f"variant {echo(variant)}: not a variant of the scenario; known: "
                                 f"{', '.join(name for name, _ in variants)}")

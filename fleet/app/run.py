@@ -25,7 +25,8 @@ from typing import Sequence
 from fleet.app.out_folder import out_path
 from fleet.app.pipes import quiet_on_closed_pipe
 
-INTERRUPTED = "fleet.run: interrupted; resume with --resume"
+INTERRUPTED = "fleet.run: interrupted"
+RESUMABLE = "; the checkpoints so far stay (resume with --resume)"  # said when the run left checkpoints
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,9 +129,12 @@ def _main(args) -> int:
     if args.resume and args.out is None:
         print("fleet.run: --resume needs the --out folder of the run to continue", file=sys.stderr)
         return 2
-    made = None  # the folder _check_out made: removed at the end if the run wrote nothing there
+    made = out = None  # the folder _check_out made: removed at the end if the run wrote nothing there
     try:
         variants = load_variants(args.scenario, overrides)
+        if args.resume and all(s.mode != "learning" for _, s in variants):
+            raise _OutputError(f"--resume continues a learning run from its checkpoints; {args.scenario} runs in "
+                               "timing mode, which keeps none (run it again: the same seed gives the same run)")
         _warn(args.scenario, variants)
         if args.events == "parquet":
             from fleet.app.report import parquet_available
@@ -176,6 +180,11 @@ def _main(args) -> int:
     except MemoryError:
         print("fleet.run: out of memory (fewer fleet.devices or a shorter run fits)", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        from fleet.app.out_folder import holds_checkpoints
+
+        print(INTERRUPTED + (RESUMABLE if out is not None and holds_checkpoints(out) else ""), file=sys.stderr)
+        return 130
     except RuntimeError as exc:
         from fleet.learning.backends import BackendUnavailable  # loaded already when it was raised
 
@@ -184,8 +193,7 @@ def _main(args) -> int:
         first = (str(exc).splitlines() or [""])[0][:300]
         from fleet.app.out_folder import holds_checkpoints
 
-        hint = "; the checkpoints so far stay (resume with --resume)" if holds_checkpoints(out) else ""
-        print(f"fleet.run: executor: {first}{hint}", file=sys.stderr)
+        print(f"fleet.run: executor: {first}{RESUMABLE if holds_checkpoints(out) else ''}", file=sys.stderr)
         return 2
     finally:
         from fleet.app.out_folder import remove_if_empty

@@ -77,6 +77,9 @@ def test_a_bad_scenario_raises_the_clis_one_line(tmp_path, capsys):
     with pytest.raises(ScenarioError, match=r"variant 'nope': not a variant of the scenario; known: "
                                             r"sync_deadline, fedbuff"):
         simulate(STRAGGLERS, variant="nope")
+    with pytest.raises(ScenarioError, match=r"^variant 'nope': the scenario has no variants \(its one run is "
+                                            r"'smoke'\)$"):
+        simulate(SMOKE, variant="nope")
     with pytest.raises(ScenarioError, match=r"variants\.a: must be a list"):
         simulate({"variants": {"a": "coordinator.rounds=1"}})
     with pytest.raises(TypeError):

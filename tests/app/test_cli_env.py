@@ -86,7 +86,24 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("fleet.app.build.build_simulation", interrupted)
     status, line = _main(capsys, SMOKE, "--out", tmp_path / "out", *QUICK)
-    assert status == 130 and line == INTERRUPTED == "fleet.run: interrupted; resume with --resume"
+    assert status == 130 and line == INTERRUPTED == "fleet.run: interrupted"  # timing mode: nothing to resume
+
+
+def test_ctrl_c_says_resume_only_when_checkpoints_were_left(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fleet.app.build.build_simulation", interrupted)
+    (tmp_path / "out" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoints" / "version_000003.ckpt").write_bytes(b"")
+    status, line = _main(capsys, SMOKE, "--out", tmp_path / "out", *QUICK)
+    assert status == 130 and line == "fleet.run: interrupted; the checkpoints so far stay (resume with --resume)"
+
+
+def test_resume_of_a_timing_run_is_refused_before_anything_is_made(tmp_path, capsys):
+    status, line = _main(capsys, SMOKE, "--resume", "--out", tmp_path / "out", *QUICK)
+    assert status == 2 and line.startswith("fleet.run: --resume continues a learning run from its checkpoints; ")
+    assert not (tmp_path / "out").exists()
 
 
 def _bad_file(tmp_path, content: bytes):
