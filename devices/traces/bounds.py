@@ -1,9 +1,7 @@
 """The physical bounds of every number a trace record carries: the scenario schema's bounds for the same quantity.
 
 A trace must not admit a device a scenario could not describe (a latency of 1e300 s, a rate of 1e-300 bit/s:
-the run then idles to its end). The schema (``fleet/app/schema.py``) holds these bounds as literals of its
-pydantic fields, and ``devices`` cannot import ``fleet.app``; each constant here names the schema key it
-mirrors. They should live in one module both import (a change there must change here).
+the run then idles to its end): the limits are ``devices.bounds``, which the scenario schema uses too.
 
 A figure is checked in the unit the simulator uses it in: a rate as ``BIT_PER_KBIT * kbit/s`` bit/s (so that
 the float an exporter chose for a rate at a bound reads back inside it), a computation time in ms per sample.
@@ -20,11 +18,7 @@ __all__ = ["BIT_PER_KBIT", "MS_PER_S", "MAX_TIME_S", "MIN_RATE_BIT_PER_S", "MAX_
 MS_PER_S = 1000.0
 BIT_PER_KBIT = 1000.0  # FedScale's kbit is 1000 bit (it divides kbits by kbit/s)
 
-MAX_TIME_S = 1e9  # fleet/app/schema.py MAX_TIME_S: every time and period of a run stays below it
-MIN_RATE_BIT_PER_S = 1.0  # fleet/app/schema.py LinkOverride.up_bit_per_s / down_bit_per_s: ge=1
-MAX_RATE_BIT_PER_S = 1e11  # the same fields: le=1e11 (100 Gbit/s)
-MAX_LATENCY_S = 3_600.0  # fleet/app/schema.py LinkOverride.latency_s: le=3_600
-MAX_LOSS_PROB = 0.99  # fleet/app/schema.py LinkOverride.loss_prob: le=0.99
+from devices.bounds import MAX_LATENCY_S, MAX_LOSS_PROB, MAX_RATE_BIT_PER_S, MAX_TIME_S, MIN_RATE_BIT_PER_S
 
 
 @dataclass(frozen=True)

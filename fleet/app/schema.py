@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from algorithms.datasets import DATASETS
 from algorithms.registry import ALGORITHMS, check_params
 from devices import DEVICE_CLASSES, LINK_CLASSES
+from devices.bounds import MAX_LATENCY_S, MAX_LOSS_PROB, MAX_RATE_BIT_PER_S, MAX_TIME_S, MIN_RATE_BIT_PER_S
 
 MAX_ECHO_CHARS = 200  # longest value echoed into an error message
 MAX_DEVICES = 10_000_000  # 1e7 simulated devices take 3-6 GiB in timing mode (docs/benchmarks.md, "Scale")
-MAX_TIME_S = 1e9  # ~32 years of virtual time: every time and period stays below it
 MAX_REAL_DEVICES = 10_000  # real devices on one bridge hub: far beyond any lab's bench
 MAX_WAIT_S = 86_400.0  # wall seconds a bridge waits for its devices: a day
 
@@ -84,17 +84,19 @@ class ChargeRange(_Strict):
 class LinkOverride(_Strict):
     """Per-fleet link figures replacing the link class's (null = the class's cited figure)."""
 
-    up_bit_per_s: float | None = Field(None, ge=1, le=1e11, description="Median uplink rate, "
+    up_bit_per_s: float | None = Field(None, ge=MIN_RATE_BIT_PER_S, le=MAX_RATE_BIT_PER_S,
+                                       description="Median uplink rate, "
                                        "1 bit/s to 100 Gbit/s.")
-    down_bit_per_s: float | None = Field(None, ge=1, le=1e11, description="Median downlink rate, "
+    down_bit_per_s: float | None = Field(None, ge=MIN_RATE_BIT_PER_S, le=MAX_RATE_BIT_PER_S,
+                                         description="Median downlink rate, "
                                          "1 bit/s to 100 Gbit/s.")
     bandwidth_sigma: float | None = Field(None, ge=0, le=2, description="Lognormal spread of the "
                                           "rates across devices, 0 to 2.")
-    latency_s: float | None = Field(None, ge=0, le=3_600, description="Median access latency, "
+    latency_s: float | None = Field(None, ge=0, le=MAX_LATENCY_S, description="Median access latency, "
                                     "0 to 3600 s.")
     latency_sigma: float | None = Field(None, ge=0, le=2, description="Lognormal spread of the "
                                         "latency across devices, 0 to 2.")
-    loss_prob: float | None = Field(None, ge=0, le=0.99, description="Probability that one "
+    loss_prob: float | None = Field(None, ge=0, le=MAX_LOSS_PROB, description="Probability that one "
                                     "transmission attempt is lost, 0 to 0.99.")
 
     def figures(self) -> dict[str, float]:
