@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from devices.physics import compute_time_s, framed_transfer_time_s
-from fleet.app.printing import count
+from fleet.app.printing import Line, Table, count
 from fleet.app.scenario import Scenario
 
-__all__ = ["ONLINE_COUNTED_UP_TO", "DryRun", "fleet_columns", "dry_run", "describe"]
+__all__ = ["ONLINE_COUNTED_UP_TO", "DryRun", "fleet_columns", "dry_run", "describe", "describe_items"]
 
 #: Availability at t = 0 is counted device by device (each timeline made); above this many devices it is not.
 ONLINE_COUNTED_UP_TO = 200_000
@@ -137,11 +137,17 @@ def dry_run(scenario: Scenario) -> DryRun:
     return DryRun(scenario, cols, demands, gates)
 
 
-def _range(values: np.ndarray, scale: float, fmt: str = ".3g") -> str:
+def _number(value: float) -> str:
+    """A figure in a table: 3 significant digits below 1,000, whole with thousands separators from there (never
+    ``4.29e+03`` beside ``537``)."""
+    return f"{value:,.0f}" if abs(value) >= 999.5 else f"{value:.3g}"
+
+
+def _range(values: np.ndarray, scale: float) -> str:
     if not len(values):
         return "-"
-    low, high = float(values.min()) / scale, float(values.max()) / scale
-    return f"{low:{fmt}}" if low == high else f"{low:{fmt}}..{high:{fmt}}"
+    low, high = _number(float(values.min()) / scale), _number(float(values.max()) / scale)
+    return low if low == high else f"{low}..{high}"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -150,7 +156,16 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def describe(result: DryRun, variant: str | None = None) -> str:
-    """The dry run as text: one line for the scenario, one per nominal task, a table per device class."""
+    """The dry run as text: one line for the scenario, one per nominal task, a table per device class (columns
+    aligned, one line a row, however wide), a line on the gates."""
+    lines = []
+    for item in describe_items(result, variant):
+        lines += _table(list(item.columns), [list(r) for r in item.rows]) if isinstance(item, Table) else [item.text]
+    return "\n".join(lines)
+
+
+def describe_items(result: DryRun, variant: str | None = None) -> list[Line | Table]:
+    """``describe`` as items for ``fleet.app.printing.write_items`` (a terminal shows the table fitted to it)."""
     s, cols = result.scenario, result.columns
     n = len(cols["device"])
     title = s.name + (f" (variant {variant})" if variant else "")
@@ -168,13 +183,15 @@ def describe(result: DryRun, variant: str | None = None) -> str:
     rows = []
     for cls in classes:
         m = cols["device_class"] == cls
-        free = (f"{cols['free_bytes_min'][m].min() / 1e6:.3g}..{cols['free_bytes_max'][m].max() / 1e6:.3g}")
+        free = f"{_number(cols['free_bytes_min'][m].min() / 1e6)}..{_number(cols['free_bytes_max'][m].max() / 1e6)}"
         online = f"{int(cols['online_at_0'][m].sum())}" if "online_at_0" in cols else "not counted"
         rows.append([cls, f"{int(m.sum()):,}", _range(cols["ram_bytes"][m], 1e6), free,
                      _range(cols["flops_per_s"][m], 1e9), _range(cols["up_bit_per_s"][m], 1e3), online,
                      *(f"{int(result.gates[p][g][m].sum())}" for p, g in gate_names)])
-    lines += _table(head, rows)
-    lines.append("gates (devices refused on every dispatch of the nominal task): memory_never = peak memory above "
-                 "the free memory at the background's trough; memory_at_peak = above it at the background's peak "
-                 "only; deadline = the sync deadline missed at full speed; flop_budget = above the FLOP budget")
-    return "\n".join(lines)
+    items: list[Line | Table] = [Line(line) for line in lines]
+    items.append(Table("", tuple(head), tuple(tuple(r) for r in rows)))
+    items.append(Line("gates (devices refused on every dispatch of the nominal task): memory_never = peak memory "
+                      "above the free memory at the background's trough; memory_at_peak = above it at the "
+                      "background's peak only; deadline = the sync deadline missed at full speed; flop_budget = "
+                      "above the FLOP budget"))
+    return items

@@ -212,10 +212,18 @@ def _dry_run(args) -> int:
     try:
         variants = load_variants(args.scenario, overrides)
         _warn(args.scenario, variants)
-        from fleet.app.dry_run import describe, dry_run
+        from rich.console import Console
 
+        from fleet.app.dry_run import describe, describe_items, dry_run
+        from fleet.app.printing import write_items
+
+        console = Console()
         for name, scenario in variants:
-            print(describe(dry_run(scenario), name if len(variants) > 1 else None))
+            result, shown = dry_run(scenario), name if len(variants) > 1 else None
+            if console.is_terminal:  # the table fitted to the terminal
+                write_items(console, describe_items(result, shown), markdown=False)
+            else:  # piped: columns aligned, one line a row
+                print(describe(result, shown))
     except ScenarioError as exc:
         print(f"fleet.run: scenario error: {exc}", file=sys.stderr)
         return 2
