@@ -219,7 +219,8 @@ def draw(cells: list[Cell], path: Path, level: float = 0.95) -> bool:
                     errs.append((sp.mean - low, high - sp.mean))  # clipped to the physical range
             yerr = [[e[0] for e in errs], [e[1] for e in errs]] if errs else None
             ax.errorbar(xs, ys, yerr=yerr, fmt=markers[variant], color=colours[variant], capsize=3, label=variant)
-        ax.set_title(labels[figure], fontsize=9)
+        # the ticks carry the unit (ms, GFLOP, kB): a title's "(s)" would contradict "300 ms"
+        ax.set_title(labels[figure].removesuffix(" (s)") if figure in _UNITS else labels[figure], fontsize=9)
         if figure in _UNITS:
             si_axis(ax, "y", _UNITS[figure])
         ax.set_xticks(range(len(settings)))
