@@ -142,7 +142,7 @@ def test_the_report_shows_clipped_intervals_as_such(tmp_path, monkeypatch):
     assert (p90["ci95_low"], p90["ci95_clipped"]) == ("0.0", "true")
     assert float(p90["ci95_high"]) == pytest.approx(5 + 5 * T1, rel=1e-12)
     drawn = {ax.get_title(): (y, yerr) for ax, y, yerr in bars}
-    y, (below, above) = drawn["round time p90 (s)"]
+    y, (below, above) = drawn["round time p90"]  # its ticks carry the unit
     assert y == [5.0] and below == [5.0] and above[0] == pytest.approx(5 * T1)  # down to 0, not to -58.5
     y, (below, above) = drawn["final accuracy"]
     assert below[0] == pytest.approx(0.6) and above[0] == pytest.approx(0.4)  # [0, 1]
