@@ -68,18 +68,27 @@ def _topmost_missing(out: Path) -> Path | None:
     return missing
 
 
+#: What a learning run writes into ``checkpoints/`` before its first checkpoint: the scenario's fingerprint, which
+#: guards checkpoints that are not there yet. Alone, it is no output (``remove_if_empty``).
+CHECKPOINT_STAMP = "scenario.sha256"
+
+
 def remove_if_empty(folder: Path | None) -> bool:
-    """Remove ``folder`` when nothing but empty folders is under it (a run that failed before writing a file);
-    leave it, and everything in it, as it is otherwise. ``folder`` None or gone is nothing to do. Returns
-    whether it was removed."""
+    """Remove ``folder`` when nothing but empty folders is under it (a run that failed before writing a file;
+    a ``checkpoints`` folder holding only its ``CHECKPOINT_STAMP`` counts as empty); leave it, and everything in
+    it, as it is otherwise. ``folder`` None or gone is nothing to do. Returns whether it was removed."""
     if folder is None or not folder.is_dir() or folder.is_symlink():
         return False
-    empty = []
+    empty, stamps = [], []
     for path, folders, files in os.walk(folder):  # top down: a finished run's files are found at once
-        if files or any(Path(path, f).is_symlink() for f in folders):
+        if Path(path).name == "checkpoints" and files == [CHECKPOINT_STAMP] and not folders:
+            stamps.append(Path(path, CHECKPOINT_STAMP))
+        elif files or any(Path(path, f).is_symlink() for f in folders):
             return False
         empty.append(path)
     try:
+        for stamp in stamps:
+            stamp.unlink()
         for path in reversed(empty):  # deepest first
             os.rmdir(path)
     except OSError:  # written to meanwhile, or not ours to remove: left as it is

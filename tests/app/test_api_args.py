@@ -136,3 +136,22 @@ def test_out_folder_removes_only_what_it_made_and_only_while_empty(tmp_path):
     assert not remove_if_empty(None) and not remove_if_empty(tmp_path / "gone")
     with pytest.raises(OutFolderError, match=r"^--out .*: not a directory$"):
         check_out_folder(tmp_path / "z" / "events.csv")
+
+
+def test_a_checkpoint_stamp_alone_is_no_output(tmp_path):
+    """Defect: a learning run that failed before its first round (a bridge whose devices never came) left
+    OUT/checkpoints/scenario.sha256, so the folder it made stayed. A stamp beside a checkpoint is kept."""
+    with pytest.raises(KeyError), out_folder(tmp_path / "a") as made:
+        (made / "checkpoints").mkdir()
+        (made / "checkpoints" / "scenario.sha256").write_text("f00\n")
+        raise KeyError("failed")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(KeyError), out_folder(tmp_path / "b") as made:
+        (made / "checkpoints").mkdir()
+        (made / "checkpoints" / "scenario.sha256").write_text("f00\n")
+        (made / "checkpoints" / "version_000001.ckpt").write_bytes(b"")
+        raise KeyError("failed")
+    assert (tmp_path / "b" / "checkpoints" / "scenario.sha256").is_file()
+    (tmp_path / "c" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "c" / "scenario.sha256").write_text("")  # the name outside checkpoints/: a file like any other
+    assert not remove_if_empty(tmp_path / "c")
