@@ -306,7 +306,7 @@ def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = Non
     one named), the overrides applied after each variant's own, as the CLI applies ``--set`` and ``--seed``.
     ``TypeError`` (one line naming the argument) for a ``scenario``, ``set``, ``seed`` or ``variant`` of the
     wrong type; ``ScenarioError`` for a bad value."""
-    from fleet.app.scenario import echo, load_variants
+    from fleet.app.scenario import load_variants, pick_variant
 
     if not isinstance(scenario, (Mapping, str, os.PathLike)):
         raise TypeError(f"scenario must be a path or a dict, got {_type_name(scenario)}")
@@ -318,16 +318,7 @@ def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = Non
         variants = load_variants(scenario, overrides)
     else:
         raise TypeError(f"scenario must be a path or a dict, got {type(scenario).__name__}")
-    if variant is not None:
-        chosen = [(name, s) for name, s in variants if name == variant]
-        if not chosen and len(variants) == 1 and variants[0][0] == variants[0][1].name:
-            raise ScenarioError(f"variant {echo(variant)}: the scenario has no variants (its one run is "
-                                f"{echo(variants[0][0])})")
-        if not chosen:
-            raise ScenarioError(f"variant {echo(variant)}: not a variant of the scenario; known: "
-                                f"{', '.join(name for name, _ in variants)}")
-        variants = chosen
-    return variants
+    return pick_variant(variants, variant)
 
 
 def simulate(scenario: str | os.PathLike | Mapping, *, set=None, seed: int | None = None,

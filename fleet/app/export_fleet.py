@@ -59,7 +59,7 @@ def check_out_file(out: Path) -> None:
 @quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from fleet.app.scenario import ScenarioError, echo, load_variants
+    from fleet.app.scenario import ScenarioError, echo, load_variants, pick_variant
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -68,13 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: --out {echo(str(args.out))}: the format is .json or .csv", file=sys.stderr)
         return 2
     try:
-        variants = dict(load_variants(args.scenario, overrides))
-        if args.variant is not None and args.variant not in variants:
-            raise ScenarioError(f"--variant {echo(args.variant)}: not a variant of {args.scenario}; "
-                                f"known: {', '.join(variants)}")
-        scenario = variants[args.variant if args.variant is not None else next(iter(variants))]
+        scenario = pick_variant(load_variants(args.scenario, overrides), args.variant, "--variant")[0][1]
         if scenario.bridge is not None:
-            raise ScenarioError("bridge: real devices have no trace to export; only the simulated fleet is written")
+            raise ScenarioError("bridge: a scenario with real devices is not exported (their figures are measured, "
+                                "not drawn); without its bridge section, its simulated fleet is")
         check_out_file(args.out)
         from devices.traces import fleet_records, write_records
         from fleet.app.build import build_fleet

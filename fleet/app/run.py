@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", nargs="?", help="scenario YAML file (see scenarios/)")
     p.add_argument("--out", type=out_path, help="output folder (default runs/<scenario>-<timestamp>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--variant", help="run only this variant (a scenario with variants: default all of them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a scenario key, e.g. --set coordinator.rounds=5 (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -118,7 +119,7 @@ def _warn(source: str, variants) -> None:
 
 
 def _main(args) -> int:
-    from fleet.app.scenario import ScenarioError, echo, load_variants
+    from fleet.app.scenario import ScenarioError, echo, load_variants, pick_variant
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -131,7 +132,7 @@ def _main(args) -> int:
         return 2
     made = out = None  # the folder _check_out made: removed at the end if the run wrote nothing there
     try:
-        variants = load_variants(args.scenario, overrides)
+        variants = pick_variant(load_variants(args.scenario, overrides), args.variant, "--variant")
         if args.resume and all(s.mode != "learning" for _, s in variants):
             raise _OutputError(f"--resume continues a learning run from its checkpoints; {args.scenario} runs in "
                                "timing mode, which keeps none (run it again: the same seed gives the same run)")
@@ -206,11 +207,11 @@ def _main(args) -> int:
 
 def _dry_run(args) -> int:
     """``--dry-run``: validate, sample each variant's fleet and print its summary; nothing runs or is written."""
-    from fleet.app.scenario import ScenarioError, load_variants
+    from fleet.app.scenario import ScenarioError, load_variants, pick_variant
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     try:
-        variants = load_variants(args.scenario, overrides)
+        variants = pick_variant(load_variants(args.scenario, overrides), args.variant, "--variant")
         _warn(args.scenario, variants)
         from rich.console import Console
 

@@ -32,7 +32,7 @@ from fleet.app.schema import MAX_DEVICES, MAX_ECHO_CHARS, MAX_TIME_S, Scenario, 
 
 __all__ = ["Scenario", "ScenarioError", "echo", "MAX_DEVICES", "MAX_TIME_S", "MAX_FILE_BYTES", "MAX_NODES",
            "MAX_DEPTH", "scenario_warnings", "apply_override", "yaml_text", "read_yaml", "parse_scenario",
-           "load_scenario", "load_variants"]
+           "load_scenario", "load_variants", "pick_variant"]
 
 MAX_FILE_BYTES = 1 << 20  # a scenario is a page of YAML; 1 MiB is far beyond any real one
 MAX_NODES = 100_000  # YAML nodes after expanding aliases (a shipped scenario has ~200)
@@ -326,6 +326,23 @@ def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str
     are read from the file's folder."""
     path = Path(path)
     return parse_variants(read_yaml(path), overrides, str(path), path.parent)
+
+
+def pick_variant(variants: list[tuple[str, Scenario]], name: str | None,
+                 what: str = "variant") -> list[tuple[str, Scenario]]:
+    """``variants`` (``load_variants``'s) narrowed to the one called ``name`` (None: all of them). A name that is
+    none of them is a ``ScenarioError`` naming ``what`` (the option or argument) and the known ones, or saying
+    that the scenario has no variants (its one run then bears the scenario's name)."""
+    if name is None:
+        return variants
+    chosen = [(n, s) for n, s in variants if n == name]
+    if chosen:
+        return chosen
+    if len(variants) == 1 and variants[0][0] == variants[0][1].name:
+        raise ScenarioError(f"{what} {echo(name)}: the scenario has no variants (its one run is "
+                            f"{echo(variants[0][0])})")
+    raise ScenarioError(f"{what} {echo(name)}: not a variant of the scenario; known: "
+                        f"{', '.join(n for n, _ in variants)}")
 
 
 def parse_variants(data: object, overrides: list[str] = (), source: str = "scenario",
