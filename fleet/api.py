@@ -333,8 +333,8 @@ def simulate(scenario: str | os.PathLike | Mapping, *, set=None, seed: int | Non
 
     Returns a ``Run``, or a ``RunSet`` when several variants run (the CLI's rule for one folder per variant).
     Every argument is checked before anything is made or run, each error one line naming the argument:
-    ``TypeError`` for a wrong type (``set`` a dict with str keys or a list of str, ``seed`` an int, ``figures`` a
-    bool, ``out`` a str or Path, ``on_round`` callable), ``ValueError`` for an ``events`` not auto, csv or
+    ``TypeError`` for a wrong type (``set`` a dict with str keys, a list of str or one str, ``seed`` an int,
+    ``figures`` a bool, ``out`` a str or Path, ``on_round`` callable), ``ValueError`` for an ``events`` not auto, csv or
     parquet, ``ScenarioError`` for a bad scenario or override, ``fleet.app.out_folder.OutFolderError`` (a
     ``ValueError``) for an ``out`` that is not or cannot be a writable folder, ``ImportError`` for
     ``events="parquet"`` without pyarrow. A run that fails (a trace found bad while building the fleet raises
