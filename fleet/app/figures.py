@@ -24,11 +24,12 @@ from fleet.app.palette import (
 )
 from fleet.app.plotting import legend_below, legend_beside, new_figure, pyplot, save, si_axis, time_axis
 from fleet.app.simulation import Simulation
-from fleet.app.study import DROPOUT_CAUSES, Study
+from fleet.app.study import DROPOUT_CAUSES, Study, first_outcomes
 from fleet.app.view import classes_of, free_bytes_of
 
 __all__ = ["RUN_FIGURES", "accuracy", "comparison_costs", "comparison_figure", "comparison_timeline",
-           "completion_cdf", "draw_figures", "dropouts", "memory", "participation", "timeline_grid"]
+           "completion_cdf", "discards_by_round", "draw_figures", "dropouts", "memory", "participation",
+           "timeline_grid"]
 
 #: A run figure: draws from (sim, study) into the folder and returns (file name, title), or None when the run
 #: has nothing to show in it.
@@ -70,32 +71,58 @@ def accuracy(sim: Simulation, study: Study, out: Path) -> tuple[str, str] | None
     return "accuracy.png", "Test accuracy against virtual time, client FLOPs and bytes"
 
 
+def discards_by_round(sim: Simulation) -> dict[int, int]:
+    """Round index -> updates that arrived but were discarded (late or stale), a task counted at its one
+    outcome (``fleet.app.study.first_outcomes``); rounds without a discard left out."""
+    t = sim.kernel.recorder.table(("event", "round", "task"))
+    first = first_outcomes(t)
+    rounds = t["round"][first][t["event"][first] == t.code("event", "discard")]
+    codes, counts = np.unique(rounds, return_counts=True)
+    return dict(zip(codes.tolist(), counts.tolist()))
+
+
+def _round_axis(ax, idx: list[int], pad: float) -> None:
+    """An x axis of round indices: integer ticks only, spanning every round of the run (``pad`` beyond the
+    first and the last), whether or not anything is drawn."""
+    ax.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
+    if idx:
+        ax.set_xlim(min(idx) - pad, max(idx) + pad)
+
+
 def participation(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
-    """Selected devices, accepted updates and dropouts of each round, against the round's index (rounds can
-    shorten a hundredfold when a model shrinks: over time, the late rounds would pile up at one spot)."""
+    """Selected devices, accepted updates, dropouts and discarded updates (late or stale) of each round,
+    against the round's index (rounds can shorten a hundredfold when a model shrinks: over time, the late
+    rounds would pile up at one spot). Selected = accepted + dropouts + discarded + tasks still running at
+    the end, as the legend says."""
     rounds = sim.coordinator.rounds
     fig, ax = new_figure(figsize=(8, 3.5))
     idx = [r.round_index for r in rounds]
+    discards = discards_by_round(sim)
     marker = "." if len(rounds) <= 60 else None
     ax.plot(idx, [r.selected for r in rounds], label="selected", color="#777777", marker=marker)
     ax.plot(idx, [r.accepted for r in rounds], label="updates accepted", color="#117733", marker=marker)
     ax.plot(idx, [sum(study.dropouts_by_round.get(r.round_index, {}).values()) for r in rounds],
             label="dropouts", color="#CC6677", marker=marker)
-    ax.set(xlabel="round", ylabel="devices", title="Devices selected, updates accepted and dropouts per round")
+    ax.plot(idx, [discards.get(i, 0) for i in idx], label="updates discarded\n(late or stale)", color="#DDAA33",
+            marker=marker, linestyle="--")
+    ax.set(xlabel="round", ylabel="devices", title="Devices selected, updates accepted, dropouts and discards")
     ax.set_ylim(bottom=0)
-    ax.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
+    _round_axis(ax, idx, pad=0.5)
     ax.yaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    legend_beside(ax, fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    gap = pyplot().Line2D([], [], linestyle="none", label="")
+    legend_beside(ax, [*handles, gap], [*labels, "selected = accepted + dropouts\n+ discarded + still running"],
+                  fontsize=8)
     save(fig, out / "participation.png")
     return "participation.png", "Participation per round"
 
 
 def dropouts(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
-    """Dropouts of each round stacked by cause (causes that never occurred left out)."""
+    """Dropouts of each round stacked by cause (causes that never occurred left out), over every round."""
     rounds = sim.coordinator.rounds
     fig, ax = new_figure(figsize=(8, 3.5))
-    idx = np.arange(len(rounds))
+    idx = np.array([r.round_index for r in rounds])
     bottom = np.zeros(len(rounds))
     colours = cause_colours(DROPOUT_CAUSES)
     for cause in DROPOUT_CAUSES:
@@ -105,7 +132,7 @@ def dropouts(sim: Simulation, study: Study, out: Path) -> tuple[str, str]:
             ax.bar(idx, counts, bottom=bottom, label=cause, color=colours[cause])
             bottom += counts
     ax.set(xlabel="round", ylabel="dropouts (tasks)", title="Dropouts per round, stacked by cause")
-    ax.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
+    _round_axis(ax, idx.tolist(), pad=0.6)
     ax.yaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     if bottom.any():
         ax.set_ylim(0, bottom.max() * 1.05)
@@ -181,6 +208,12 @@ def draw_figures(sim: Simulation, study: Study, out: Path) -> list[tuple[str, st
     return [made for draw in RUN_FIGURES if (made := draw(sim, study, out)) is not None]
 
 
+def _marked(n: int, most: int = 15) -> list[int]:
+    """Indices of the points of an ``n``-point curve that get a marker: about ``most`` evenly spaced, the
+    last always (where a variant ends is what the reader compares)."""
+    return sorted({*range(0, n, max(1, n // most)), n - 1}) if n else []
+
+
 def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
     """``comparison.png``: devices that took part by class (stacked bars, catalog order), and accuracy against
     the model version (aggregations) and against virtual time, one curve per variant with the target accuracy
@@ -204,8 +237,9 @@ def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
     line_colours, markers = variant_colours(names), variant_markers(names)
     for name, s, evs in runs:
         acc = _finite(e.accuracy for e in evs)
-        style = {"color": line_colours[name], "marker": markers[name], "markersize": 4,
-                 "markevery": max(1, len(evs) // 15), "label": f"{name} (final {s['final_accuracy']:.3f})"}
+        # Translucent markers, a shape per variant: variants that end at one point stay apart.
+        style = {"color": line_colours[name], "marker": markers[name], "markersize": 6, "alpha": 0.75,
+                 "markevery": _marked(len(evs)), "label": f"{name} (final {s['final_accuracy']:.3f})"}
         mid.plot([e.model_version for e in evs], acc, **style)
         right.plot([e.time_s for e in evs], acc, **style)
     target = runs[0][1]["target_accuracy"] if runs else None
@@ -215,6 +249,7 @@ def comparison_figure(runs: list[tuple[str, dict, list]], out: Path) -> None:
         ax.set(ylabel="test accuracy")
         ax.grid(alpha=0.3)
     mid.set(xlabel="model version (aggregations)", title="Test accuracy per aggregation")
+    mid.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     spans = [max((e.time_s for e in evs), default=0.0) for _, _, evs in runs]
     positive = [e.time_s for _, _, evs in runs for e in evs if e.time_s > 0]
     log = time_axis(right, spans, min(positive, default=None))
@@ -250,9 +285,11 @@ def comparison_timeline(runs: list[tuple[str, dict, list]], out: Path) -> None:
                           (right, "updates accepted per class")):
             ax.set_yticks(range(len(classes)), classes, fontsize=7)
             ax.set(xlabel="round", title=f"{name} ({s['algorithm']}): {title}")
+            ax.xaxis.set_major_locator(pyplot().MaxNLocator(integer=True))  # columns are rounds 0, 1, ...
             ax.title.set_fontsize(9)
         fig.colorbar(shown_l, ax=left, fraction=0.03, pad=0.01, label="share of devices")
-        fig.colorbar(shown_r, ax=right, fraction=0.03, pad=0.01, label="updates")
+        bar = fig.colorbar(shown_r, ax=right, fraction=0.03, pad=0.01, label="updates")
+        bar.ax.yaxis.set_major_locator(pyplot().MaxNLocator(integer=True))
     save(fig, out / "comparison_timeline.png")
 
 
@@ -295,5 +332,7 @@ def comparison_costs(runs: list[tuple[str, dict, list]], out: Path) -> None:
            title="Who fits: a class whose bar is below a variant's line cannot run its task")
     si_axis(ax, "y", "B")
     _slanted(ax)
-    legend_beside(ax)
+    # Below, not beside: a legend beside the memory panel would leave the top row's right end empty.
+    handles, labels = ax.get_legend_handles_labels()
+    legend_below(fig, handles, labels, ncols=min(len(labels), 4))
     save(fig, out / "comparison_costs.png")

@@ -12,13 +12,17 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["LOG_TIME_ABOVE_RATIO", "close_figure", "legend_beside", "legend_below", "legend_overlaps",
-           "new_figure", "pyplot", "save", "si_axis", "time_axis"]
+__all__ = ["LOG_TIME_ABOVE_RATIO", "LOG_TIME_MARGIN", "close_figure", "legend_beside", "legend_below",
+           "legend_overlaps", "log_time_ticks", "new_figure", "pyplot", "save", "si_axis", "time_axis"]
 
 #: Curves over virtual time share a linear axis while their time spans (last time each reaches) are within
 #: this ratio of one another; beyond it the axis is logarithmic (symlog: linear near 0, so t = 0 is drawn),
 #: so a variant that ends in 17 s is not squeezed into a corner of a 1,400 s axis.
 LOG_TIME_ABOVE_RATIO = 10.0
+#: The right end of a log time axis, as a multiple of the longest span: room for the last markers.
+LOG_TIME_MARGIN = 1.15
+#: A log time axis over at most this many decades has ticks at 1, 2 and 5 per decade, else one per decade.
+_TICKS_125_DECADES = 3
 DPI = 110
 
 
@@ -65,10 +69,22 @@ def si_axis(ax, which: str, unit: str) -> None:
         axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
 
 
+def log_time_ticks(threshold_s: float, right_s: float) -> list[float]:
+    """Ticks of a symlog time axis from 0 to ``right_s`` whose linear part ends at ``threshold_s`` (a power of
+    10): 0, then 1, 2 and 5 per decade from ``threshold_s`` on while the axis spans at most
+    ``_TICKS_125_DECADES`` decades, else one tick per decade (so that the labels never crowd)."""
+    decades = max(0, math.ceil(math.log10(right_s / threshold_s)))
+    subs = (1, 2, 5) if decades <= _TICKS_125_DECADES else (1,)
+    first = round(math.log10(threshold_s))
+    ticks = [m * 10.0 ** k for k in range(first, first + decades + 1) for m in subs]
+    return [0.0, *(t for t in ticks if t <= right_s * (1 + 1e-9))]
+
+
 def time_axis(ax, spans_s: Sequence[float], smallest_s: float | None = None) -> bool:
     """Scale ``ax``'s x axis (virtual time, seconds) for curves ending at ``spans_s``: linear while the longest
     span is within ``LOG_TIME_ABOVE_RATIO`` of the shortest positive one, else symlog, linear up to
-    ``smallest_s`` (default: the shortest span over 10; rounded down to a power of 10) and logarithmic above.
+    ``smallest_s`` (default: the shortest span over 10; rounded down to a power of 10) and logarithmic above,
+    with plain tick labels (``log_time_ticks``) and ``LOG_TIME_MARGIN`` of room past the longest span.
     Returns whether it is log."""
     spans = [s for s in spans_s if s > 0]
     if not spans or max(spans) <= LOG_TIME_ABOVE_RATIO * min(spans):
@@ -79,9 +95,11 @@ def time_axis(ax, spans_s: Sequence[float], smallest_s: float | None = None) -> 
     threshold = smallest_s if smallest_s and smallest_s > 0 else min(spans) / 10
     threshold = 10.0 ** math.floor(math.log10(threshold))  # a round number for the label and the ticks
     ax.set_xscale("symlog", linthresh=threshold, linscale=0.3)
-    ax.set_xlim(left=0)
+    right_s = max(spans) * LOG_TIME_MARGIN
+    ax.set_xlim(-0.1 * threshold, right_s)  # a little room left of t = 0 too, for the first markers
+    ax.xaxis.set_major_locator(ticker.FixedLocator(log_time_ticks(threshold, right_s)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _pos: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel(f"virtual time (s, log above {threshold:g} s)")
     return True
 
