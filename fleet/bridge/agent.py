@@ -19,10 +19,18 @@ queued ``hello``, which the hub must never attach from), then sleeps 1, 2, 4 ...
 on survives the reconnect: its answer goes out once the new ``welcome`` arrives. A task repeated on the same
 connection is ignored; one re-sent after a reconnect whose answer was already sent gets that answer again.
 
+Handshake failures (CURVE): the agent watches its socket's handshakes; when the hub refuses one (this
+device's certificate is not in the hub's ``allowed/`` folder) or it fails (``server.key`` is not this hub's
+key, or the hub does not speak CURVE), it closes the socket at once, says the likely cause in one line and
+backs off as for a silent hub. Closing at once means the hub counts about one failed handshake per attempt
+(left open, libzmq would retry the handshake every 0.1 s or so).
+
 Exit: status 0 on ``bye`` (the run finished) or Ctrl-C; status 1, with one line on stderr, after
 ``--max-reconnects`` connections in a row brought no welcome (default 10, about 4 minutes with the default
-settings; 0 means try for ever); status 2, with one line, when the welcome asks for what it cannot run
-(an unknown algorithm, a dataset it does not hold).
+settings; 0 means try for ever); status 2, with one line, when an option is wrong (an unknown ``--profile``,
+an address ZeroMQ cannot parse, a keys folder without this device's keys), when the welcome asks for what it
+cannot run (an unknown algorithm, a dataset it does not hold), or when the hub says ``bye`` before the
+first welcome (it refused the ``hello``; its reason is printed).
 
 Threads: torch uses ``--threads`` if given, else what ``OMP_NUM_THREADS`` says (torch reads it), else
 torch's own default; the agent never raises it.
@@ -38,6 +46,7 @@ import time
 from typing import Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from fleet.bridge.protocol import CURVE_OVERHEAD_BYTES
 from fleet.bridge.runner import (
@@ -57,8 +66,54 @@ MAX_BACKOFF_S = 32.0  # docs/protocol.md section 6 states the same cap
 MAX_RECONNECTS = 10  # connections in a row without a welcome before the agent gives up (0: never)
 POLL_S = 0.05  # the socket loop's longest wait: how soon a finished task's answer goes out
 ANSWERS_KEPT = 64  # answered task ids remembered, to ignore repeats
+RECONNECT_IVL_MS = 500  # libzmq's reconnect interval on one socket (its default, 100 ms, races the close)
 
 Clock = Callable[[], float]
+
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+class OptionError(ValueError):
+    """A command-line option the agent cannot work with; the message names the option."""
+
+
+def known_profiles() -> tuple[str, ...]:
+    """The device classes a ``--profile`` may name: the catalog's (``devices.DEVICE_CLASSES``)."""
+    from devices.catalog import DEVICE_CLASSES
+
+    return tuple(DEVICE_CLASSES)
+
+
+def check_profile(profile: str) -> None:
+    """``OptionError`` unless ``profile`` is a class of the device catalog."""
+    known = known_profiles()
+    if profile not in known:
+        raise OptionError(f"--profile: unknown device class {profile!r} (known: {', '.join(known)})")
+
+
+def check_endpoint(address: str) -> None:
+    """``OptionError`` when ZeroMQ cannot parse ``address`` (e.g. ``localhost:5555`` without ``tcp://``).
+    A well-formed address nobody listens on passes: connecting is the agent's loop."""
+    context = zmq.Context()
+    probe = context.socket(zmq.DEALER)
+    try:
+        probe.connect(address)
+    except zmq.ZMQError as error:
+        raise OptionError(f"--connect: {address!r} is not a ZeroMQ address ({error.strerror}); "
+                          "write tcp://HOST:PORT") from None
+    finally:
+        probe.close(0)
+        context.term()
+
+
+def handshake_hint(cause: str, connect: str, keys: str | None, name: str) -> str:
+    """One line saying why a CURVE handshake with the hub failed, and what to check."""
+    if cause == "refused":
+        return (f"the hub at {connect} refused this device's key: its certificate {name}.key is not in the "
+                "hub's keys/allowed folder (python -m fleet.keys)")
+    return (f"the CURVE handshake with {connect} failed: {keys}/server.key is probably not this hub's public "
+            "key (or the hub does not use CURVE)")
 
 
 class HubLiveness:
@@ -133,12 +188,22 @@ class Agent:
         self.socket: zmq.Socket | None = None
         self.connection = 0  # counts sockets opened; answers remember the one they went out on
         self.welcomed = False  # on the current connection
+        self.ever_welcomed = False  # on any connection: a ``bye`` before the first welcome is a refusal
         self.algorithm = None
         self.data = None
         self.flops_per_s = measured_flops_per_s() if flops_per_s is None else flops_per_s
         self.pending: dict[int, object] = {}  # task_id -> future of its answer, in arrival order
         self.answered: collections.OrderedDict[int, tuple] = collections.OrderedDict()  # id -> (reply, conn)
         self.welcome_job = None
+        self.security = None
+        if keys is not None:
+            from fleet.bridge.security import ClientSecurity
+
+            self.security = ClientSecurity(keys, name)  # KeyFileError names the missing or bad file
+        self.monitor: zmq.Socket | None = None
+        self.handshakes_ok = 0  # on the current connection
+        self.handshake_failure: str | None = None  # "refused" or "failed": why the last connection ended
+        self.refusal: str | None = None  # the reason of a ``bye`` before any welcome
 
     # --- the socket -------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -147,12 +212,15 @@ class Agent:
         self._close()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # libzmq's own retry after a failed handshake comes this long after it, well after the loop (which
+        # looks every POLL_S) has closed the socket: one failed handshake per connection the agent tries.
+        self.socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         overhead = CURVE_OVERHEAD_BYTES if self.keys is not None else 0  # the frame limit is the protocol's
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + overhead)
-        if self.keys is not None:
-            from fleet.bridge.security import ClientSecurity
-
-            ClientSecurity(self.keys, self.name).apply(self.socket)
+        self.handshakes_ok, self.handshake_failure = 0, None
+        if self.security is not None:
+            self.security.apply(self.socket)
+            self.monitor = self.socket.get_monitor_socket(_HANDSHAKE_EVENTS)
         self.socket.connect(self.connect)
         self.connection += 1
         self.welcomed = False
@@ -164,9 +232,26 @@ class Agent:
 
     def _close(self) -> None:
         """Close the socket at once (LINGER 0): what it still queued, a ``hello`` included, is dropped."""
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(0)
+            self.monitor = None
         if self.socket is not None:
             self.socket.close(0)
             self.socket = None
+
+    def _handshake_failed(self) -> str | None:
+        """Read the socket's handshake events: ``"refused"`` (the hub's ZAP handler said no to this key),
+        ``"failed"`` (no CURVE agreement: a wrong ``server.key``, or a plain hub), else None."""
+        while self.monitor is not None and self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshakes_ok += 1
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return "refused"
+            elif self.handshakes_ok == 0:  # before any success: the keys; after one, a dropped link
+                return "failed"
+        return None
 
     def _send(self, kind: str, body: dict) -> None:
         from fleet.bridge import protocol
@@ -211,7 +296,8 @@ class Agent:
                 self.answered.popitem(last=False)
 
     def _session(self, worker) -> str:
-        """One connection: ``hello``, then frames until ``bye`` (returns "bye") or silence ("silent")."""
+        """One connection: ``hello``, then frames until ``bye`` (returns "bye"), silence ("silent") or a
+        failed CURVE handshake ("handshake", the cause in ``handshake_failure``)."""
         from fleet.bridge import protocol
 
         self._open()
@@ -220,6 +306,10 @@ class Agent:
                 job, self.welcome_job = self.welcome_job, None
                 job.result()  # raises CannotJoin
             self._flush()
+            self.handshake_failure = self._handshake_failed()
+            if self.handshake_failure is not None:
+                self._close()
+                return "handshake"
             msg = None
             if self.socket.poll(int(POLL_S * 1000)):
                 try:
@@ -230,19 +320,31 @@ class Agent:
                 self.hub.heard()
                 if msg.kind == "welcome":
                     self.hub.adopt(msg.body["heartbeat_interval_s"], msg.body.get("liveness", 3))
-                    self.welcomed = True
+                    self.welcomed = self.ever_welcomed = True
                     self.backoff.reset()
                     self.welcome_job = worker.submit(self._welcome, msg.body)
                     self.hub.last_beat_s = -float("inf")  # answer at once: confirms this connection
                 elif msg.kind == "task" and self.welcomed:
                     self._on_task(worker, msg.body)
                 elif msg.kind == "bye":
+                    if not self.ever_welcomed:  # the hub refused the hello and says why
+                        self.refusal = str(msg.body.get("reason", "no reason given"))
                     return "bye"
             if self.welcomed and self.hub.beat_due():
                 self._send("heartbeat", {"sent_s": self.clock()})
             if self.hub.dead():
                 self._close()
                 return "silent"
+
+    def _why_no_session(self) -> str:
+        """The line for a connection that ended without ``bye``: a failed handshake's cause, or silence."""
+        if self.handshake_failure is not None:
+            return handshake_hint(self.handshake_failure, self.connect, self.keys, self.name)
+        silent = f"the hub at {self.connect} is silent"
+        if self.security is not None and self.handshakes_ok == 0 and not self.welcomed:
+            return (f"{silent} (no CURVE handshake completed: is the hub running there? a wrong server.key or "
+                    "a key missing from the hub's allowed folder also looks like this)")
+        return silent
 
     def run(self) -> int:
         """Connect, work, reconnect; the exit status (module docstring). Work (loading the data, local
@@ -258,16 +360,20 @@ class Agent:
                 except CannotJoin as error:
                     print(f"fleet.agent: cannot run what {self.connect} asks: {error}", file=sys.stderr)
                     return 2
+                if outcome == "bye" and self.refusal is not None:
+                    print(f"fleet.agent: the hub at {self.connect} refused this device: {self.refusal}",
+                          file=sys.stderr)
+                    return 2
                 if outcome == "bye":
                     return 0
                 failed = 0 if self.welcomed else failed + 1
                 if self.max_reconnects and failed >= self.max_reconnects:
-                    print(f"fleet.agent: no welcome from {self.connect} on {failed} connections in a row; "
-                          f"giving up", file=sys.stderr)
+                    why = "" if self.handshake_failure is None else f" ({self._why_no_session()})"
+                    print(f"fleet.agent: no welcome from {self.connect} on {failed} connection"
+                          f"{'' if failed == 1 else 's'} in a row; giving up{why}", file=sys.stderr)
                     return 1
                 wait_s = self.backoff.next_s()
-                print(f"fleet.agent: the hub at {self.connect} is silent; reconnecting in {wait_s:g} s",
-                      file=sys.stderr)
+                print(f"fleet.agent: {self._why_no_session()}; reconnecting in {wait_s:g} s", file=sys.stderr)
                 self.sleep(wait_s)  # the socket is closed: nothing queued on it can reach the hub
         finally:
             self._close()
@@ -295,8 +401,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="give up (exit 1) after this many connections in a row without a welcome; 0: never "
                    "(default %(default)s)")
     args = p.parse_args(argv)
-    threads = configure_threads(args.threads)
     name = args.name or f"{os.uname().nodename}-{os.getpid()}"
+    try:
+        check_profile(args.profile)
+        check_endpoint(args.connect)
+        if args.keys is not None:
+            _check_keys(args.keys, name)
+    except OptionError as error:
+        print(f"fleet.agent: {error}", file=sys.stderr)
+        return 2
+    threads = configure_threads(args.threads)
     print(f"fleet.agent: {name} ({args.profile}) on {threads} torch thread(s), connecting to {args.connect}",
           file=sys.stderr)
     agent = Agent(args.connect, args.profile, name, args.data, args.keys, args.heartbeat_interval_s,
@@ -305,6 +419,20 @@ def main(argv: list[str] | None = None) -> int:
         return agent.run()
     except KeyboardInterrupt:
         return 0
+
+
+def _check_keys(keys_dir: str, name: str) -> None:
+    """``OptionError`` when ``keys_dir`` lacks this device's ``NAME.key_secret`` or ``server.key``, or holds
+    bad ones (the message names the file and, through ``--name``, which device's keys it wanted)."""
+    from fleet.bridge.security import ClientSecurity, KeyFileError
+
+    if not os.path.isdir(keys_dir):
+        raise OptionError(f"--keys: {keys_dir} is not a folder (it holds this device's NAME.key_secret and "
+                          "the hub's server.key, from python -m fleet.keys)")
+    try:
+        ClientSecurity(keys_dir, name)
+    except KeyFileError as error:
+        raise OptionError(f"--keys (for --name {name}): {error}") from None
 
 
 def _positive_int(text: str) -> int:

@@ -81,7 +81,7 @@ def load_welcome(body: dict, data_dir: str | None) -> tuple[object, object]:
         params.update(input_shape=spec.input_shape, num_classes=spec.num_classes)
         algorithm = create_algorithm(body["algorithm"]["name"], **params)
         dataset = load_dataset(spec.name, data_dir)
-        idx = torch.from_numpy(np.asarray(body["dataset"]["partition"], dtype=np.int64))
+        idx = torch.from_numpy(np.array(body["dataset"]["partition"], dtype=np.int64))  # a writable copy
         data = ClientData(torch.from_numpy(np.array(dataset.train_x))[idx],
                           torch.from_numpy(np.array(dataset.train_y))[idx])
     except Exception as error:  # noqa: BLE001  (whatever fails here, the welcome asks the impossible)

@@ -11,6 +11,7 @@ The learning plane is read through the small interface ``LearningSource`` (the b
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from fleet.core.paced import PacedEnvironment
 from fleet.core.transport import Transport
 
 __all__ = ["BridgeSettings", "LearningSource", "SessionError", "attach", "open_hub", "real_profiles",
-           "wait_for_devices", "welcome_for"]
+           "rejections_hint", "wait_for_devices", "welcome_for"]
 
 FALLBACK_CLASS = "rpi4_4gb"  # the profile of a real device whose class the catalogue does not know
 
@@ -138,12 +139,46 @@ def wait_for_devices(transport: BridgeTransport, expect_devices: int, wait_s: fl
     finally:
         transport.admit = None
     if not confirmed():
-        raise SessionError(f"bridge: no real device attached to {transport.endpoint} within {wait_s:g} s")
+        raise SessionError(f"bridge: no real device attached to {transport.endpoint} within {wait_s:g} s"
+                           f"{rejections_hint(transport.rejected)}")
     attached = sorted(transport.real.values(), key=lambda d: d.index)
     for device in attached:
         if device.alive and not device.confirmed:  # a hello nobody followed up: trust it no further
             transport.purge(device)
     return attached
+
+
+# Why a CURVE handshake fails (``ServerSecurity``'s causes), as a user would check it.
+_HANDSHAKE_CAUSES = {
+    "unknown_key": "a device's certificate is not in keys_dir/allowed",
+    "bad_crypto": "an agent has another hub's server.key",
+    "not_curve": "an agent runs without --keys",
+    "aborted": "an agent hung up mid-handshake",
+    "protocol": "a handshake broke the protocol",
+    "auth_error": "the authenticator failed",
+}
+# Why a hello is refused (``BridgeTransport``).
+_HELLO_CAUSES = {"device_class": "an agent's --profile is not a catalog class",
+                 "fleet_full": "more devices than bridge.expect_devices"}
+
+
+def rejections_hint(rejected: Counter) -> str:
+    """What the refused handshakes and hellos in ``rejected`` (``BridgeTransport.rejected``) say about why
+    no device attached, as a clause to append to an error line ("" when there were none). A handshake
+    count is one per failed attempt: an agent that closes its socket on a failure (``fleet.agent``) adds
+    about one per connection it tries, a plain ZeroMQ client one per libzmq reconnect (every 0.1 s)."""
+    parts = []
+    handshakes = {cause: rejected[f"auth_{cause}"] for cause in _HANDSHAKE_CAUSES if rejected[f"auth_{cause}"]}
+    if handshakes:
+        total = sum(handshakes.values())
+        why = "; ".join(f"{n} {cause}: {_HANDSHAKE_CAUSES[cause]}" for cause, n in handshakes.items())
+        parts.append(f"{total} CURVE handshake{'s' if total != 1 else ''} refused ({why})")
+    hellos = {cause: rejected[cause] for cause in _HELLO_CAUSES if rejected[cause]}
+    if hellos:
+        total = sum(hellos.values())
+        why = "; ".join(f"{n} {cause}: {_HELLO_CAUSES[cause]}" for cause, n in hellos.items())
+        parts.append(f"{total} hello{'s' if total != 1 else ''} refused ({why})")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def real_profiles(attached: Sequence[RealDevice], rng: np.random.Generator) -> list[DeviceProfile]:

@@ -31,7 +31,13 @@ The rules at the edge (issue 8), each counted in ``rejected`` under its reason:
 * A reply for a task that is not pending for that device (already answered, dropped at its deadline,
   purged with its device, or another device's) is ``stale_task``: counted, never aggregated.
 * A frame from a peer that never said hello is ``unknown_peer``; a hello when no slot is left (or a new
-  name once the run started) is ``fleet_full``.
+  name once the run started) is ``fleet_full``; a hello whose ``device_class`` is not in the device catalog
+  (``devices.DEVICE_CLASSES``) is ``device_class``, and is answered with a ``bye`` whose ``reason`` names
+  the known classes (the agent prints it and exits 2).
+* A task for a real device the hub counts as gone (purged: liveness expired, flooded, ``bye``) is sent to
+  nobody and answered at once as the device having left: a ``dropout`` event and a ``Leave`` with cause
+  ``offline``, as a simulated device that is offline when its task comes. Only a task the device held
+  when it went silent is lost with cause ``link``.
 
 Liveness: the hub's I/O thread heartbeats every ``heartbeat_interval_s``; only frames that decode count as
 signs of life; after ``liveness`` silent intervals the hub purges the device and reports its pending task
@@ -47,10 +53,11 @@ from typing import Callable, Iterable, Protocol
 
 import simpy
 
+from devices.catalog import DEVICE_CLASSES
 from fleet.bridge import payloads, protocol
 from fleet.bridge.hub import Hub, Incoming
 from fleet.core.kernel import Kernel
-from fleet.core.messages import Message, Refusal, Task, Update
+from fleet.core.messages import Leave, Message, Refusal, Task, Update
 from fleet.core.transport import Delivery, Transport
 
 __all__ = ["RealDevice", "Hub", "HubPort", "BridgeTransport", "UPDATE_NORM_RATIO"]
@@ -156,12 +163,21 @@ class BridgeTransport(Transport):
         done = self._env.event()
         done.succeed()
         real = self.real.get(device)
-        if real is None or not real.alive:  # a purged device: the task is lost at once
-            self._env.timeout(0).callbacks.append(lambda _e: self._loss_handler(msg, device))
+        if real is None or not real.alive:  # known gone: it left, and the task goes to nobody
+            self._left(msg)
             return done
         pending = self.pending[msg.task_id] = _Pending(msg, self._env.now, self._clock())
         self._send_task(real, pending)
         return done
+
+    def _left(self, task: Task) -> None:
+        """Answer ``task``, for a device the hub counts as gone, as that device's ``Leave`` (cause
+        ``offline``) now; record the dropout, as a simulated device records its own."""
+        now = self._env.now
+        self._record(now, "dropout", task.round_index, task.device, task.task_id, "offline")
+        leave = Leave(task.device, task.task_id, task.round_index, "offline")
+        delivery = Delivery(now, 0.0, 0.0, 0)
+        self._env.timeout(0).callbacks.append(lambda _e: self._server_handler(leave, delivery))
 
     def _send_task(self, real: RealDevice, pending: _Pending) -> None:
         """Send (or re-send) ``pending``'s task with the deadline budget it has left."""
@@ -249,6 +265,12 @@ class BridgeTransport(Transport):
         hub, identity, hello = self._hub, event.identity, event.message.body
         # With CURVE the name is the authenticated certificate's, so a device cannot claim another's slot.
         name = event.user_id or hello.get("device_name") or identity.hex()
+        device_class = str(hello["device_class"])
+        if device_class not in DEVICE_CLASSES:
+            hub.reject("device_class", f"{name} says it is a {device_class!r}")
+            hub.send(identity, "bye", {"reason": f"unknown device class {device_class!r} (known: "
+                                                 f"{', '.join(DEVICE_CLASSES)})"})
+            return
         device = self._by_name.get(name)
         if device is None:
             index = None if self.admit is None else self.admit(name)

@@ -10,7 +10,7 @@ import algorithms.local  # noqa: F401  (torch, imported once here rather than in
 from fleet.bridge import payloads, protocol
 from fleet.bridge.hub import Hub
 from fleet.bridge.transport import BridgeTransport
-from fleet.core.messages import Refusal, Task
+from fleet.core.messages import Leave, Refusal, Task
 from tests.bridge.live import HELLO, dealer, frames, until
 from tests.helpers import make_network, make_profiles
 
@@ -255,12 +255,13 @@ def test_the_horizon_is_the_earliest_stamp_a_pending_reply_can_still_get(kernel)
     assert heard == [(2.25, Refusal(1, 1, 0, "memory", 100, 7))]
 
 
-def test_simulated_devices_go_through_the_inner_transport_and_a_purged_device_loses_its_task(kernel):
-    transport, hub, inner, _, lost = _fake_bridge(kernel, first_real=1)
+def test_simulated_devices_go_through_the_inner_transport_and_a_purged_device_has_left(kernel):
+    transport, hub, inner, heard, lost = _fake_bridge(kernel, first_real=1)
     assert sorted(transport.real) == [1, 2, 3]
     transport.send(_task(1, 0))  # simulated: the inner transport, whose device loses it after 0.5 s
     assert [t.task_id for t in inner.sent] == [1] and transport.pending == {}
     transport.purge(transport.real[2])
-    transport.send(_task(2, 2))  # purged: lost at once, never sent to the hub
+    transport.send(_task(2, 2))  # purged: it has left (cause offline) at once, never sent to the hub
     kernel.env.run(until=1.0)
-    assert lost == [(0.0, 2, 2), (0.5, 1, 0)] and transport.pending == {}
+    assert heard == [(0.0, Leave(2, 2, 0, "offline"))]
+    assert lost == [(0.5, 1, 0)] and transport.pending == {}
