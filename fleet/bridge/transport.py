@@ -170,6 +170,10 @@ class BridgeTransport(Transport):
         self._send_task(real, pending)
         return done
 
+    def unreachable(self) -> list[int]:
+        """The real devices the hub counts as gone (purged and not back): the coordinator does not select them."""
+        return [index for index, real in self.real.items() if not real.alive]
+
     def _left(self, task: Task) -> None:
         """Answer ``task``, for a device the hub counts as gone, as that device's ``Leave`` (cause
         ``offline``) now; record the dropout, as a simulated device records its own."""

@@ -142,8 +142,12 @@ class Coordinator:
         return task
 
     def _select_idle(self, count: int, round_index: int) -> np.ndarray:
-        """Up to ``count`` idle devices at random, leaving out those hopeless for this round's task."""
+        """Up to ``count`` idle devices at random, leaving out those hopeless for this round's task and those the
+        transport cannot reach (``Transport.unreachable``: a real device gone silent, until it is back)."""
         free = ~self.busy
+        gone = self._transport.unreachable()
+        if gone:
+            free[list(gone)] = False
         if self._hopeless_key is not None:
             if self._hopeless_key == self._task_key(round_index):
                 free &= ~self._hopeless

@@ -62,6 +62,8 @@ class Transport(ABC):
       before the task was sent), and must not block.
     * ``send_many(tasks)`` is ``send`` of each task in order, for a caller that waits on none of their
       events (a round's dispatch); a transport may do it in one go. The default calls ``send``.
+    * ``unreachable()`` lists the devices it cannot reach now (none by default); a coordinator does not
+      select them.
     * ``close()`` releases what the transport holds (sockets); idempotent.
     """
 
@@ -81,6 +83,12 @@ class Transport(ABC):
         """``send`` each of ``msgs``, in order; nobody waits on their events."""
         for msg in msgs:
             self.send(msg)
+
+    def unreachable(self) -> Sequence[int]:
+        """The devices this transport knows it cannot reach now (a real device whose hub purged it, until it says
+        hello again), which a coordinator leaves out when it selects; none by default: a simulated device is
+        always reached, and judges its own availability when its task arrives."""
+        return ()
 
     def close(self) -> None:
         """Release what the transport holds (nothing, unless a subclass says otherwise)."""

@@ -221,3 +221,12 @@ def test_a_task_for_a_purged_device_goes_to_nobody_and_the_device_has_left(kerne
     kernel.env.run(until=4.0)
     assert heard == [(3.0, Leave(2, 7, 0, "offline"))] and lost == []
     assert kernel.recorder.rows[-1] == (3.0, "dropout", 0, 2, 7, "offline") + (None,) * 8
+
+
+def test_a_purged_device_is_unreachable_until_it_is_alive_again(kernel):
+    transport, _, _, _, _ = _fake_bridge(kernel, first_real=1)
+    assert transport.unreachable() == []
+    transport.purge(transport.real[2])
+    assert transport.unreachable() == [2]
+    transport.real[2].alive = True  # back on its connection
+    assert transport.unreachable() == []

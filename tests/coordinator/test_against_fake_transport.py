@@ -154,3 +154,16 @@ def test_fedasync_weights_a_stale_update_by_its_staleness():
     assert [c for c in work.calls if c[0] == "aggregate"] == [("aggregate", [0], [1.0]),
                                                              ("aggregate", [1], [2.0 ** -0.5])]
     assert coord.stopped_by == "completed" and [r.mean_staleness for r in coord.rounds] == [0.0, 1.0]
+
+
+def test_a_device_the_transport_cannot_reach_is_never_selected():
+    """A real device whose hub purged it got a task every round, each an instant dropout: the coordinator now
+    leaves out what ``Transport.unreachable`` lists."""
+    kernel = Kernel(seed=1)
+    transport = FunctionTransport(kernel.env, answers({d: (1.0, "update") for d in range(4)}))
+    transport.unreachable = lambda: [1, 3]
+    coord = SyncCoordinator(kernel, transport, 4, _plan, SyncConfig(rounds=1, clients_per_round=4,
+                                                                    over_selection=0.0), Work())
+    kernel.env.process(coord.process())
+    kernel.env.run(until=10.0)
+    assert sorted(t.device for t in transport.sent) == [0, 2]
