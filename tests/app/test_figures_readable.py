@@ -87,16 +87,6 @@ def test_variants_and_causes():
 
 # --- every figure, drawn ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """Every figure saved while the test runs, kept open (as ``plotting.save`` leaves it) for inspection."""
-    figures = []
-    monkeypatch.setattr(plotting, "close_figure", figures.append)
-    yield figures
-    for fig in figures:
-        plotting.pyplot().close(fig)
-
-
 def _learning_scenario() -> Scenario:
     """Four classes learning digits; the ESP32s cannot hold the task (memory dropouts)."""
     return Scenario.model_validate({

@@ -27,16 +27,6 @@ from tests.app.test_figures_readable import _learning_scenario
 from tests.app.test_report import SUMMARIES
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """Every figure saved while the test runs, kept open for inspection."""
-    figures = []
-    monkeypatch.setattr(plotting, "close_figure", figures.append)
-    yield figures
-    for fig in figures:
-        plotting.pyplot().close(fig)
-
-
 def _class_energy(total_j: float, battery: bool) -> dict:
     return {"total_j": total_j, "battery": battery, "battery_drained_j": total_j if battery else None,
             "devices_ran_flat": 0, "per_accepted_update_j": {"compute_j": total_j / 2, "radio_j": total_j / 2}}
