@@ -12,7 +12,8 @@ import pytest
 import zmq
 
 from fleet.bridge import protocol
-from fleet.bridge.agent import FIRST_BACKOFF_S, MAX_BACKOFF_S, Agent, Backoff, HubLiveness, main
+from fleet.bridge.agent import FIRST_BACKOFF_S, MAX_BACKOFF_S, Agent, Backoff, HubLiveness
+from fleet.bridge.agent_cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 20.0  # the longest the test waits for a frame the agent must send (a loaded machine is slow)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from fleet.bridge import protocol
-from fleet.bridge.agent import Agent, main
+from fleet.bridge.agent import Agent
+from fleet.bridge.agent_cli import main
 from fleet.bridge.keys import create_keys
 from fleet.bridge.session import SessionError, rejections_hint, wait_for_devices
 from fleet.core.messages import Leave
