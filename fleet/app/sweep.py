@@ -194,14 +194,15 @@ def _pool(args):
 def _write_manifest(out: Path, args, seeds, grid, variants, runs: list[Run], status: dict,
                     earlier: list[tuple[Run, dict]]) -> None:
     """``manifest.json``: this sweep (``seeds``, ``grid``) and its runs, then the runs of earlier sweeps into
-    ``out`` that it did not make (``earlier``), as they were recorded."""
+    ``out`` that it did not make (``earlier``), as they were recorded but for the status of one whose folder
+    now holds its complete summaries (``_refreshed``), which the report counts as finished too."""
     doc = {"scenario": args.scenario, **args.hashes, "cwd": os.getcwd(),
            "python": sys.executable, "seeds": seeds,
            "grid": {key: values for key, values in grid}, "backend": args.backend,
            "runs": [*({"setting": r.setting.name, "seed": r.seed, "overrides": r.setting.overrides, "out": str(r.out),
                        "variants": variants[r.setting.name], "command": r.command,
                        **status.get(r, {"status": "pending"})} for r in runs),
-                    *(record for _, record in earlier)]}
+                    *(_refreshed(run, record) for run, record in earlier)]}
     path = out / "manifest.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -327,6 +328,14 @@ def _hashes(scenario: str) -> dict[str, str]:
         raise _InputError(f"scenario error: {scenario}: cannot read ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise _InputError(f"scenario error: {scenario}: {exc}") from None
+
+
+def _refreshed(run: Run, record: dict) -> dict:
+    """An earlier sweep's ``record`` of ``run``, marked finished when it was not and its folder now holds its
+    complete summaries (the run was made again, or finished after that sweep stopped)."""
+    if record.get("status") == "finished" or run_summaries(run, record["variants"]) is None:
+        return record
+    return {**record, "status": "finished", "note": "found complete by a later sweep into this folder"}
 
 
 def _settle(runs: list[Run], variants, results: dict, status: dict) -> None:

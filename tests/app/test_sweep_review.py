@@ -246,3 +246,16 @@ def test_a_scenario_without_variants_has_no_variant_column(tmp_path, monkeypatch
     with (out / "sweep.csv").open() as f:
         assert {r["variant"] for r in csv.DictReader(f)} == {"smoke"}  # the CSV keeps its columns
     capsys.readouterr()
+
+
+def test_an_earlier_run_recorded_failed_whose_folder_is_complete_is_recorded_finished(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert _sweep(tmp_path, monkeypatch, FakePool(), SMOKE, "--seeds", "0", "--grid", "coordinator.rounds=2,3",
+                  "--out", str(out)) == 0
+    doc = _manifest(out)
+    doc["runs"][0] = {**doc["runs"][0], "status": "failed"}  # as a sweep killed before it heard would leave it
+    (out / "manifest.json").write_text(json.dumps(doc))
+    assert _sweep(tmp_path, monkeypatch, FakePool(), SMOKE, "--seeds", "0", "--out", str(out)) == 0
+    earlier = {(r["setting"], r["status"], r.get("note")) for r in _manifest(out)["runs"][1:]}
+    assert earlier == {("rounds=2", "finished", "found complete by a later sweep into this folder"),
+                       ("rounds=3", "finished", None)}
