@@ -247,7 +247,7 @@ def _from_dict(data: Mapping, overrides: list[str]) -> list[tuple[str, Scenario]
     data = copy.deepcopy(dict(data))
     if isinstance(data.get("variants"), Mapping):
         data["variants"] = dict(data["variants"])
-    return parse_variants(data, overrides, "scenario")
+    return parse_variants(data, overrides, "scenario", option="set")
 
 
 def _type_name(value) -> str:
@@ -315,7 +315,7 @@ def load(scenario: str | os.PathLike | Mapping, set=None, seed: int | None = Non
     if isinstance(scenario, Mapping):
         variants = _from_dict(scenario, overrides)
     elif isinstance(scenario, (str, os.PathLike)):
-        variants = load_variants(scenario, overrides)
+        variants = load_variants(scenario, overrides, "set")
     else:
         raise TypeError(f"scenario must be a path or a dict, got {type(scenario).__name__}")
     return pick_variant(variants, variant)

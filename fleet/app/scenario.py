@@ -213,28 +213,29 @@ def _safe_yaml(text: str, what: str, prefix: str = "") -> Any:
         loader.dispose()
 
 
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``path.to.key=value`` (value parsed as YAML; list items by index) in place."""
+def apply_override(data: dict, assignment: str, option: str = "--set") -> None:
+    """Apply one ``path.to.key=value`` (value parsed as YAML; list items by index) in place; an error names it
+    after ``option``, where it came from (``--set``, the API's ``set``, a variant's list)."""
     path, sep, raw = assignment.partition("=")
     if not sep or not path:
-        raise ScenarioError(f"--set {echo(assignment)}: expected path.to.key=value")
+        raise ScenarioError(f"{option} {echo(assignment)}: expected path.to.key=value")
     shown = echo(path)[1:-1]
     try:
-        value = _safe_yaml(raw, f"--set {shown}", path)
+        value = _safe_yaml(raw, f"{option} {shown}", path)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"--set {shown}: value is not valid YAML ({exc.problem})") from None
-    _check_size(value, f"--set {shown}")
+        raise ScenarioError(f"{option} {shown}: value is not valid YAML ({exc.problem})") from None
+    _check_size(value, f"{option} {shown}")
     keys = path.split(".")
     node: Any = data
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise ScenarioError(f"--set {shown}: {echo(key)} is not an index of the list "
+                raise ScenarioError(f"{option} {shown}: {echo(key)} is not an index of the list "
                                     f"at {echo('.'.join(keys[:i]))[1:-1] or 'top level'}")
             key = int(key)
         elif not isinstance(node, dict):
-            raise ScenarioError(f"--set {shown}: {echo('.'.join(keys[:i]))[1:-1]} is not a mapping")
+            raise ScenarioError(f"{option} {shown}: {echo('.'.join(keys[:i]))[1:-1]} is not a mapping")
         if last:
             node[key] = value
         else:
@@ -258,15 +259,16 @@ def _resolve_paths(scenario: Scenario, base_dir: Path | None) -> Scenario:
 
 
 def parse_scenario(data: Any, overrides: list[str] = (), source: str = "scenario",
-                   base_dir: Path | None = None) -> Scenario:
-    """Validate parsed YAML ``data`` after applying ``overrides``; ``ScenarioError`` names the field.
-    Relative trace paths are read from ``base_dir`` when given (else from the working directory)."""
+                   base_dir: Path | None = None, option: str = "--set") -> Scenario:
+    """Validate parsed YAML ``data`` after applying ``overrides`` (an error in one is named after ``option``);
+    ``ScenarioError`` names the field. Relative trace paths are read from ``base_dir`` when given (else from the
+    working directory)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     for assignment in overrides:
-        apply_override(data, assignment)
+        apply_override(data, assignment, option)
     _check_size(data, source)
     try:
         scenario = Scenario.model_validate(data)
@@ -321,11 +323,11 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
     return parse_scenario(read_yaml(path), overrides, str(path), path.parent)
 
 
-def load_variants(path: str | Path, overrides: list[str] = ()) -> list[tuple[str, Scenario]]:
+def load_variants(path: str | Path, overrides: list[str] = (), option: str = "--set") -> list[tuple[str, Scenario]]:
     """Load a scenario file and its named ``variants`` (``parse_variants``); relative paths in it (traces)
     are read from the file's folder."""
     path = Path(path)
-    return parse_variants(read_yaml(path), overrides, str(path), path.parent)
+    return parse_variants(read_yaml(path), overrides, str(path), path.parent, option)
 
 
 def pick_variant(variants: list[tuple[str, Scenario]], name: str | None,
@@ -346,7 +348,7 @@ def pick_variant(variants: list[tuple[str, Scenario]], name: str | None,
 
 
 def parse_variants(data: object, overrides: list[str] = (), source: str = "scenario",
-                   base_dir: Path | None = None) -> list[tuple[str, Scenario]]:
+                   base_dir: Path | None = None, option: str = "--set") -> list[tuple[str, Scenario]]:
     """A scenario's parsed YAML (``data``, changed in place) and its named ``variants`` (each a list of
     ``path=value`` overrides), as (name, ``Scenario``) pairs.
 
@@ -354,10 +356,11 @@ def parse_variants(data: object, overrides: list[str] = (), source: str = "scena
     validated in full (algorithm parameters included) before anything runs; the command-line
     ``overrides`` apply to each, after the variant's own. Variant names are folder names
     (``VARIANT_NAME``). Variants share everything else, seed included, so they differ only as stated.
-    Errors name ``source``; relative paths resolve against ``base_dir`` (the working directory if None).
+    Errors name ``source``, and ``option`` for an override; relative paths resolve against ``base_dir`` (the
+    working directory if None).
     """
     if not isinstance(data, dict) or "variants" not in data:
-        scenario = parse_scenario(data, overrides, source, base_dir)
+        scenario = parse_scenario(data, overrides, source, base_dir, option)
         return [(scenario.name, scenario)]
     variants = data.pop("variants")
     if not isinstance(variants, dict) or not variants:
@@ -369,6 +372,8 @@ def parse_variants(data: object, overrides: list[str] = (), source: str = "scena
                                 "digits, '_', '.' or '-' (it names a folder)")
         if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
             raise ScenarioError(f"{source}: variants.{name}: must be a list of 'path=value' strings")
-        out.append((name, parse_scenario(copy.deepcopy(data), [*assignments, *overrides],
-                                         f"{source} (variant {name})", base_dir)))
+        variant = copy.deepcopy(data)
+        for assignment in assignments:  # the variant's own, then the caller's
+            apply_override(variant, assignment, f"{source}: variants.{name}:")
+        out.append((name, parse_scenario(variant, overrides, f"{source} (variant {name})", base_dir, option)))
     return out

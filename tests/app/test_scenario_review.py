@@ -213,3 +213,16 @@ def test_the_bridge_bounds_are_inclusive_and_in_the_json_schema(tmp_path):
     properties = scenario_json_schema()["$defs"]["BridgeConfig"]["properties"]
     assert (properties["expect_devices"]["maximum"], properties["wait_s"]["maximum"]) == (10_000, 86_400)
 
+
+
+def test_an_override_error_names_where_the_override_came_from(tmp_path):
+    import fleet
+
+    with pytest.raises(ScenarioError, match=r"^set 'bad'': expected path.to.key=value$"):
+        fleet.simulate({"name": "x"}, set=["bad"])
+    with pytest.raises(ScenarioError, match=r"^--set 'bad': expected path.to.key=value$"):
+        load_variants(ROOT / "scenarios/smoke.yaml", ["bad"])
+    path = tmp_path / "v.yaml"
+    path.write_text('name: v\nvariants:\n  a: ["nope"]\n')
+    with pytest.raises(ScenarioError, match=r"v\.yaml: variants\.a: 'nope': expected path.to.key=value$"):
+        load_variants(path)
