@@ -218,7 +218,7 @@ def test_the_bridge_bounds_are_inclusive_and_in_the_json_schema(tmp_path):
 def test_an_override_error_names_where_the_override_came_from(tmp_path):
     import fleet
 
-    with pytest.raises(ScenarioError, match=r"^set 'bad'': expected path.to.key=value$"):
+    with pytest.raises(ScenarioError, match=r"^set 'bad': expected path.to.key=value$"):
         fleet.simulate({"name": "x"}, set=["bad"])
     with pytest.raises(ScenarioError, match=r"^--set 'bad': expected path.to.key=value$"):
         load_variants(ROOT / "scenarios/smoke.yaml", ["bad"])
