@@ -29,14 +29,10 @@ def _per_update(row: dict, key: str = "total_j") -> float | None:
     return None if per is None else per[key]
 
 
-def _times(n: int) -> str:
-    return f"{n} time" if n == 1 else f"{n} times"
-
-
 def _class_rows(energy: dict) -> list[list[str]]:
     rows = []
     for cls, row in energy["by_class"].items():
-        flat = f"{row['devices_ran_flat']} ({_times(row['battery_flat_events'])})" if row["battery"] else "mains"
+        flat = f"{row['devices_ran_flat']} ({count(row['battery_flat_events'], 'time')})" if row["battery"] else "mains"
         rows.append([cls, fmt(row["compute_j"]), fmt(row["radio_j"]), fmt(_per_update(row, "compute_j")),
                      fmt(_per_update(row, "radio_j")), fmt(row["battery_drained_j"]), flat])
     return rows
@@ -54,8 +50,8 @@ def energy_report_lines(summary: dict) -> list[str]:
              f"{fmt(energy['radio_j'])} J (received {fmt(energy['radio_rx_j'])} J, sent {fmt(energy['radio_tx_j'])} "
              f"J); {fmt(_per_update(energy))} J per accepted update (everything spent, wasted work included, over "
              f"the updates accepted). Batteries gave {fmt(energy['battery_drained_j'])} J; "
-             f"{count(energy['devices_ran_flat'], 'device')} ran flat ({_times(energy['battery_flat_events'])}).",
-             ""]
+             f"{count(energy['devices_ran_flat'], 'device')} ran flat "
+             f"({count(energy['battery_flat_events'], 'time')}).", ""]
     if energy["accuracy_gain"] is not None:
         lines += [f"Accuracy rose {100 * energy['accuracy_gain']:.2f} points over the initial model: "
                   f"{fmt(energy['j_per_accuracy_point'])} J per accuracy point.", ""]

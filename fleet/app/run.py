@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from fleet.app.out_folder import out_path
+from fleet.app.out_folder import OutFolderError, check_out_folder, holds_checkpoints, out_path, remove_if_empty
 from fleet.app.pipes import quiet_on_closed_pipe
 
 INTERRUPTED = "fleet.run: interrupted"
@@ -76,8 +76,6 @@ class _OutputError(Exception):
 
 def _check_out(out: Path) -> Path | None:
     """``check_out_folder``: the topmost folder it made (None: ``out`` was there)."""
-    from fleet.app.out_folder import OutFolderError, check_out_folder
-
     try:
         return check_out_folder(out)
     except OutFolderError as exc:
@@ -182,8 +180,6 @@ def _main(args) -> int:
         print("fleet.run: out of memory (fewer fleet.devices or a shorter run fits)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        from fleet.app.out_folder import holds_checkpoints
-
         print(INTERRUPTED + (RESUMABLE if out is not None and holds_checkpoints(out) else ""), file=sys.stderr)
         return 130
     except RuntimeError as exc:
@@ -192,13 +188,9 @@ def _main(args) -> int:
         if not isinstance(exc, BackendUnavailable):
             raise
         first = (str(exc).splitlines() or [""])[0][:300]
-        from fleet.app.out_folder import holds_checkpoints
-
         print(f"fleet.run: executor: {first}{RESUMABLE if holds_checkpoints(out) else ''}", file=sys.stderr)
         return 2
     finally:
-        from fleet.app.out_folder import remove_if_empty
-
         remove_if_empty(made)
     if args.quiet:
         print(out)

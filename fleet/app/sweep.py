@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fleet.app.out_folder import out_path
 from fleet.app.pipes import quiet_on_closed_pipe
+from fleet.app.printing import count
 from fleet.app.sweep_plan import (
     MAX_RUNS,
     PlanError,
@@ -87,11 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 run``, ``2 runs``, ``0 runs``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str]], dict[str | None, str]]:
@@ -186,7 +182,7 @@ def _pool(args):
             return RayPool(args.jobs), args.jobs or "unlimited"
         except RayMissing as exc:
             raise _InputError(str(exc)) from None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpucount() or 1
     jobs = args.jobs or cpus
     return LocalPool(jobs), jobs
 
@@ -194,15 +190,14 @@ def _pool(args):
 def _write_manifest(out: Path, args, seeds, grid, variants, runs: list[Run], status: dict,
                     earlier: list[tuple[Run, dict]]) -> None:
     """``manifest.json``: this sweep (``seeds``, ``grid``) and its runs, then the runs of earlier sweeps into
-    ``out`` that it did not make (``earlier``), as they were recorded but for the status of one whose folder
-    now holds its complete summaries (``_refreshed``), which the report counts as finished too."""
+    ``out`` that it did not make (``earlier``, their records ``_refreshed``)."""
     doc = {"scenario": args.scenario, **args.hashes, "cwd": os.getcwd(),
            "python": sys.executable, "seeds": seeds,
            "grid": {key: values for key, values in grid}, "backend": args.backend,
            "runs": [*({"setting": r.setting.name, "seed": r.seed, "overrides": r.setting.overrides, "out": str(r.out),
                        "variants": variants[r.setting.name], "command": r.command,
                        **status.get(r, {"status": "pending"})} for r in runs),
-                    *(_refreshed(run, record) for run, record in earlier)]}
+                    *(record for _, record in earlier)]}
     path = out / "manifest.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -254,7 +249,7 @@ def _main(args) -> int:
         grid = parse_grid(args.grid)
         settings = expand_grid(grid)
         if len(settings) * len(seeds) > MAX_RUNS:
-            raise PlanError(f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} is more than "
+            raise PlanError(f"{count(len(settings), 'setting')} × {count(len(seeds), 'seed')} is more than "
                             f"{MAX_RUNS:,} runs")
         variants, clusters = _validate(args.scenario, settings, seeds)
         args.hashes = _hashes(args.scenario)
@@ -268,13 +263,15 @@ def _main(args) -> int:
         return 2
     runs = plan_runs(args.scenario, settings, seeds, out, figures=not args.no_figures)
     earlier = recorded_runs(doc, out, runs)
+    earlier_results = {run: s for run, record in earlier if (s := run_summaries(run, record["variants"])) is not None}
+    earlier = [(run, _refreshed(record, run in earlier_results)) for run, record in earlier]
     results = {r: s for r in runs if (s := run_summaries(r, variants[r.setting.name])) is not None}
     status = {r: {"status": "skipped", "note": "finished before this sweep"} for r in results}
     # seed by seed across the settings: a sweep stopped early has some seeds of every setting
     seed_rank = {seed: i for i, seed in enumerate(seeds)}
     order = {run: (seed_rank[run.seed], i) for i, run in enumerate(runs)}
     pending = sorted((r for r in runs if r not in results), key=order.__getitem__)
-    print(f"{PROG}: {_count(len(runs), 'run')} ({_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')}) "
+    print(f"{PROG}: {count(len(runs), 'run')} ({count(len(settings), 'setting')} × {count(len(seeds), 'seed')}) "
           f"in {out}: {len(results)} already finished, {len(pending)} to run ({args.backend}, jobs {jobs})", flush=True)
     failures: list[tuple[Run, int, str]] = []
 
@@ -301,7 +298,7 @@ def _main(args) -> int:
         finally:
             _settle(runs, variants, results, status)
         manifest()
-        _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier)
+        _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier, earlier_results)
     except OSError as exc:
         _quietly(manifest)
         where = exc.filename if exc.filename is not None else out
@@ -314,7 +311,7 @@ def _main(args) -> int:
         print(f"{PROG}: run {run.label} failed (exit {rc}): {run.command}", file=sys.stderr)
         for line in err.splitlines():
             print(f"    {line}", file=sys.stderr)
-    print(f"{PROG}: {len(results)} of {_count(len(runs), 'run')} finished, {len(failures)} failed; "
+    print(f"{PROG}: {len(results)} of {count(len(runs), 'run')} finished, {len(failures)} failed; "
           f"report in {out / 'sweep.md'}", flush=True)
     return 1 if failures else 0
 
@@ -330,10 +327,11 @@ def _hashes(scenario: str) -> dict[str, str]:
         raise _InputError(f"scenario error: {scenario}: {exc}") from None
 
 
-def _refreshed(run: Run, record: dict) -> dict:
-    """An earlier sweep's ``record`` of ``run``, marked finished when it was not and its folder now holds its
-    complete summaries (the run was made again, or finished after that sweep stopped)."""
-    if record.get("status") == "finished" or run_summaries(run, record["variants"]) is None:
+def _refreshed(record: dict, complete: bool) -> dict:
+    """An earlier sweep's ``record`` of a run, marked finished when it was not and its folder now holds its
+    complete summaries (``complete``: the run was made again, or finished after that sweep stopped), as the
+    report counts it."""
+    if record.get("status") == "finished" or not complete:
         return record
     return {**record, "status": "finished", "note": "found complete by a later sweep into this folder"}
 
@@ -359,17 +357,17 @@ def _quietly(write) -> None:
         pass
 
 
-def _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier) -> None:
+def _report(args, out, grid, settings, seeds, variants, runs, results, failures, earlier, earlier_results) -> None:
     """``sweep.md``, ``sweep.csv`` and ``sweep.png`` over this sweep's finished runs and those of earlier sweeps
-    into ``out`` (``earlier``) whose folders hold complete summaries."""
+    into ``out`` (``earlier``) whose folders hold complete summaries (``earlier_results``)."""
     from fleet.app.sweep_report import write_report
 
     names = {s.name: variants[s.name] for s in settings}
     finished = [(run, summaries) for run in runs if (summaries := results.get(run)) is not None]
     for run, record in earlier:
         names.setdefault(run.setting.name, record["variants"])
-        if (summaries := run_summaries(run, record["variants"])) is not None:
-            finished.append((run, summaries))
+        if run in earlier_results:
+            finished.append((run, earlier_results[run]))
     all_settings = list(dict.fromkeys([*settings, *(run.setting for run, _ in earlier)]))
     groups: dict = {(s, v): [] for s in all_settings for v in names[s.name]}
     for run, summaries in finished:
@@ -384,8 +382,8 @@ def _report(args, out, grid, settings, seeds, variants, runs, results, failures,
 def _intro(args, grid, settings, seeds, runs, results, failures, earlier, earlier_finished: int) -> list[str]:
     """The report's first lines: this sweep's runs and failures (where their errors are), its grid, and the
     earlier sweeps' runs reported with them."""
-    lines = [f"{_count(len(settings), 'setting')} × {_count(len(seeds), 'seed')} ({args.seeds}) = "
-             f"{_count(len(runs), 'run')}: {len(results)} finished, {len(failures)} failed"
+    lines = [f"{count(len(settings), 'setting')} × {count(len(seeds), 'seed')} ({args.seeds}) = "
+             f"{count(len(runs), 'run')}: {len(results)} finished, {len(failures)} failed"
              + (" (" + ", ".join(r.label for r, _, _ in failures) + ")" if failures else "") + "."]
     if failures:
         lines[0] += (" Each failed run's command, exit status and last lines of stderr are in `manifest.json` "
@@ -394,7 +392,7 @@ def _intro(args, grid, settings, seeds, runs, results, failures, earlier, earlie
     if earlier:
         names = list(dict.fromkeys(run.setting.name for run, _ in earlier))
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        lines.append(f"Also reported: {_count(len(earlier), 'run')} of earlier sweeps into this folder "
+        lines.append(f"Also reported: {count(len(earlier), 'run')} of earlier sweeps into this folder "
                      f"({shown}), {earlier_finished} of them finished; `manifest.json` lists them as "
                      "they were recorded.")
     lines.append("Each run is the `fleet.run` command line in `manifest.json`, into `<setting>/s<seed>/`; "

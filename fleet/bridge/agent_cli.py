@@ -11,28 +11,21 @@ import sys
 
 import zmq
 
+from devices.catalog import DEVICE_CLASSES
 from fleet.bridge.agent import HEARTBEAT_INTERVAL_S, LIVENESS, MAX_BACKOFF_S, MAX_RECONNECTS, Agent
 from fleet.bridge.runner import configure_threads
 
-__all__ = ["OptionError", "check_endpoint", "check_profile", "known_profiles", "main"]
+__all__ = ["OptionError", "check_endpoint", "check_profile", "main"]
 
 
 class OptionError(ValueError):
     """A command-line option the agent cannot work with; the message names the option."""
 
 
-def known_profiles() -> tuple[str, ...]:
-    """The device classes a ``--profile`` may name: the catalog's (``devices.DEVICE_CLASSES``)."""
-    from devices.catalog import DEVICE_CLASSES
-
-    return tuple(DEVICE_CLASSES)
-
-
 def check_profile(profile: str) -> None:
-    """``OptionError`` unless ``profile`` is a class of the device catalog."""
-    known = known_profiles()
-    if profile not in known:
-        raise OptionError(f"--profile: unknown device class {profile!r} (known: {', '.join(known)})")
+    """``OptionError`` unless ``profile`` is a class of the device catalog (``devices.DEVICE_CLASSES``)."""
+    if profile not in DEVICE_CLASSES:
+        raise OptionError(f"--profile: unknown device class {profile!r} (known: {', '.join(DEVICE_CLASSES)})")
 
 
 def check_endpoint(address: str) -> None:

@@ -95,8 +95,7 @@ class Coordinator:
         self._work: LocalWork = work if work is not None else NullWork()
         self._rng = kernel.rng.stream("selection")
         self.n_devices = n_devices
-        self._busy = bytearray(n_devices)  # 1: the device holds a task (set per task: a bytearray's item is cheap)
-        self.busy = np.frombuffer(self._busy, dtype=bool)  # the same bytes, as the selection reads them
+        self.busy = np.zeros(n_devices, dtype=bool)
         self.outstanding: dict[int, _Outstanding] = {}
         self.version = 0
         self.client_tasks = 0
@@ -133,7 +132,7 @@ class Coordinator:
                     config.local_steps, config.batch_size, demand.peak_memory_bytes, demand.flops,
                     demand.bytes_up, deadline_s, demand.bytes_down, config.mode, config.architecture)
         self._next_task_id += 1
-        self._busy[device] = 1
+        self.busy[device] = True
         self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
         self.client_tasks += 1
         self._row((self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
@@ -201,7 +200,7 @@ class Coordinator:
     def _resolve(self, task_id: int) -> _Outstanding | None:
         entry = self.outstanding.pop(task_id, None)
         if entry is not None:
-            self._busy[entry.task.device] = 0
+            self.busy[entry.task.device] = False
         return entry
 
     def _resolve_failed(self, task_id: int) -> _Outstanding | None:

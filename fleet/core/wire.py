@@ -109,20 +109,15 @@ def encoded_size_bytes(msg: Message) -> int:
     is packed once per distinct value (a round's tasks share it) and ``task_id``'s length follows msgpack's
     integer classes (``packed_int_bytes``)."""
     kind = type(msg)
+    if kind is Update:
+        return _UPDATE_BYTES + packed_int_bytes(msg.task_id) + msg.payload_bytes
     if kind is Task:
         key = (msg.round_index, msg.model_version, msg.phase, msg.local_steps, msg.batch_size,
                msg.peak_memory_bytes, msg.deadline_s is None, msg.mode, msg.architecture)
-    elif kind is Update:
-        key = None
     elif kind is Refusal:
         key = (msg.cause, msg.free_bytes)
     else:
         _header_of(msg)  # raises: this message has no frame
-    task_id = msg.task_id
-    id_bytes = (1 if task_id < 128 else 2 if task_id < 256 else 3) if 0 <= task_id < 65536 else \
-        packed_int_bytes(task_id)  # packed_int_bytes, its common case inline
-    if key is None:
-        return _UPDATE_BYTES + id_bytes + msg.payload_bytes
     rest = _REST_BYTES.get((kind, key))
     if rest is None:
         name, fields = _header_of(msg)
@@ -131,7 +126,7 @@ def encoded_size_bytes(msg: Message) -> int:
         rest = _REST_BYTES[(kind, key)] = _ENVELOPE_BYTES[name] + len(_packer().pack(body)) + _TASK_ID_KEY_BYTES
         if len(_REST_BYTES) > 4096:  # distinct refusals' free bytes: keep the cache small
             _REST_BYTES.clear()
-    return rest + id_bytes + getattr(msg, "payload_bytes", 0)
+    return rest + packed_int_bytes(msg.task_id) + getattr(msg, "payload_bytes", 0)
 
 
 def packed_int_bytes(value: int) -> int:

@@ -180,8 +180,8 @@ class TaskRun(Step):
                  done: simpy.Event | None) -> None:
         self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
         device = self.device = task.device
-        route = self.route = net._routes.get(device) or net.route(device)
-        self.medium = route.medium
+        self.route = net.route(device)
+        self.medium = self.route.medium
         self.down_link_s = None  # the download has not arrived (yet)
         self.fuse = net._fuses  # may a stage run at once (``_then``)?
 

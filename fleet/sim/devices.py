@@ -147,12 +147,6 @@ class SimulatedDevices:
         """Charge the parts at ``t_s`` (``fleet.sim.battery.charge``); when the battery runs flat on them, write
         its ``battery_flat`` row and schedule its ``battery_back`` row (never, without recharge power). True
         when it ran flat."""
-        if state.battery_j is None:  # ``charge`` without a battery (mains power, most tasks): the ledger only
-            state.energy_spent_j += compute_j + rx_j + tx_j
-            state.compute_j += compute_j
-            state.rx_j += rx_j
-            state.tx_j += tx_j
-            return False
         if not charge(state, t_s, compute_j, rx_j, tx_j, flat):
             return False
         back_s = go_flat(state, t_s)

@@ -173,11 +173,8 @@ class SimulatedNetwork(Transport, DeviceLink):
                 attempts, lost = self._max_attempts, True
         tx_bytes = attempts * size_bytes
         self.bytes_sent[to_server] += tx_bytes
-        if attempts == 1:  # the sum below with its terms 1 * silence_s and 0 * back-off (exactly 0.0) left out
-            rest_s = silence_s + route.latency_s
-        else:
-            rest_s = attempts * silence_s + (attempts - 1) * self._retry_backoff_s + route.latency_s
-        rest_s = rest_s + route.backhaul_latency_s + 8.0 * size_bytes / route.backhaul_bit_per_s  # left to right
+        rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + route.latency_s
+                  + route.backhaul_latency_s + 8.0 * size_bytes / route.backhaul_bit_per_s)  # serialization, inline
         return size_bytes, attempts * airtime_s, rest_s, lost, tx_bytes
 
     def _carry(self, msg: Message, device: int, to_server: bool):
