@@ -28,15 +28,14 @@ from pathlib import Path
 from fleet.app.out_folder import out_path
 from fleet.app.pipes import quiet_on_closed_pipe
 from fleet.app.printing import count
+from fleet.app.sweep_checks import PROG, InputError, check_out, check_ray, scenario_hashes, validate
 from fleet.app.sweep_plan import (
     MAX_RUNS,
     PlanError,
     Run,
     argv_to_run,
     check_reuse,
-    content_sha256,
     expand_grid,
-    file_sha256,
     parse_grid,
     parse_seeds,
     plan_runs,
@@ -46,12 +45,7 @@ from fleet.app.sweep_plan import (
 
 __all__ = ["main"]
 
-PROG = "fleet.sweep"
 INTERRUPTED = f"{PROG}: interrupted; run the same command again to finish the rest"
-
-
-class _InputError(Exception):
-    """Bad input found before anything runs: one line, exit status 2."""
 
 
 def _positive(text: str) -> int:
@@ -90,90 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _validate(path: str, settings, seeds: list[int]) -> tuple[dict[str, list[str]], dict[str | None, str]]:
-    """Every setting's variant names, and the Ray clusters its runs would join: ``{executor.ray_address:
-    where}`` for every learning-mode variant with ``executor.backend: ray`` (None: ``RAY_ADDRESS`` or a local instance;
-    ``where`` names the first setting that has it). Each setting's scenario (and the seed bounds) is checked in
-    full first, then its trace files (``_check_traces``)."""
-    from fleet.app.scenario import ScenarioError, load_variants, scenario_warnings
-
-    names, warned, clusters, traces = {}, set(), {}, set()
-    for i, setting in enumerate(settings):
-        where = f" (--grid setting {setting.name})" if setting.values else ""
-        try:
-            if i == 0 and len(seeds) > 1:
-                load_variants(path, [*setting.overrides, f"seed={max(seeds)}"])
-            variants = load_variants(path, [*setting.overrides, f"seed={min(seeds)}"])
-        except ScenarioError as exc:
-            raise _InputError(f"scenario error: {exc}{where}") from None
-        for _, scenario in variants:
-            for warning in scenario_warnings(scenario):
-                if warning not in warned:
-                    warned.add(warning)
-                    print(f"{PROG}: scenario warning: {path}: {warning}{where}", file=sys.stderr)
-            if scenario.executor.backend == "ray" and scenario.mode == "learning":  # timing mode builds none
-                clusters.setdefault(scenario.executor.ray_address, where)
-            _check_traces(path, scenario, traces, where)
-        names[setting.name] = [name for name, _ in variants]
-    return names, clusters
-
-
-def _check_traces(path: str, scenario, checked: set[str], where: str) -> None:
-    """A trace fleet's files, read as its run builds them (``fleet.app.build.build_fleet``: the files, the
-    clients it takes, their mapping): a bad trace is refused here instead of failing every run. Once per
-    distinct fleet (``checked``: what it depends on); a fleet sampled from a mix reads no file."""
-    if scenario.fleet.trace is None:
-        return
-    key = json.dumps([scenario.fleet.model_dump(mode="json"), scenario.algorithm.model_dump(mode="json"),
-                      scenario.seed], sort_keys=True)
-    if key in checked:
-        return
-    checked.add(key)
-    from fleet.app.build import build_fleet
-    from fleet.app.scenario import ScenarioError
-
-    try:
-        build_fleet(scenario)
-    except ScenarioError as exc:
-        raise _InputError(f"scenario error: {path}: {exc}{where}") from None
-
-
-def _check_ray(path: str, clusters: dict[str | None, str], backend: str) -> None:
-    """Before anything runs: the Ray clusters the runs would join (``_validate``) and, for ``--backend ray``,
-    the sweep's own (``RAY_ADDRESS``) answer (``fleet.learning.ray_cluster.check_cluster``), and the ray
-    package is installed (looked up, not imported) when any of them applies."""
-    if not clusters and backend != "ray":
-        return
-    import importlib.util
-
-    from fleet.learning import ray_cluster
-    from fleet.learning.backends import BackendUnavailable
-
-    if importlib.util.find_spec("ray") is None:
-        if backend == "ray":
-            raise _InputError(f"--backend ray: {ray_cluster.RAY_MISSING}")
-        raise _InputError(f"scenario error: {path}: executor: {ray_cluster.RAY_MISSING}{next(iter(clusters.values()))}")
-    for address, where in clusters.items():
-        try:
-            ray_cluster.check_cluster(address)
-        except BackendUnavailable as exc:
-            raise _InputError(f"scenario error: {path}: executor: {exc}{where}") from None
-    if backend == "ray" and None not in clusters:  # the sweep's own cluster, unless a run's check just made it
-        try:
-            ray_cluster.check_cluster(None)
-        except BackendUnavailable as exc:
-            raise _InputError(f"--backend ray: {exc}") from None
-
-
-def _check_out(out: Path) -> None:
-    from fleet.app.out_folder import OutFolderError, check_out_folder
-
-    try:
-        check_out_folder(out)
-    except OutFolderError as exc:
-        raise _InputError(str(exc)) from None
-
-
 def _pool(args):
     from fleet.app.sweep_backends import LocalPool, RayMissing, RayPool
 
@@ -181,7 +91,7 @@ def _pool(args):
         try:
             return RayPool(args.jobs), args.jobs or "unlimited"
         except RayMissing as exc:
-            raise _InputError(str(exc)) from None
+            raise InputError(str(exc)) from None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpucount() or 1
     jobs = args.jobs or cpus
     return LocalPool(jobs), jobs
@@ -251,14 +161,14 @@ def _main(args) -> int:
         if len(settings) * len(seeds) > MAX_RUNS:
             raise PlanError(f"{count(len(settings), 'setting')} × {count(len(seeds), 'seed')} is more than "
                             f"{MAX_RUNS:,} runs")
-        variants, clusters = _validate(args.scenario, settings, seeds)
-        args.hashes = _hashes(args.scenario)
+        variants, clusters = validate(args.scenario, settings, seeds)
+        args.hashes = scenario_hashes(args.scenario)
         out = args.out or Path("runs") / f"sweep-{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         doc = check_reuse(out, args.scenario, args.hashes, settings) if out.is_dir() else None
-        _check_ray(args.scenario, clusters, args.backend)
+        check_ray(args.scenario, clusters, args.backend)
         pool, jobs = _pool(args)
-        _check_out(out)
-    except (PlanError, _InputError) as exc:
+        check_out(out)
+    except (PlanError, InputError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     runs = plan_runs(args.scenario, settings, seeds, out, figures=not args.no_figures)
@@ -314,17 +224,6 @@ def _main(args) -> int:
     print(f"{PROG}: {len(results)} of {count(len(runs), 'run')} finished, {len(failures)} failed; "
           f"report in {out / 'sweep.md'}", flush=True)
     return 1 if failures else 0
-
-
-def _hashes(scenario: str) -> dict[str, str]:
-    """The scenario's identity in the manifest: ``scenario_content_sha256`` (of its parsed content: what
-    ``check_reuse`` compares) and ``scenario_sha256`` (of the file's bytes)."""
-    try:
-        return {"scenario_content_sha256": content_sha256(scenario), "scenario_sha256": file_sha256(scenario)}
-    except OSError as exc:
-        raise _InputError(f"scenario error: {scenario}: cannot read ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise _InputError(f"scenario error: {scenario}: {exc}") from None
 
 
 def _refreshed(record: dict, complete: bool) -> dict:

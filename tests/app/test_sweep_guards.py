@@ -15,7 +15,7 @@ import pytest
 
 from fleet.app import sweep as sweep_app
 from fleet.app.sweep import main
-from fleet.app.sweep_plan import Setting, expand_grid, parse_grid
+from fleet.app.sweep_plan import Setting, expand_grid, file_sha256, parse_grid
 from fleet.app.sweep_report import RANGES, bounds_of, write_report
 from fleet.app.sweep_stats import describe, t_quantile
 from fleet.learning import ray_cluster
@@ -76,7 +76,7 @@ def test_an_old_manifest_without_the_hash_is_compared_by_path(tmp_path, monkeypa
     manifest["scenario"] = SMOKE  # the same path: reused, and the manifest gains the hash
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert _sweep(tmp_path, monkeypatch, pool, SMOKE, "--seeds", "0", "--out", str(out)) == 0
-    assert _strict_json((out / "manifest.json").read_text())["scenario_sha256"] == sweep_app.file_sha256(SMOKE)
+    assert _strict_json((out / "manifest.json").read_text())["scenario_sha256"] == file_sha256(SMOKE)
 
 
 def test_a_setting_folder_made_with_other_overrides_is_refused(tmp_path, monkeypatch, capsys):
