@@ -133,9 +133,10 @@ class Coordinator:
                     demand.bytes_up, deadline_s, demand.bytes_down, config.mode, config.architecture)
         self._next_task_id += 1
         self.busy[device] = True
-        self.outstanding[task.task_id] = _Outstanding(task, self._env.now)
+        now = self._env._now  # env.now without the property's call (every task)
+        self.outstanding[task.task_id] = _Outstanding(task, now)
         self.client_tasks += 1
-        self._row((self._env.now, "dispatch", round_index, device, task.task_id, None, self.version,
+        self._row((now, "dispatch", round_index, device, task.task_id, None, self.version,
                    demand.peak_memory_bytes, None, None, None, None, None, None))
         self._work.submit(task)
         return task
@@ -210,7 +211,7 @@ class Coordinator:
         return entry
 
     def _on_message(self, msg: Message, delivery: Delivery) -> None:
-        if isinstance(msg, Update):
+        if type(msg) is Update:  # Update is final: no subclass travels
             entry = self._resolve(msg.task_id)
             if entry is None:
                 return

@@ -110,7 +110,10 @@ def encoded_size_bytes(msg: Message) -> int:
     integer classes (``packed_int_bytes``)."""
     kind = type(msg)
     if kind is Update:
-        return _UPDATE_BYTES + packed_int_bytes(msg.task_id) + msg.payload_bytes
+        task_id = msg.task_id  # packed_int_bytes, inline for the ids below 2**16 (every update)
+        if 0 <= task_id < 65536:
+            return _UPDATE_BYTES + (1 if task_id < 128 else 2 if task_id < 256 else 3) + msg.payload_bytes
+        return _UPDATE_BYTES + packed_int_bytes(task_id) + msg.payload_bytes
     if kind is Task:
         key = (msg.round_index, msg.model_version, msg.phase, msg.local_steps, msg.batch_size,
                msg.peak_memory_bytes, msg.deadline_s is None, msg.mode, msg.architecture)

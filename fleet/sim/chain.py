@@ -26,7 +26,7 @@ from heapq import heappush
 from typing import TYPE_CHECKING, Callable
 
 from fleet.core.messages import Message, Task, Update
-from fleet.core.steps import NORMAL, URGENT, Step, is_next, schedule, schedule_at
+from fleet.core.steps import NORMAL, URGENT, Step, schedule, schedule_at
 from fleet.core.transport import Delivery
 
 if TYPE_CHECKING:
@@ -92,20 +92,26 @@ class Medium:
         if at is None:
             self._schedule(key)
             return None
+        pending = self._pending
         if self._queue:
-            self._settle(at)  # schedules no eid: the same whether before or after the release's push
-            if defer and is_next(env, key[0]):
-                return key
+            if pending:
+                self._settle(at)  # schedules no eid: the same whether before or after the release's push
+            if defer:  # is_next(env, key[0]), inline (every transfer)
+                queue = env._queue
+                if not queue or queue[0][0] > key[0] or (queue[0][0] == key[0] and queue[0][1] > NORMAL):
+                    return key
             self._schedule(key)
             return None
-        self._pending.append(key)
-        self._settle(at)
+        pending.append(key)  # nobody waits, so it cannot grant: only forget the releases the loop passed
+        while pending[0] < at:  # (this one, newer than ``at``, stays)
+            pending.popleft()
         return None
 
     def trigger(self, at: tuple) -> None:
         """What the loop does at a release event's place ``at`` (a place ``release`` returned)."""
         head = self._grant_head()
-        self._settle(at)
+        if self._pending:
+            self._settle(at)
         if head is not None:
             head(True)
 
@@ -234,7 +240,10 @@ class TaskRun(Step):
     def _granted(self) -> None:
         now = self.env._now
         self.queue_s = now - self.sent_s
-        self._hold(now, True)
+        if self.upload:
+            self._hold(now, True)
+        else:  # a download holds the medium for its airtime: ``_hold``, inline (every task)
+            self._then(self.hold_s, _AIRED)
 
     def _hold(self, now: float, tail: bool) -> None:
         """Hold the medium for the airtime, or, for an update the device cannot finish sending, until it stops.

@@ -147,6 +147,12 @@ class SimulatedDevices:
         """Charge the parts at ``t_s`` (``fleet.sim.battery.charge``); when the battery runs flat on them, write
         its ``battery_flat`` row and schedule its ``battery_back`` row (never, without recharge power). True
         when it ran flat."""
+        if state.battery_j is None:  # mains: what ``charge`` does without a battery, inline (twice a task)
+            state.energy_spent_j += compute_j + rx_j + tx_j
+            state.compute_j += compute_j
+            state.rx_j += rx_j
+            state.tx_j += tx_j
+            return False
         if not charge(state, t_s, compute_j, rx_j, tx_j, flat):
             return False
         back_s = go_flat(state, t_s)
@@ -357,9 +363,9 @@ class SimulatedDevices:
         run.state, run.compute_s, run.t0 = state, compute_s, now
         if stop is not None:
             run.stop_s, run.cause = stop
-            run.wait(stop[0] - now, self._on_stopped)
+            run._then(stop[0] - now, self._on_stopped)
         else:
-            run.wait(compute_s, self._on_computed)
+            run._then(compute_s, self._on_computed)
 
     def _stopped(self, run: TaskRun) -> None:
         self._say(run, self._interrupted(run.task, run.state, run.t0, run.stop_s, run.cause, run.compute_s,
