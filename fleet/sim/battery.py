@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from devices import Availability, DeviceProfile
+from devices import AlwaysOn, Availability, DeviceProfile
 from devices.catalog import REJOIN_FRACTION
 from devices.physics import battery_empty_after_s, recharge_time_s
 from fleet.sim.twins import battery_level_scalar_j, joules_per_flop_scalar
@@ -22,10 +22,13 @@ class DeviceState:
     """What a device that received a task holds: its profile, timeline and joules per FLOP, looked up
     once, and its mutable battery (``battery_j`` at ``battery_at_s``; None without one), spent FLOPs and
     spent energy (in total and by part: compute, radio received, radio sent), the times its battery ran flat
-    and until when it is flat (silent while ``now < flat_until_s``). Made at its first task."""
+    and until when it is flat (silent while ``now < flat_until_s``). Made at its first task.
+
+    ``cuttable``: whether the device can ever go silent (be unavailable, or run flat) on its own; False for
+    an always-on device without a battery, so an upload's cut need not be asked about (``upload_stop``)."""
 
     __slots__ = ("profile", "trainable_bytes", "availability", "j_per_flop", "battery_j", "battery_at_s",
-                 "flops_spent", "energy_spent_j", "compute_j", "rx_j", "tx_j", "flats", "flat_until_s")
+                 "flops_spent", "energy_spent_j", "compute_j", "rx_j", "tx_j", "flats", "flat_until_s", "cuttable")
 
     def __init__(self, profile: DeviceProfile, availability: Availability, battery_j: float | None) -> None:
         self.profile, self.availability = profile, availability
@@ -38,6 +41,7 @@ class DeviceState:
         self.compute_j = self.rx_j = self.tx_j = 0.0
         self.flats = 0
         self.flat_until_s = -math.inf  # inf: flat for good (no recharge power)
+        self.cuttable = type(availability) is not AlwaysOn or battery_j is not None
 
 
 def level_j(state: DeviceState, t_s: float) -> float:

@@ -229,27 +229,33 @@ class TaskRun(Step):
         heappush(env._queue, (t, NORMAL, eid, self))
 
     def _grant(self, tail: bool) -> None:
-        if tail:
-            self._then(0, _GRANTED)
-            return
+        """The medium granted the request now: the granted step (``_then(0, _GRANTED)`` when ``tail``, inline:
+        about two a task)."""
         env = self.env
         t, eid = env._now + 0, next(env._eid)
-        self.key, self.callbacks = (t, NORMAL, eid), _GRANTED
+        self.key = (t, NORMAL, eid)
+        if tail and self.fuse:
+            queue = env._queue
+            if not queue or queue[0][0] > t or (queue[0][0] == t and queue[0][1] > NORMAL):
+                env._now = t
+                self._granted()
+                return
+        self.callbacks = _GRANTED
         heappush(env._queue, (t, NORMAL, eid, self))
 
     def _granted(self) -> None:
         now = self.env._now
         self.queue_s = now - self.sent_s
-        if self.upload:
+        if self.upload and self.state.cuttable:
             self._hold(now, True)
-        else:  # a download holds the medium for its airtime: ``_hold``, inline (every task)
+        else:  # no cut to ask about (a download, a device that cannot go silent): ``_hold``, inline
             self._then(self.hold_s, _AIRED)
 
     def _hold(self, now: float, tail: bool) -> None:
         """Hold the medium for the airtime, or, for an update the device cannot finish sending, until it stops.
         ``tail``: the caller does nothing after this call (``_then``)."""
         env, delay, then = self.env, self.hold_s, _AIRED
-        if self.upload:
+        if self.upload and self.state.cuttable:  # ``upload_stop`` is None for a device that cannot go silent
             stop = self.devices.upload_stop(self.msg, self.sent_s, now, self.hold_s, self.tx_bytes)
             if stop is not None:
                 self.grant_s, self.cause = now, stop[1]

@@ -202,45 +202,49 @@ class SimulatedDevices:
                                                            p.frame_overhead_bytes)
 
     # --- a task, in the order the reference process runs it; the chain (``TaskRun``) calls the same ---
-    def _gate(self, task: Task, state: DeviceState, now: float, free: int) -> tuple[str | None, float]:
-        """The first gate ``task`` fails at ``now`` (or None), and the task's energy in joules."""
+    def _gate(self, task: Task, state: DeviceState, now: float, free: int) -> str | None:
+        """The first gate ``task`` fails at ``now``, or None."""
         p = state.profile
-        cause = state.availability.unavailable_cause(now)
-        if cause is not None:
-            return cause, 0.0
-        if now < state.flat_until_s:
-            return "battery", 0.0
+        if state.cuttable:  # AlwaysOn without a battery is never unavailable nor flat
+            cause = state.availability.unavailable_cause(now)
+            if cause is not None:
+                return cause
+            if now < state.flat_until_s:
+                return "battery"
         if task.peak_memory_bytes > free:
-            return "memory", 0.0
+            return "memory"
         rules = self._rules
         if rules.flop_budget_flops is not None and state.flops_spent + task.flops > rules.flop_budget_flops:
-            return "flops", 0.0
-        joules = energy_scalar_j(task.flops, task.payload_bytes + task.bytes_up, state.j_per_flop, p.tx_j_per_byte)
-        if p.battery_j is not None and self.battery_j(task.device, now) < joules:
-            return "battery", joules
+            return "flops"
+        if p.battery_j is not None:
+            joules = energy_scalar_j(task.flops, task.payload_bytes + task.bytes_up, state.j_per_flop,
+                                     p.tx_j_per_byte)
+            if self.battery_j(task.device, now) < joules:
+                return "battery"
         if rules.refuse_hopeless and task.deadline_s is not None:
             expected_s = (compute_time_scalar_s(task.flops, p.flops_per_s)
                           + self._expected_upload_s(p, task.bytes_up))
             if now + expected_s > task.deadline_s:
-                return "deadline", joules
-        return None, joules
+                return "deadline"
+        return None
 
-    def _refused(self, task: Task, now: float) -> tuple[DeviceState, str | None, float, Refusal | Leave | None]:
-        """At the task's arrival: its device's state, the gate it failed (None), its energy, and what the
-        device says when refused (a ``Refusal`` to upload, or a ``Leave`` the server hears by silence; the
-        refusal is recorded here)."""
+    def _refused(self, task: Task, now: float) -> tuple[DeviceState, str | None, Refusal | Leave | None]:
+        """At the task's arrival: its device's state, the gate it failed (None), and what the device says when
+        refused (a ``Refusal`` to upload, or a ``Leave`` the server hears by silence; the refusal is recorded
+        here)."""
         dev = task.device
-        state = self._state_of(dev)
+        state = self._state.get(dev)
+        if state is None:
+            state = self._state_of(dev)
         free = free_memory_scalar_bytes(state.trainable_bytes, state.profile.background.at(now))
-        cause, joules = self._gate(task, state, now, free)
+        cause = self._gate(task, state, now, free)
         if cause is None:
-            return state, None, joules, None
+            return state, None, None
         self._record(now, "refusal", task.round_index, dev, task.task_id, cause,
                      demand_bytes=task.peak_memory_bytes, free_bytes=free)
         if cause in _SILENT or now < state.flat_until_s:  # gone silent, or its battery flat
-            return state, cause, joules, Leave(dev, task.task_id, task.round_index, cause)
-        return state, cause, joules, Refusal(task.task_id, dev, task.round_index, cause, task.peak_memory_bytes,
-                                             free)
+            return state, cause, Leave(dev, task.task_id, task.round_index, cause)
+        return state, cause, Refusal(task.task_id, dev, task.round_index, cause, task.peak_memory_bytes, free)
 
     def _compute_plan(self, task: Task, state: DeviceState, now: float) -> tuple[float, tuple[float, str] | None]:
         """The task's compute time (a slowdown drawn) and its first interruption (time, cause), if any."""
@@ -332,7 +336,7 @@ class SimulatedDevices:
         """The reference: the device's work on ``task`` as the generator its delivering process runs."""
         env = self._env
         now = env.now
-        state, cause, joules, says = self._refused(task, now)
+        state, cause, says = self._refused(task, now)
         if cause is not None:
             if isinstance(says, Leave):
                 self._link.report_silence(says, self._rules.failure_detection_s)
@@ -355,7 +359,7 @@ class SimulatedDevices:
     def _arrive(self, run: TaskRun, now: float) -> None:
         """``_run`` up to its compute, for a ``TaskRun`` (the same calls, the same events)."""
         task = run.task
-        state, cause, joules, says = self._refused(task, now)
+        state, cause, says = self._refused(task, now)
         if cause is not None:
             self._say(run, says)
             return
