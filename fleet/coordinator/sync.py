@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from simpy.events import PENDING
+
 from fleet.coordinator.base import CanEverComplete, Coordinator, RoundRecord
 
 
@@ -110,7 +112,7 @@ class SyncCoordinator(Coordinator):
         self._check_done(rec)
 
     def _check_done(self, rec: RoundRecord) -> None:
-        if self._round_done.triggered:
+        if self._round_done._value is not PENDING:  # ``triggered`` without the property's call (every task)
             return
         resolved = rec.accepted + sum(rec.dropouts.values())
         if rec.accepted >= self.config.clients_per_round or resolved >= rec.selected:

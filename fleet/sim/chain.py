@@ -109,7 +109,10 @@ class Medium:
 
     def trigger(self, at: tuple) -> None:
         """What the loop does at a release event's place ``at`` (a place ``release`` returned)."""
-        head = self._grant_head()
+        queue, head = self._queue, None
+        if queue and self._users < self._capacity:  # ``_grant_head``, inline (most tasks)
+            self._users += 1
+            head = queue.popleft()
         if self._pending:
             self._settle(at)
         if head is not None:
@@ -186,8 +189,8 @@ class TaskRun(Step):
                  done: simpy.Event | None) -> None:
         self.net, self.env, self.devices, self.task, self.done = net, net._env, devices, task, done
         device = self.device = task.device
-        self.route = net.route(device)
-        self.medium = self.route.medium
+        route = self.route = net._routes.get(device) or net.route(device)  # made at the device's first message
+        self.medium = route.medium
         self.down_link_s = None  # the download has not arrived (yet)
         self.fuse = net._fuses  # may a stage run at once (``_then``)?
 
@@ -298,7 +301,8 @@ class TaskRun(Step):
         link_s = now - self.sent_s - self.queue_s
         if self.to_server:
             net._server_handler(self.msg, Delivery(self.sent_s, link_s, self.queue_s, self.size))
-            self.end()
+            if self.done is not None:  # ``end`` does nothing else (every task)
+                self.end()
         else:
             self.down_sent_s, self.down_link_s, self.down_queue_s, self.down_size = (self.sent_s, link_s,
                                                                                       self.queue_s, self.size)

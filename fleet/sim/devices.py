@@ -320,7 +320,12 @@ class SimulatedDevices:
     def upload_aired(self, msg: Update, tx_bytes: int) -> None:
         """The upload's airtime ended (delivered or lost on the link): charge its transmitted bytes."""
         state = self._state[msg.device]
-        self._spend(state, self._env._now, msg, 0.0, 0.0, float(tx_bytes) * state.profile.tx_j_per_byte)
+        tx_j = float(tx_bytes) * state.profile.tx_j_per_byte
+        if state.battery_j is None:  # ``_spend``'s mains case with no compute nor received part (every task):
+            state.energy_spent_j += tx_j  # adding 0.0 changes no sum (none starts at -0.0)
+            state.tx_j += tx_j
+            return
+        self._spend(state, self._env._now, msg, 0.0, 0.0, tx_j)
 
     def upload_cut(self, msg: Update, cause: str, grant_s: float, hold_s: float, tx_bytes: int) -> Leave:
         """The upload stopped now (``upload_stop``): charge the airtime so far, record the dropout (and the

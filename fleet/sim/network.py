@@ -43,7 +43,7 @@ class Route:
     read out of the profile once (``loss_log``: log of the loss probability, None for a lossless link)."""
 
     __slots__ = ("profile", "medium", "backhaul_latency_s", "backhaul_bit_per_s", "plain", "overhead_bytes",
-                 "up_bit_per_s", "down_bit_per_s", "latency_s", "loss_log")
+                 "up_bit_per_s", "down_bit_per_s", "latency_s", "access_s", "loss_log")
 
     def __init__(self, profile: DeviceProfile, medium: Medium | None, backhaul: tuple[float, float]) -> None:
         self.profile, self.medium = profile, medium
@@ -52,6 +52,7 @@ class Route:
         self.overhead_bytes = profile.frame_overhead_bytes
         self.up_bit_per_s, self.down_bit_per_s = profile.up_bit_per_s, profile.down_bit_per_s
         self.latency_s = profile.latency_s
+        self.access_s = self.latency_s + self.backhaul_latency_s  # the fixed part of a one-attempt hop
         self.loss_log = math.log(profile.loss_prob) if profile.loss_prob > 0.0 else None
 
 
@@ -123,9 +124,11 @@ class SimulatedNetwork(Transport, DeviceLink):
         if self._simulated is None:
             super().send_many(msgs)
             return
-        starts, devices = self._starts, self._simulated
+        starts, devices, env = self._starts, self._simulated, self._env
         for msg in msgs:
-            starts = start(TaskRun(self, devices, msg, None), starts)
+            run = TaskRun(self, devices, msg, None)
+            if starts is None or not starts.join(env, run):  # ``start``, inline
+                starts = start(run, None)
         self._starts = starts
 
     def upload(self, msg: Message):
@@ -173,8 +176,11 @@ class SimulatedNetwork(Transport, DeviceLink):
                 attempts, lost = self._max_attempts, True
         tx_bytes = attempts * size_bytes
         self.bytes_sent[to_server] += tx_bytes
+        serialization_s = 8.0 * size_bytes / route.backhaul_bit_per_s
+        if attempts == 1 and silence_s == 0.0:  # the sum below, to the bit: its first two terms are 0.0
+            return size_bytes, airtime_s, route.access_s + serialization_s, lost, tx_bytes
         rest_s = (attempts * silence_s + (attempts - 1) * self._retry_backoff_s + route.latency_s
-                  + route.backhaul_latency_s + 8.0 * size_bytes / route.backhaul_bit_per_s)  # serialization, inline
+                  + route.backhaul_latency_s + serialization_s)
         return size_bytes, attempts * airtime_s, rest_s, lost, tx_bytes
 
     def _carry(self, msg: Message, device: int, to_server: bool):
