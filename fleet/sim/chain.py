@@ -309,10 +309,10 @@ class TaskRun(Step):
             self.devices._arrive(self, now)
 
     # --- the device's part calls these -----------------------------------------------------------------------
-    def wait(self, delay: float, then: list) -> None:
-        """Call ``then[0](run)`` ``delay`` seconds from now (a timeout in the reference process); the caller
-        does nothing after this call but return to the loop."""
-        self._then(delay, then)
+    #: ``wait(delay, then)``: call ``then[0](run)`` ``delay`` seconds from now (a timeout in the reference
+    #: process); the caller does nothing after this call but return to the loop. ``_then`` itself, not a call
+    #: more (once a task).
+    wait = _then
 
     def end(self) -> None:
         """The reference process returns: its event fires, if anyone waits for it."""

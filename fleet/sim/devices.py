@@ -372,9 +372,9 @@ class SimulatedDevices:
         run.state, run.compute_s, run.t0 = state, compute_s, now
         if stop is not None:
             run.stop_s, run.cause = stop
-            run._then(stop[0] - now, self._on_stopped)
+            run.wait(stop[0] - now, self._on_stopped)
         else:
-            run._then(compute_s, self._on_computed)
+            run.wait(compute_s, self._on_computed)
 
     def _stopped(self, run: TaskRun) -> None:
         self._say(run, self._interrupted(run.task, run.state, run.t0, run.stop_s, run.cause, run.compute_s,
