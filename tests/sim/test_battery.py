@@ -14,6 +14,7 @@ from devices.catalog import REJOIN_FRACTION
 from fleet.core.kernel import Kernel
 from fleet.core.messages import Leave, Refusal, Task, Update
 from fleet.core.wire import encoded_size_bytes
+from fleet.sim.battery import DeviceState
 from fleet.sim.devices import DeviceRules, SimulatedDevices
 from tests.helpers import FAST_BIT_PER_S, make_network, make_profiles
 
@@ -209,3 +210,12 @@ def test_a_battery_that_cannot_pay_for_the_download_s_headers_runs_flat_when_the
     assert compute_j / rx_j == pytest.approx(2.0 / (down * J_PER_BYTE), rel=1e-12)  # shared pro rata
     (t, msg), = heard
     assert isinstance(msg, Leave) and t == pytest.approx(computed_s + DETECT_S, rel=1e-12)
+
+
+def test_only_an_always_on_device_without_a_battery_cannot_go_silent():
+    """``DeviceState.cuttable`` lets the hot path skip the cut and availability questions: it must be True for
+    any device that has a battery or a timeline that can go down."""
+    profile = make_profiles(1)[0]
+    assert not DeviceState(profile, AlwaysOn(), None).cuttable
+    assert DeviceState(profile, AlwaysOn(), 5.0).cuttable
+    assert DeviceState(profile, Diurnal(period_s=100.0, on_fraction=0.5), None).cuttable
